@@ -1,0 +1,2 @@
+//! sendmail (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! tern-inject (being written).
+fn main() {}

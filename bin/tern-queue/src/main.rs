@@ -1,0 +1,2 @@
+//! tern-queue (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! ternctl (being written).
+fn main() {}

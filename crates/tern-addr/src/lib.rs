@@ -1,0 +1,1 @@
+//! tern-addr (being written).

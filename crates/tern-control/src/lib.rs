@@ -1,0 +1,1 @@
+//! tern-control (being written).

@@ -1,0 +1,1 @@
+//! tern-msg (being written).

@@ -1,0 +1,1 @@
+//! tern-spool (being written).
