@@ -1,2 +1,177 @@
-//! tern-queue (being written).
-fn main() {}
+//! NAME
+//!     tern-queue - put a message into the Tern queue
+//!
+//! SYNOPSIS
+//!     tern-queue  (message on fd 0, envelope on fd 1)
+//!
+//! DESCRIPTION
+//!     Reads a message on fd 0 and an envelope on fd 1 (`F<sender>\0`,
+//!     `T<recipient>\0`..., `\0`), prepends a `Received:` line naming its pid
+//!     and the invoking uid, makes the message durable in
+//!     `queue/new/<id % split>/<id>` and wakes the queue manager through
+//!     `queue/lock/trigger`. Compatible with qmail-queue. Prints nothing on
+//!     stdout; the exit code is the answer.
+//!
+//! SECURITY
+//!     Installed setuid to the queue owner. When the kernel reports AT_SECURE
+//!     it ignores `TERN_HOME` and `TERN_QUEUE_TIMEOUT` and uses the compiled-in
+//!     home; it trusts nothing but fd 0 and fd 1. It sets its umask, resets
+//!     signal mask and dispositions, and arms its own deadline. Writes only
+//!     below `queue/`.
+//!
+//! EXIT CODES
+//!     0 queued; 11 address too long; 12 too many recipients; 13 envelope
+//!     too large; 51 out of memory; 52 timeout; 53 write error or disk full;
+//!     54 cannot read message or envelope (including a truncated envelope);
+//!     61 home; 62 queue directory or its format; 63 queue/tmp; 64
+//!     queue/new; 65 syncing queue/new; 81 internal bug; 91 envelope format
+//!     error. See docs/man/tern-queue.8.md.
+//!
+//! FILES
+//!     $TERN_HOME/queue/{format,tmp/,new/,lock/trigger}
+//!
+//! SEE ALSO
+//!     docs/queue.md, tern-inject(8), sendmail(8)
+#![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::BufReader;
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+use std::time::Duration;
+use tern_log::Event;
+use tern_spool::QueueExit;
+use tern_spool::commit::{self, Writer};
+use tern_spool::envelope::{Envelope, EnvelopeError};
+use tern_spool::qfile::Origin;
+
+const PROG: &str = "tern-queue";
+/// The compiled-in home, used whenever the environment cannot be trusted.
+const DEFAULT_HOME: &str = match option_env!("TERN_DEFAULT_HOME") {
+    Some(h) => h,
+    None => "/var/tern",
+};
+/// The self-destruct deadline (qmail's DEATH): a stuck injection ends.
+const DEATH_SECS: u64 = 86_400;
+
+fn refuse(exit: QueueExit, reason: &dyn std::fmt::Display) -> ExitCode {
+    Event::new(PROG, "refused")
+        .num("code", exit.code())
+        .field("reason", reason.to_string())
+        .emit();
+    ExitCode::from(exit.code())
+}
+
+fn main() -> ExitCode {
+    tern_sys::signals::reset();
+    tern_sys::signals::exit_on_crash(
+        QueueExit::Bug.code().into(),
+        QueueExit::OutOfMemory.code().into(),
+    );
+    tern_log::install_panic_hook(PROG, QueueExit::Bug.code().into());
+    tern_sys::set_umask(0o027);
+
+    let mut args = std::env::args_os().skip(1);
+    if let Some(a) = args.next() {
+        let out = if a == "--version" {
+            format!("tern-queue {}\n", env!("CARGO_PKG_VERSION"))
+        } else {
+            "usage: tern-queue  (message on fd 0, envelope on fd 1; no arguments)\n\
+             Exit 0 means queued; see tern-queue(8) for the other codes.\n"
+                .to_string()
+        };
+        // fd 1 is the envelope pipe, never an output: help goes to stderr.
+        use std::io::Write as _;
+        let _ = std::io::stderr().write_all(out.as_bytes());
+        return if a == "--help" || a == "-h" || a == "--version" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(QueueExit::Bug.code())
+        };
+    }
+
+    let secure = tern_sys::secure::at_secure();
+    let env = |name: &str| if secure { None } else { std::env::var_os(name) };
+    let timeout = env("TERN_QUEUE_TIMEOUT")
+        .and_then(|v| v.to_str().and_then(|s| s.parse::<u64>().ok()))
+        .filter(|&s| s > 0)
+        .unwrap_or(DEATH_SECS);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(timeout));
+        Event::new(PROG, "refused")
+            .num("code", QueueExit::Timeout.code())
+            .field("reason", "timeout")
+            .emit();
+        tern_sys::signals::exit_now(QueueExit::Timeout.code().into());
+    });
+    let home = env("TERN_HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_HOME.into());
+
+    let home_fd = match rustix::fs::open(
+        &home,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return refuse(
+                QueueExit::HomeTrouble,
+                &format!("open {}: {e}", home.display()),
+            );
+        }
+    };
+    let queue = match commit::open_queue_dir(&home_fd) {
+        Ok(q) => q,
+        Err(e) => return refuse(QueueExit::QueueDirTrouble, &format!("open queue: {e}")),
+    };
+    let layout = match commit::read_layout(&queue) {
+        Ok(l) => l,
+        Err(e) => return refuse(QueueExit::QueueDirTrouble, &e),
+    };
+    let mut writer = match Writer::create(&queue, layout) {
+        Ok(w) => w,
+        Err(e) => return refuse(e.exit, &e),
+    };
+
+    let origin = Origin {
+        uid: tern_sys::real_uid(),
+        pid: std::process::id(),
+        time: tern_date::now(),
+    };
+    let received = commit::received_line(origin.pid, origin.uid, origin.time);
+    if let Err(e) = writer.write_message(&received, &mut std::io::stdin().lock()) {
+        return refuse(e.exit, &e);
+    }
+
+    let envelope = {
+        let fd1 = match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => return refuse(QueueExit::ReadFailed, &format!("fd 1: {e}")),
+        };
+        let mut input = BufReader::with_capacity(16 * 1024, std::fs::File::from(fd1));
+        match Envelope::read_from(&mut input) {
+            Ok(env) => env,
+            Err(e) => {
+                let exit = match e {
+                    EnvelopeError::AddressTooLong => QueueExit::AddressTooLong,
+                    EnvelopeError::TooManyRecipients => QueueExit::TooManyRecipients,
+                    EnvelopeError::TooLarge => QueueExit::EnvelopeTooLarge,
+                    EnvelopeError::Format { .. } => QueueExit::BadEnvelope,
+                    EnvelopeError::OutOfMemory => QueueExit::OutOfMemory,
+                    EnvelopeError::Truncated(_) | EnvelopeError::Read(_) => QueueExit::ReadFailed,
+                    _ => QueueExit::ReadFailed,
+                };
+                return refuse(exit, &e);
+            }
+        }
+    };
+
+    if let Err(e) = writer.commit(&origin, &envelope) {
+        return refuse(e.exit, &e);
+    }
+    // Committed and durable. The wake-up is best effort.
+    tern_sys::trigger::pull(&queue, std::path::Path::new(tern_spool::layout::TRIGGER));
+    ExitCode::SUCCESS
+}

@@ -14,20 +14,26 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-/// Escapes a value for a log line: printable ASCII other than `"`, `\`, `=`
-/// and space is kept; everything else becomes `\xHH`. A value that is empty
-/// is written as `""`. The result never contains a space, newline or `=`.
+/// Escapes a value for a log line (logfmt style). Bytes outside printable
+/// ASCII, `"` and `\\` become `\\xHH`; a value that is empty or holds a space
+/// or `=` is wrapped in double quotes. The result never contains a newline,
+/// a control character, or an unquoted space or `=`, so an untrusted value
+/// cannot forge a field or a line.
 pub fn escape(value: &[u8]) -> String {
-    if value.is_empty() {
-        return "\"\"".to_string();
+    let quote = value.is_empty() || value.iter().any(|&b| b == b' ' || b == b'=');
+    let mut out = String::with_capacity(value.len() + 2);
+    if quote {
+        out.push('"');
     }
-    let mut out = String::with_capacity(value.len());
     for &b in value {
-        if (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != b'=' {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
             out.push(b as char);
         } else {
             let _ = write!(out, "\\x{b:02x}");
         }
+    }
+    if quote {
+        out.push('"');
     }
     out
 }
@@ -108,8 +114,10 @@ mod tests {
     #[test]
     fn escape_cannot_forge_fields_or_lines() {
         assert_eq!(escape(b""), "\"\"");
-        assert_eq!(escape(b"a b"), "a\\x20b");
-        assert_eq!(escape(b"x\nevent=fake"), "x\\x0aevent\\x3dfake");
+        assert_eq!(escape(b"a b"), "\"a b\"");
+        assert_eq!(escape(b"x\nevent=fake"), "\"x\\x0aevent=fake\"");
+        assert_eq!(escape(b"say \"hi\""), "\"say \\x22hi\\x22\"");
+        assert_eq!(escape(b"back\\slash"), "back\\x5cslash");
         assert_eq!(escape(b"\x1b[31m"), "\\x1b[31m");
         assert_eq!(escape("é".as_bytes()), "\\xc3\\xa9");
         assert_eq!(escape(b"user@example.com"), "user@example.com");
@@ -120,6 +128,9 @@ mod tests {
         let e = Event::new("tern-queue", "queued")
             .num("qid", 42)
             .field("sender", b"a b@c");
-        assert_eq!(e.as_str(), "tern-queue: event=queued qid=42 sender=a\\x20b@c");
+        assert_eq!(
+            e.as_str(),
+            "tern-queue: event=queued qid=42 sender=\"a b@c\""
+        );
     }
 }

@@ -34,7 +34,12 @@ pub fn reset() {
     // SAFETY: installing SIG_IGN involves no handler code.
     let _ = unsafe { sigaction(Signal::SIGPIPE, &ignore) };
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for s in [Signal::SIGALRM, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGALRM,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         // SAFETY: installing SIG_DFL involves no handler code.
         let _ = unsafe { sigaction(s, &dfl) };
     }

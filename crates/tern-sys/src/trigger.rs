@@ -13,10 +13,10 @@ pub fn pull(dir: impl AsFd, name: &Path) {
     if let Ok(fd) = rustix::fs::openat(dir, name, flags, Mode::empty()) {
         // Only a FIFO is written to: a regular file planted in its place
         // must not grow.
-        if let Ok(st) = rustix::fs::fstat(&fd) {
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo {
-                let _ = rustix::io::write(&fd, b"!");
-            }
+        if let Ok(st) = rustix::fs::fstat(&fd)
+            && rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+        {
+            let _ = rustix::io::write(&fd, b"!");
         }
     }
 }

@@ -1,0 +1,319 @@
+//! The commit protocol: how `tern-queue` turns two byte streams into a
+//! durable queue file. Every step and its exit code is in docs/queue.md.
+//!
+//! 1. Create an unnamed file in `queue/tmp` (`O_TMPFILE`; where the file
+//!    system lacks it, a named, `flock`ed file instead). Its inode number is
+//!    the message id. A crash now leaves nothing (unnamed) or a lock-free
+//!    named file that [`crate::repair`] removes.
+//! 2. Write the `Received:` line and the message at the reserved offset.
+//! 3. Read the envelope; write the header at offset 0.
+//! 4. `fsync` the file. (flush 1)
+//! 5. Link the file into `queue/new/<id % split>/<id>` (never replacing a
+//!    name). **This is the commit point.**
+//! 6. `fsync` the directory `queue/new/<id % split>`. (flush 2) Only now may
+//!    the caller be told "queued".
+
+use crate::envelope::Envelope;
+use crate::exit::QueueExit;
+use crate::layout::{Layout, TMP_DIR};
+use crate::qfile::{self, DEFAULT_RESERVE, Origin};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A failure of one commit step, already classified by exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct CommitError {
+    /// The exit code `tern-queue` must return.
+    pub exit: QueueExit,
+    /// The step that failed.
+    pub step: &'static str,
+    /// The system error.
+    pub source: std::io::Error,
+}
+
+fn fail(exit: QueueExit, step: &'static str) -> impl FnOnce(std::io::Error) -> CommitError {
+    move |source| CommitError { exit, step, source }
+}
+
+/// The `Received:` line `tern-queue` puts on top of every message: it names
+/// the pid and the invoking uid only, never host details of the caller.
+pub fn received_line(pid: u32, uid: u32, time: i64) -> Vec<u8> {
+    format!(
+        "Received: (tern-queue {pid} invoked by uid {uid}); {}\n",
+        tern_date::rfc5322(time)
+    )
+    .into_bytes()
+}
+
+/// A queue file being written.
+pub struct Writer<'q> {
+    queue: &'q OwnedFd,
+    layout: Layout,
+    file: File,
+    /// `Some(name)` for a named file in `tmp/` (the fallback), `None` for an
+    /// unnamed `O_TMPFILE` file.
+    tmp_name: Option<PathBuf>,
+    id: u64,
+    end: u64,
+}
+
+fn create_file(queue: &OwnedFd) -> Result<(File, Option<PathBuf>), CommitError> {
+    let mode = Mode::from_raw_mode(0o640);
+    if Path::new("/proc/self/fd").is_dir() {
+        match rustix::fs::openat(
+            queue,
+            TMP_DIR,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            mode,
+        ) {
+            Ok(fd) => return Ok((File::from(fd), None)),
+            Err(e)
+                if e == rustix::io::Errno::OPNOTSUPP
+                    || e == rustix::io::Errno::ISDIR
+                    || e == rustix::io::Errno::INVAL => {}
+            Err(e) => {
+                return Err(fail(QueueExit::TmpTrouble, "create temporary file")(
+                    e.into(),
+                ));
+            }
+        }
+    }
+    // Named fallback: unique by pid, time and a counter; locked while alive
+    // so that repair can tell a live writer from a dead one.
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    for n in 0..8 {
+        let name = PathBuf::from(format!("{TMP_DIR}/{pid}.{nanos}.{n}"));
+        match rustix::fs::openat(
+            queue,
+            &name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            mode,
+        ) {
+            Ok(fd) => {
+                rustix::fs::flock(&fd, FlockOperation::LockExclusive)
+                    .map_err(|e| fail(QueueExit::TmpTrouble, "lock temporary file")(e.into()))?;
+                return Ok((File::from(fd), Some(name)));
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => {
+                return Err(fail(QueueExit::TmpTrouble, "create temporary file")(
+                    e.into(),
+                ));
+            }
+        }
+    }
+    Err(fail(QueueExit::TmpTrouble, "create temporary file")(
+        std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+    ))
+}
+
+impl<'q> Writer<'q> {
+    /// Step 1: creates the file. `queue` is an open directory fd of `queue/`.
+    pub fn create(queue: &'q OwnedFd, layout: Layout) -> Result<Writer<'q>, CommitError> {
+        let (file, tmp_name) = create_file(queue)?;
+        let st = rustix::fs::fstat(&file)
+            .map_err(|e| fail(QueueExit::TmpTrouble, "stat temporary file")(e.into()))?;
+        Ok(Writer {
+            queue,
+            layout,
+            file,
+            tmp_name,
+            id: st.st_ino,
+            end: DEFAULT_RESERVE,
+        })
+    }
+
+    /// The message id this file will have (its inode number).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Step 2: writes `first` (the Received line) and then everything from
+    /// `input` until end of file. A read error is [`QueueExit::ReadFailed`];
+    /// a write error (disk full) is [`QueueExit::WriteFailed`].
+    pub fn write_message(
+        &mut self,
+        first: &[u8],
+        input: &mut impl Read,
+    ) -> Result<u64, CommitError> {
+        self.file
+            .write_all_at(first, self.end)
+            .map_err(fail(QueueExit::WriteFailed, "write message"))?;
+        self.end += first.len() as u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(fail(QueueExit::ReadFailed, "read message")(e)),
+            };
+            self.file
+                .write_all_at(&buf[..n], self.end)
+                .map_err(fail(QueueExit::WriteFailed, "write message"))?;
+            self.end += n as u64;
+        }
+        Ok(self.end - DEFAULT_RESERVE)
+    }
+
+    /// Steps 3-6: writes the header, makes the file durable, links it into
+    /// `new/`, makes the link durable. Returns the message id. On error,
+    /// nothing is queued (the file is unnamed or removed).
+    pub fn commit(mut self, origin: &Origin, envelope: &Envelope) -> Result<u64, CommitError> {
+        let offset = qfile::offset_for(origin, envelope);
+        if offset != DEFAULT_RESERVE {
+            self.move_to_offset(offset)?;
+        }
+        let header = qfile::encode_header(origin, envelope, offset);
+        self.file
+            .write_all_at(&header, 0)
+            .map_err(fail(QueueExit::WriteFailed, "write header"))?;
+        // Flush 1: data and inode of the queue file.
+        self.file
+            .sync_all()
+            .map_err(fail(QueueExit::WriteFailed, "fsync message"))?;
+
+        let id = self.id;
+        let dir_path = self.layout.new_dir(id);
+        let dir = rustix::fs::openat(
+            self.queue,
+            &dir_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(QueueExit::NewDirTrouble, "open new-message directory")(e.into()))?;
+        let name = id.to_string();
+        match &self.tmp_name {
+            None => {
+                let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    &dir,
+                    name.as_str(),
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .map_err(|e| {
+                    fail(QueueExit::NewDirTrouble, "link into new-message directory")(e.into())
+                })?;
+            }
+            Some(tmp) => {
+                match rustix::fs::renameat_with(
+                    self.queue,
+                    tmp,
+                    &dir,
+                    name.as_str(),
+                    RenameFlags::NOREPLACE,
+                ) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                        rustix::fs::linkat(self.queue, tmp, &dir, name.as_str(), AtFlags::empty())
+                            .map_err(|e| {
+                                fail(QueueExit::NewDirTrouble, "link into new-message directory")(
+                                    e.into(),
+                                )
+                            })?;
+                        let _ = rustix::fs::unlinkat(self.queue, tmp, AtFlags::empty());
+                    }
+                    Err(e) => {
+                        return Err(fail(
+                            QueueExit::NewDirTrouble,
+                            "rename into new-message directory",
+                        )(e.into()));
+                    }
+                }
+                self.tmp_name = None;
+            }
+        }
+        // Flush 2: the directory entry. Only after this is the message safe.
+        let dir = File::from(dir);
+        if let Err(e) = dir.sync_all() {
+            // Undo, so that the caller's failure report is the whole truth as
+            // far as we can make it; a retry may still duplicate, never lose.
+            let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty());
+            let _ = dir.sync_all();
+            return Err(fail(QueueExit::SyncTrouble, "fsync new-message directory")(
+                e,
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Copies the message into a fresh file whose header space is `offset`
+    /// bytes (an envelope too large for the default reservation).
+    fn move_to_offset(&mut self, offset: u64) -> Result<(), CommitError> {
+        let (file, tmp_name) = create_file(self.queue)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut from = DEFAULT_RESERVE;
+        let mut to = offset;
+        while from < self.end {
+            let want = ((self.end - from) as usize).min(buf.len());
+            self.file
+                .read_exact_at(&mut buf[..want], from)
+                .map_err(fail(QueueExit::WriteFailed, "copy message"))?;
+            file.write_all_at(&buf[..want], to)
+                .map_err(fail(QueueExit::WriteFailed, "copy message"))?;
+            from += want as u64;
+            to += want as u64;
+        }
+        let st = rustix::fs::fstat(&file)
+            .map_err(|e| fail(QueueExit::TmpTrouble, "stat temporary file")(e.into()))?;
+        self.discard_tmp();
+        self.file = file;
+        self.tmp_name = tmp_name;
+        self.id = st.st_ino;
+        self.end = to;
+        Ok(())
+    }
+
+    fn discard_tmp(&mut self) {
+        if let Some(name) = self.tmp_name.take() {
+            let _ = rustix::fs::unlinkat(self.queue, &name, AtFlags::empty());
+        }
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        // An uncommitted named file is removed; an unnamed one vanishes with
+        // its last descriptor.
+        self.discard_tmp();
+    }
+}
+
+/// Opens `queue/` below an open home directory (`O_DIRECTORY`).
+pub fn open_queue_dir(home: impl AsFd) -> std::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        home,
+        "queue",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(Into::into)
+}
+
+/// Reads the layout (`format` file) through an open `queue/` directory.
+pub fn read_layout(queue: &OwnedFd) -> Result<Layout, String> {
+    let fd = rustix::fs::openat(
+        queue,
+        crate::layout::FORMAT_FILE,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open queue/format: {e}"))?;
+    let mut text = Vec::new();
+    File::from(fd)
+        .take(256)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("read queue/format: {e}"))?;
+    Layout::parse(&text).map_err(|h| format!("queue/format: {h}"))
+}

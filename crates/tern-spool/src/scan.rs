@@ -1,0 +1,271 @@
+//! Reading and listing committed messages.
+
+use crate::Error;
+use crate::envelope::Envelope;
+use crate::layout::{CUR_DIR, Layout, NEW_DIR};
+use crate::qfile::{self, Header};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where a committed message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Committed (`new/`), not yet picked up by the queue manager.
+    New,
+    /// Taken over by the queue manager (`cur/`).
+    Active,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::New => "new",
+            Stage::Active => "active",
+        })
+    }
+}
+
+/// The delivery state of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientState {
+    /// Not yet delivered (never tried, or deferred).
+    Pending,
+    /// Delivered.
+    Delivered,
+    /// Failed permanently (bounced).
+    Failed,
+}
+
+impl fmt::Display for RecipientState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecipientState::Pending => "pending",
+            RecipientState::Delivered => "delivered",
+            RecipientState::Failed => "failed",
+        })
+    }
+}
+
+/// One recipient of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The envelope address.
+    pub address: Vec<u8>,
+    /// Its state.
+    pub state: RecipientState,
+}
+
+/// A committed message as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// The id (inode number of the queue file).
+    pub id: u64,
+    /// Seconds since the epoch when it was accepted.
+    pub birth: i64,
+    /// Size of the message in bytes (Received line included).
+    pub size: u64,
+    /// Uid of the injecting process.
+    pub uid: u32,
+    /// Envelope sender (empty for a bounce).
+    pub sender: Vec<u8>,
+    /// Recipients with their states.
+    pub recipients: Vec<Recipient>,
+    /// New or active.
+    pub stage: Stage,
+}
+
+/// The result of a full scan: messages, and files that do not parse (which
+/// are never delivered and never removed automatically).
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Readable committed messages, sorted by birth then id.
+    pub messages: Vec<QueuedMessage>,
+    /// Entries in `new/` or `cur/` that are not valid queue files.
+    pub damaged: Vec<(PathBuf, &'static str)>,
+}
+
+/// An open queue directory.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    dir: PathBuf,
+    layout: Layout,
+}
+
+/// A message opened for reading.
+#[derive(Debug)]
+pub struct OpenMessage {
+    /// The queue file, positioned anywhere; the message starts at
+    /// `header.offset`.
+    pub file: File,
+    /// Its parsed header.
+    pub header: Header,
+    /// Its stage.
+    pub stage: Stage,
+    /// Total file size.
+    pub file_size: u64,
+}
+
+fn decimal_name(name: &std::ffi::OsStr) -> Option<u64> {
+    let s = name.to_str()?;
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl Queue {
+    /// Opens the queue in `queue_dir` (reads its `format`).
+    pub fn open(queue_dir: &Path) -> Result<Queue, Error> {
+        let layout = Layout::read(queue_dir)?;
+        Ok(Queue {
+            dir: queue_dir.to_path_buf(),
+            layout,
+        })
+    }
+
+    /// The queue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The queue's layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Path of a message in a stage.
+    pub fn path(&self, id: u64, stage: Stage) -> PathBuf {
+        let rel = match stage {
+            Stage::New => self.layout.new_dir(id),
+            Stage::Active => self.layout.cur_dir(id),
+        };
+        self.dir.join(rel).join(id.to_string())
+    }
+
+    /// Every `(id, stage, path)` in `new/` then `cur/` (a message moved
+    /// between the two during the walk is reported once, as active).
+    fn walk(&self) -> Result<BTreeMap<u64, (Stage, PathBuf)>, Error> {
+        let mut found = BTreeMap::new();
+        for (top, stage) in [(NEW_DIR, Stage::New), (CUR_DIR, Stage::Active)] {
+            for b in 0..self.layout.split {
+                let d = self.dir.join(top).join(b.to_string());
+                let rd = match fs::read_dir(&d) {
+                    Ok(rd) => rd,
+                    Err(e) => return Err(Error::io("read directory", &d, e)),
+                };
+                for ent in rd {
+                    let ent = ent.map_err(|e| Error::io("read directory", &d, e))?;
+                    if let Some(id) = decimal_name(&ent.file_name()) {
+                        found.insert(id, (stage, ent.path()));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Number of committed messages (no file is opened).
+    pub fn count(&self) -> Result<usize, Error> {
+        Ok(self.walk()?.len())
+    }
+
+    /// Reads every committed message's header.
+    pub fn scan(&self) -> Result<Scan, Error> {
+        let mut scan = Scan::default();
+        for (id, (stage, path)) in self.walk()? {
+            match open_path(&path, stage) {
+                Ok(Some(m)) => scan.messages.push(listed(id, m)),
+                Ok(None) => {}
+                Err(hint) => scan.damaged.push((path, hint)),
+            }
+        }
+        scan.messages.sort_by_key(|m| (m.birth, m.id));
+        Ok(scan)
+    }
+
+    /// Every readable committed message, oldest first.
+    pub fn list(&self) -> Result<Vec<QueuedMessage>, Error> {
+        Ok(self.scan()?.messages)
+    }
+
+    /// Opens message `id` wherever it is.
+    pub fn open_message(&self, id: u64) -> Result<OpenMessage, Error> {
+        for stage in [Stage::Active, Stage::New] {
+            let path = self.path(id, stage);
+            match open_path(&path, stage) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => continue,
+                Err(hint) => return Err(Error::Damaged { path, hint }),
+            }
+        }
+        Err(Error::NotFound(id))
+    }
+
+    /// The message bytes of `id`, exactly as stored.
+    pub fn read_message(&self, id: u64) -> Result<Vec<u8>, Error> {
+        let m = self.open_message(id)?;
+        let path = self.path(id, m.stage);
+        let mut out = Vec::with_capacity((m.file_size - m.header.offset) as usize);
+        use std::io::{Seek, SeekFrom};
+        let mut f = &m.file;
+        f.seek(SeekFrom::Start(m.header.offset))
+            .and_then(|_| f.read_to_end(&mut out))
+            .map_err(|e| Error::io("read", &path, e))?;
+        Ok(out)
+    }
+}
+
+fn listed(id: u64, m: OpenMessage) -> QueuedMessage {
+    let Envelope { sender, recipients } = m.header.envelope;
+    QueuedMessage {
+        id,
+        birth: m.header.origin.time,
+        size: m.file_size - m.header.offset,
+        uid: m.header.origin.uid,
+        sender,
+        recipients: recipients
+            .into_iter()
+            .map(|address| Recipient {
+                address,
+                state: RecipientState::Pending,
+            })
+            .collect(),
+        stage: m.stage,
+    }
+}
+
+/// Opens and parses one queue file. `Ok(None)`: it vanished (moved or
+/// removed meanwhile). `Err`: it is damaged.
+fn open_path(path: &Path, stage: Stage) -> Result<Option<OpenMessage>, &'static str> {
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err("cannot open"),
+    };
+    let md = file.metadata().map_err(|_| "cannot stat")?;
+    if !md.is_file() {
+        return Err("not a regular file");
+    }
+    let name_id = path.file_name().and_then(decimal_name);
+    if name_id != Some(md.ino()) {
+        return Err("name is not the inode number");
+    }
+    let header = qfile::read_header(&file, md.len())?;
+    if header.offset > md.len() {
+        return Err("file shorter than its message offset");
+    }
+    Ok(Some(OpenMessage {
+        file,
+        header,
+        stage,
+        file_size: md.len(),
+    }))
+}
