@@ -1,1 +1,225 @@
-//! Integration-test harness for Tern (being written).
+//! Integration-test harness for Tern.
+//!
+//! * [`Instance`]: a throwaway single-user instance (`ternctl init` in a
+//!   fresh directory), removed on drop unless `TERN_KEEP_TEST_DIRS` is set;
+//! * [`bin`]: where the built programs are (`TERN_BIN_DIR`, else the target
+//!   directory next to the test executable; `scripts/test` builds them
+//!   first);
+//! * [`inject_raw`]: runs `tern-queue` with a message on fd 0 and an
+//!   envelope on fd 1, as every caller does;
+//! * [`skip`]: prints a clear `SKIP:` line for a test that cannot run here
+//!   (not root, a tool missing).
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The directory holding the built programs.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TERN_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a built program; panics with a clear message when it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.is_file(),
+        "program {} not found in {}: run `cargo build --workspace --bins` first (scripts/test does)",
+        name,
+        bin_dir().display()
+    );
+    p
+}
+
+/// True when running as root.
+pub fn is_root() -> bool {
+    tern_sys::effective_uid() == 0
+}
+
+/// Prints a SKIP line for a test that cannot run here.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIP: {test}: {reason}");
+}
+
+/// True when `tool` is on PATH.
+pub fn have_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, unique directory for a test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let base = std::env::var_os("TERN_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let d = base.join(format!("tern-test-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// A throwaway single-user instance.
+pub struct Instance {
+    root: PathBuf,
+    home: PathBuf,
+}
+
+impl Instance {
+    /// Creates an instance with the mailboxes `test` and `postmaster`.
+    pub fn new(name: &str) -> Instance {
+        Instance::with_mailboxes(name, &["test"])
+    }
+
+    /// Creates an instance with the given mailboxes (postmaster always).
+    pub fn with_mailboxes(name: &str, mailboxes: &[&str]) -> Instance {
+        let root = scratch_dir(name);
+        let home = root.join("home");
+        let mut cmd = Command::new(bin("ternctl"));
+        cmd.arg("init").arg(&home).arg("--bin").arg(bin_dir());
+        for m in mailboxes {
+            cmd.arg("--mailbox").arg(m);
+        }
+        let out = cmd.env_remove("TERN_HOME").output().expect("run ternctl init");
+        assert!(
+            out.status.success(),
+            "ternctl init failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Instance { root, home }
+    }
+
+    /// The instance home (`TERN_HOME`).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// A scratch directory beside the home, removed with the instance.
+    pub fn scratch(&self) -> &Path {
+        &self.root
+    }
+
+    /// A command for one of the instance's programs, with `TERN_HOME` set.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(bin(program));
+        c.env("TERN_HOME", &self.home);
+        c.env_remove("QMAILQUEUE");
+        c
+    }
+
+    /// The instance's queue.
+    pub fn queue(&self) -> tern_spool::Queue {
+        tern_spool::Queue::open(&self.home.join("queue")).expect("open queue")
+    }
+
+    /// Runs `tern-queue` for this instance.
+    pub fn inject_raw(&self, message: &[u8], envelope: &[u8]) -> Injected {
+        inject_raw(self.command("tern-queue"), message, envelope)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if std::env::var_os("TERN_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// The outcome of one `tern-queue` run.
+#[derive(Debug)]
+pub struct Injected {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it wrote on stderr.
+    pub stderr: String,
+}
+
+impl Injected {
+    /// The exit code (-1 when killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+}
+
+/// Runs a queue program with `message` on fd 0 and `envelope` on fd 1.
+pub fn inject_raw(mut cmd: Command, message: &[u8], envelope: &[u8]) -> Injected {
+    let (env_r, mut env_w) = std::io::pipe().expect("pipe");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(env_r))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn queue program");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let msg = message.to_vec();
+    let envl = envelope.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&msg);
+        drop(stdin);
+        let _ = env_w.write_all(&envl);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    Injected {
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The envelope bytes for a sender and recipients.
+pub fn envelope(sender: &str, recipients: &[&str]) -> Vec<u8> {
+    tern_spool::Envelope {
+        sender: sender.as_bytes().to_vec(),
+        recipients: recipients.iter().map(|r| r.as_bytes().to_vec()).collect(),
+    }
+    .encode()
+}
+
+/// Splits a stored message into its `Received:` line (added by
+/// `tern-queue`) and the rest, which must equal what was injected.
+pub fn strip_received(stored: &[u8]) -> (&[u8], &[u8]) {
+    assert!(
+        stored.starts_with(b"Received: (tern-queue "),
+        "stored message does not start with tern-queue's Received line"
+    );
+    let nl = stored.iter().position(|&b| b == b'\n').expect("received line end");
+    (&stored[..=nl], &stored[nl + 1..])
+}
+
+/// Compiles `tests/fixtures/faultfs.c` into an `LD_PRELOAD` library that
+/// makes chosen system calls fail (see the file), or None when no C
+/// compiler is available.
+pub fn faultfs_library() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/faultfs.c");
+            let out = scratch_dir("faultfs").join("faultfs.so");
+            let ok = Command::new("cc")
+                .args(["-shared", "-fPIC", "-O1", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .arg("-ldl")
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            ok.then_some(out)
+        })
+        .clone()
+}

@@ -130,7 +130,10 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return refuse(QueueExit::QueueDirTrouble, &e),
     };
-    let mut writer = match Writer::create(&queue, layout) {
+    // Test aid, honoured only without privileges: force the named-file
+    // fallback that file systems without O_TMPFILE use.
+    let named = env("TERN_QUEUE_NAMED_TMP").is_some_and(|v| v == "1");
+    let mut writer = match Writer::create_with(&queue, layout, named) {
         Ok(w) => w,
         Err(e) => return refuse(e.exit, &e),
     };

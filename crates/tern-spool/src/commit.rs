@@ -62,9 +62,9 @@ pub struct Writer<'q> {
     end: u64,
 }
 
-fn create_file(queue: &OwnedFd) -> Result<(File, Option<PathBuf>), CommitError> {
+fn create_file(queue: &OwnedFd, named: bool) -> Result<(File, Option<PathBuf>), CommitError> {
     let mode = Mode::from_raw_mode(0o640);
-    if Path::new("/proc/self/fd").is_dir() {
+    if !named && Path::new("/proc/self/fd").is_dir() {
         match rustix::fs::openat(
             queue,
             TMP_DIR,
@@ -119,7 +119,17 @@ fn create_file(queue: &OwnedFd) -> Result<(File, Option<PathBuf>), CommitError> 
 impl<'q> Writer<'q> {
     /// Step 1: creates the file. `queue` is an open directory fd of `queue/`.
     pub fn create(queue: &'q OwnedFd, layout: Layout) -> Result<Writer<'q>, CommitError> {
-        let (file, tmp_name) = create_file(queue)?;
+        Writer::create_with(queue, layout, false)
+    }
+
+    /// Step 1 with a choice: `named` forces the named-file fallback even
+    /// where `O_TMPFILE` works (for tests of that path and of repair).
+    pub fn create_with(
+        queue: &'q OwnedFd,
+        layout: Layout,
+        named: bool,
+    ) -> Result<Writer<'q>, CommitError> {
+        let (file, tmp_name) = create_file(queue, named)?;
         let st = rustix::fs::fstat(&file)
             .map_err(|e| fail(QueueExit::TmpTrouble, "stat temporary file")(e.into()))?;
         Ok(Writer {
@@ -251,7 +261,7 @@ impl<'q> Writer<'q> {
     /// Copies the message into a fresh file whose header space is `offset`
     /// bytes (an envelope too large for the default reservation).
     fn move_to_offset(&mut self, offset: u64) -> Result<(), CommitError> {
-        let (file, tmp_name) = create_file(self.queue)?;
+        let (file, tmp_name) = create_file(self.queue, self.tmp_name.is_some())?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut from = DEFAULT_RESERVE;
         let mut to = offset;
