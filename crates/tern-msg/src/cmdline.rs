@@ -80,7 +80,7 @@ pub struct InjectOptions {
     pub recipients: Vec<Vec<u8>>,
 }
 
-/// Parses `tern-inject`'s arguments (without argv[0]). Options come first
+/// Parses `tern-inject`'s arguments (without `argv[0]`). Options come first
 /// (getopt style: clustered letters, `-fSENDER` or `-f SENDER`); the first
 /// argument that is not an option, or `--`, ends them.
 pub fn parse_inject(args: &[Vec<u8>]) -> Result<InjectCommand, UsageError> {
@@ -167,8 +167,8 @@ const IGNORED_FLAGS: &[u8] = b"vmxnUEJGS";
 /// argument).
 const IGNORED_WITH_VALUE: &[u8] = b"eBpNRVXhLACOd";
 
-/// Parses `sendmail`'s arguments (without argv[0]); `name` is the basename
-/// of argv[0] (`mailq` lists the queue, `newaliases` is refused).
+/// Parses `sendmail`'s arguments (without `argv[0]`); `name` is the basename
+/// of `argv[0]` (`mailq` lists the queue, `newaliases` is refused).
 ///
 /// Options may appear anywhere before `--` (as GNU getopt permutes), may
 /// be clustered (`-ti`), and take values attached (`-fuser`) or as the
