@@ -76,8 +76,10 @@ impl Error {
         Error { kind, offset }
     }
 
-    /// Moves the offset by `by` bytes (used when a part was parsed on its own).
-    pub(crate) fn shifted(self, by: usize) -> Self {
+    /// The same error with its offset moved by `by` bytes: for callers that
+    /// parsed a part of a larger input (e.g. the domain after `@`).
+    #[must_use]
+    pub fn shifted(self, by: usize) -> Self {
         Error {
             kind: self.kind,
             offset: self.offset + by,

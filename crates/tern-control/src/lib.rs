@@ -1,1 +1,46 @@
-//! tern-control (being written).
+//! `tern-control`: where a Tern instance lives and what its configuration says.
+//!
+//! * [`Home`] resolves the instance directory (`TERN_HOME`, honoured only
+//!   when the program is not running with elevated privileges; otherwise the
+//!   compiled-in [`DEFAULT_HOME`]) and names its subdirectories.
+//! * [`Control`] reads `control/` files with qmail's semantics (first line
+//!   for single values, blank lines and `#` comments skipped in lists,
+//!   missing file = default), but strictly: a malformed file is an [`Error`]
+//!   naming the file, the line and the problem, never a silent default.
+//!   Each program reads only the settings it needs, through typed accessors
+//!   such as [`Control::me`] or [`Control::databytes`].
+//! * [`SETTINGS`] is the one table of every setting: name, kind, default,
+//!   readers and a one-line description. `ternctl check` and
+//!   docs/control.md follow it.
+//! * The structured values: [`DomainList`] (`locals`, `rcpthosts`, ...),
+//!   [`VirtualDomains`], [`SmtpRoutes`], [`BadMailFrom`].
+//! * [`Assign`] parses `users/assign` (qmail-users semantics) and looks
+//!   local parts up.
+//! * [`check`] explains a whole instance's configuration, file by file.
+//!
+//! Callers: every program. Trust level: control files are written by the
+//! operator, but are parsed with the same bounds as untrusted input (file
+//! size, line length, UTF-8). No printing; no caching (a new process reads
+//! anew).
+#![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod assign;
+mod check;
+mod control;
+mod error;
+mod home;
+mod lists;
+mod read;
+mod settings;
+#[cfg(test)]
+mod testutil;
+
+pub use assign::{Assign, AssignEntry, Assignment, MAX_ASSIGN_FILE};
+pub use check::{FileReport, Status, check};
+pub use control::Control;
+pub use error::{Error, ErrorKind};
+pub use home::{DEFAULT_HOME, Home};
+pub use lists::{BadMailFrom, DomainList, Relay, RelayHost, SmtpRoutes, VirtualDomains};
+pub use read::{MAX_FILE, MAX_LINE};
+pub use settings::{DefaultValue, Kind, SETTINGS, Setting, Value, parse_value, setting};
