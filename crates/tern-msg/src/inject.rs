@@ -344,6 +344,251 @@ pub fn fix(
     })
 }
 
+/// Longest value taken from the environment (user, host, name), in bytes.
+pub const MAX_ENV_VALUE: usize = 1000;
+
+/// The identity settings a caller found in its environment (qmail-inject's
+/// variables). The library never reads the environment itself: the caller
+/// hands a lookup function to [`Environment::from_vars`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Environment {
+    /// `QMAILUSER`, `MAILUSER`, `USER`, `LOGNAME` (first set), else the
+    /// login name of the real uid.
+    pub user: Option<Vec<u8>>,
+    /// `QMAILHOST`, `MAILHOST`: host of the `From:` address.
+    pub host: Option<Vec<u8>>,
+    /// `QMAILNAME`, `MAILNAME`, `NAME`: full name for `From:`.
+    pub name: Option<Vec<u8>>,
+    /// `QMAILSUSER`: local part of the default envelope sender.
+    pub sender_user: Option<Vec<u8>>,
+    /// `QMAILSHOST`: host of the default envelope sender.
+    pub sender_host: Option<Vec<u8>>,
+    /// `QMAILDEFAULTHOST`: overrides `control/defaulthost`.
+    pub defaulthost: Option<Vec<u8>>,
+    /// `QMAILDEFAULTDOMAIN`: overrides `control/defaultdomain`.
+    pub defaultdomain: Option<Vec<u8>>,
+    /// `QMAILPLUSDOMAIN`: overrides `control/plusdomain`.
+    pub plusdomain: Option<Vec<u8>>,
+    /// `QMAILIDHOST`: overrides `control/idhost`.
+    pub idhost: Option<Vec<u8>>,
+}
+
+impl Environment {
+    /// Collects the variables through `get` (empty values count as unset);
+    /// `login` is asked for the passwd name only when no user variable is
+    /// set.
+    pub fn from_vars(
+        get: impl Fn(&str) -> Option<Vec<u8>>,
+        login: impl FnOnce() -> Option<String>,
+    ) -> Environment {
+        let first = |names: &[&str]| names.iter().find_map(|n| get(n).filter(|v| !v.is_empty()));
+        let user = first(&["QMAILUSER", "MAILUSER", "USER", "LOGNAME"])
+            .or_else(|| login().map(String::into_bytes));
+        Environment {
+            user,
+            host: first(&["QMAILHOST", "MAILHOST"]),
+            name: first(&["QMAILNAME", "MAILNAME", "NAME"]),
+            sender_user: first(&["QMAILSUSER"]),
+            sender_host: first(&["QMAILSHOST"]),
+            defaulthost: first(&["QMAILDEFAULTHOST"]),
+            defaultdomain: first(&["QMAILDEFAULTDOMAIN"]),
+            plusdomain: first(&["QMAILPLUSDOMAIN"]),
+            idhost: first(&["QMAILIDHOST"]),
+        }
+    }
+
+    /// The controls with this environment's overrides applied.
+    pub fn apply(&self, controls: &Controls) -> Controls {
+        let pick = |v: &Option<Vec<u8>>, c: &Vec<u8>| v.clone().unwrap_or_else(|| c.clone());
+        Controls {
+            me: controls.me.clone(),
+            defaulthost: pick(&self.defaulthost, &controls.defaulthost),
+            defaultdomain: pick(&self.defaultdomain, &controls.defaultdomain),
+            plusdomain: pick(&self.plusdomain, &controls.plusdomain),
+            idhost: pick(&self.idhost, &controls.idhost),
+        }
+    }
+
+    /// Checks every value for control characters and length, and host
+    /// names for address syntax.
+    fn check(&self) -> Result<(), PrepareError> {
+        // (what, value, is a host name)
+        let vars: [(&'static str, &Option<Vec<u8>>, bool); 9] = [
+            (
+                "the user name (QMAILUSER, MAILUSER, USER, LOGNAME)",
+                &self.user,
+                false,
+            ),
+            ("QMAILHOST or MAILHOST", &self.host, true),
+            ("QMAILNAME, MAILNAME or NAME", &self.name, false),
+            ("QMAILSUSER", &self.sender_user, false),
+            ("QMAILSHOST", &self.sender_host, true),
+            ("QMAILDEFAULTHOST", &self.defaulthost, true),
+            ("QMAILDEFAULTDOMAIN", &self.defaultdomain, true),
+            ("QMAILPLUSDOMAIN", &self.plusdomain, true),
+            ("QMAILIDHOST", &self.idhost, true),
+        ];
+        for (what, value, is_host) in vars {
+            let Some(v) = value else { continue };
+            let control = v.iter().any(|&b| b < 0x20 || b == 0x7f);
+            let syntax = is_host
+                && v.iter()
+                    .any(|&b| matches!(b, b'@' | b' ' | b'<' | b'>' | b',' | b'(' | b')' | b'"'));
+            if v.len() > MAX_ENV_VALUE || control || syntax {
+                return Err(PrepareError::BadEnvironment(what));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stamp {
+    /// The current time, this process's id and a random number (from the
+    /// standard library's randomly keyed hasher).
+    pub fn generate() -> Stamp {
+        use std::hash::BuildHasher;
+        let now = tern_date::now();
+        let pid = std::process::id();
+        let random = std::collections::hash_map::RandomState::new().hash_one((now, pid));
+        Stamp { now, pid, random }
+    }
+}
+
+/// What the user asked for (from the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// Where recipients come from.
+    pub mode: RecipientMode,
+    /// The recipient arguments.
+    pub args: Vec<Vec<u8>>,
+    /// `-f`: the envelope sender as given.
+    pub sender: Option<Vec<u8>>,
+    /// `-F`: the full name for an added `From:`.
+    pub full_name: Option<Vec<u8>>,
+    /// sendmail's rule: a (non-null) `-f` address is also the author of an
+    /// added `From:`, and the environment's full name is not used.
+    pub sender_is_author: bool,
+}
+
+/// A message ready to be queued: the new header (to be followed by the rest
+/// of the input, untouched) and the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The header, as [`Injection::header`].
+    pub header: Vec<u8>,
+    /// The envelope sender (empty for the null sender).
+    pub sender: Vec<u8>,
+    /// The envelope recipients.
+    pub recipients: Vec<Vec<u8>>,
+}
+
+/// Why [`prepare`] failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PrepareError {
+    /// Reading the header failed, or it is too large.
+    #[error(transparent)]
+    Header(#[from] crate::header::HeaderError),
+    /// Bad recipient addresses.
+    #[error(transparent)]
+    Inject(#[from] InjectError),
+    /// The `-f` sender is not one address.
+    #[error("bad sender address: {0}")]
+    Sender(AddressError),
+    /// The resulting envelope sender is too long.
+    #[error("sender address too long (over {} bytes)", address::MAX_ADDRESS)]
+    SenderTooLong,
+    /// No user name: no variable set and no passwd entry.
+    #[error("cannot tell the user name: set USER or LOGNAME")]
+    NoUser,
+    /// An environment variable holds control characters, address syntax
+    /// where a host is expected, or is too long.
+    #[error("unusable value in {0}")]
+    BadEnvironment(&'static str),
+}
+
+impl PrepareError {
+    /// True when trying again later may succeed (read errors only).
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            PrepareError::Header(h) => h.is_temporary(),
+            _ => false,
+        }
+    }
+}
+
+/// Reads the header from `input` and prepares the message: fixed header,
+/// envelope sender and recipients. The body stays on `input`, to be copied
+/// after [`Prepared::header`].
+///
+/// Envelope sender: `-f` (`request.sender`, parsed as one address; empty or
+/// `<>` is the null sender); else `QMAILSUSER`@`QMAILSHOST`, each defaulting
+/// to the `From:` author's user and host (the login and `defaulthost`).
+pub fn prepare<R: std::io::BufRead + ?Sized>(
+    input: &mut R,
+    request: &Request,
+    env: &Environment,
+    controls: &Controls,
+    stamp: &Stamp,
+    limits: &Limits,
+) -> Result<Prepared, PrepareError> {
+    env.check()?;
+    let controls = env.apply(controls);
+    let completion = controls.completion();
+    let given_sender = match &request.sender {
+        Some(s) => Some(address::parse_sender(s, &completion).map_err(PrepareError::Sender)?),
+        None => None,
+    };
+    let author = match &given_sender {
+        Some(s) if request.sender_is_author && !s.is_empty() => {
+            let at = s.iter().rposition(|&b| b == b'@').unwrap_or(s.len());
+            Author {
+                user: s[..at].to_vec(),
+                host: s.get(at + 1..).map(<[u8]>::to_vec),
+                name: request.full_name.clone(),
+            }
+        }
+        _ => Author {
+            user: env.user.clone().ok_or(PrepareError::NoUser)?,
+            host: env.host.clone(),
+            name: if request.sender_is_author && request.sender.is_some() {
+                request.full_name.clone()
+            } else {
+                request.full_name.clone().or_else(|| env.name.clone())
+            },
+        },
+    };
+    let sender = match given_sender {
+        Some(s) => s,
+        None => {
+            let user = env.sender_user.as_ref().unwrap_or(&author.user);
+            let host = match (&env.sender_host, &author.host) {
+                (Some(h), _) | (None, Some(h)) => completion.complete_host(h),
+                (None, None) => completion.default_host(),
+            };
+            [user.as_slice(), b"@", &host].concat()
+        }
+    };
+    if sender.len() > address::MAX_ADDRESS {
+        return Err(PrepareError::SenderTooLong);
+    }
+    let header = Header::read(input, limits)?;
+    let injection = fix(
+        &header,
+        &request.args,
+        request.mode,
+        &controls,
+        &author,
+        stamp,
+        limits,
+    )?;
+    Ok(Prepared {
+        header: injection.header,
+        sender,
+        recipients: injection.recipients,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,5 +854,178 @@ mod tests {
             ..author()
         };
         assert_eq!(from_value(&blank, &controls()), b"joe@host.example");
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> Environment {
+        let owned: Vec<(String, Vec<u8>)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        Environment::from_vars(
+            |k| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+            || Some("pwname".to_string()),
+        )
+    }
+
+    fn prep(
+        input: &[u8],
+        request: &Request,
+        env: &Environment,
+    ) -> Result<(Prepared, Vec<u8>), PrepareError> {
+        let mut r = input;
+        let p = prepare(
+            &mut r,
+            request,
+            env,
+            &controls(),
+            &STAMP,
+            &Limits::default(),
+        )?;
+        Ok((p, r.to_vec()))
+    }
+
+    #[test]
+    fn environment_lookup() {
+        let e = env_of(&[("USER", "u"), ("LOGNAME", "l"), ("QMAILUSER", "")]);
+        assert_eq!(e.user.as_deref(), Some(&b"u"[..]));
+        let e = env_of(&[("LOGNAME", "l"), ("MAILUSER", "m")]);
+        assert_eq!(e.user.as_deref(), Some(&b"m"[..]));
+        let e = env_of(&[]);
+        assert_eq!(e.user.as_deref(), Some(&b"pwname"[..]));
+        let e = Environment::from_vars(|_| None, || None);
+        assert_eq!(e.user, None);
+        let e = env_of(&[
+            ("NAME", "n"),
+            ("MAILNAME", "m"),
+            ("QMAILIDHOST", "id2.example"),
+        ]);
+        assert_eq!(e.name.as_deref(), Some(&b"m"[..]));
+        let c = e.apply(&controls());
+        assert_eq!(c.idhost, b"id2.example");
+        assert_eq!(c.defaulthost, b"host.example");
+    }
+
+    #[test]
+    fn prepare_bad_inputs() {
+        let req = Request::default();
+        let bad_envs: &[&[(&str, &str)]] = &[
+            &[("USER", "joe\nBcc: x")],
+            &[("QMAILNAME", "a\rb")],
+            &[("QMAILHOST", "evil@host")],
+            &[("QMAILSHOST", "a b")],
+            &[("QMAILIDHOST", "x>y")],
+        ];
+        for vars in bad_envs {
+            let e = prep(b"\n", &req, &env_of(vars)).unwrap_err();
+            assert!(
+                matches!(e, PrepareError::BadEnvironment(_)),
+                "{vars:?}: {e:?}"
+            );
+            assert!(!e.is_temporary());
+        }
+        let long = "u".repeat(MAX_ENV_VALUE + 1);
+        let e = prep(b"\n", &req, &env_of(&[("USER", &long)])).unwrap_err();
+        assert!(matches!(e, PrepareError::BadEnvironment(_)));
+        let e = prep(b"\n", &req, &Environment::default()).unwrap_err();
+        assert!(matches!(e, PrepareError::NoUser));
+        let bad_sender = Request {
+            sender: Some(b"a@b.c, d@e.f".to_vec()),
+            ..Request::default()
+        };
+        let e = prep(b"\n", &bad_sender, &env_of(&[])).unwrap_err();
+        assert!(matches!(e, PrepareError::Sender(_)));
+        assert_eq!(
+            e.to_string(),
+            "bad sender address: exactly one address expected (at byte 0)"
+        );
+        let too_long = env_of(&[("QMAILSUSER", &"s".repeat(990))]);
+        let e = prep(b"\n", &req, &too_long).unwrap_err();
+        assert!(matches!(e, PrepareError::SenderTooLong));
+        let big = [b"X: ".as_slice(), &vec![b'x'; MAX_HEADER_FOR_TEST], b"\n\n"].concat();
+        let e = prep(&big, &req, &env_of(&[])).unwrap_err();
+        assert!(matches!(e, PrepareError::Header(_)));
+    }
+
+    const MAX_HEADER_FOR_TEST: usize = crate::header::MAX_HEADER + 1;
+
+    #[test]
+    fn prepare_envelope_and_author() {
+        let body = b"body \0 \xff\nno final newline";
+        let input = [b"To: Ann <ann@x.example>\nBcc: bob\n\n".as_slice(), body].concat();
+        let t = Request {
+            mode: RecipientMode::HeaderAndArgs,
+            ..Request::default()
+        };
+        // Defaults: login@defaulthost, From added with it.
+        let (p, rest) = prep(&input, &t, &env_of(&[("USER", "joe")])).unwrap();
+        assert_eq!(p.sender, b"joe@host.example");
+        assert_eq!(
+            p.recipients,
+            [b"ann@x.example".to_vec(), b"bob@host.example".to_vec()]
+        );
+        assert!(
+            p.header
+                .ends_with(b"From: joe@host.example\nTo: Ann <ann@x.example>\n\n")
+        );
+        assert_eq!(rest, body);
+        // QMAILSUSER / QMAILSHOST change the envelope only; QMAILHOST the From.
+        let e = env_of(&[
+            ("USER", "joe"),
+            ("QMAILSUSER", "bounces"),
+            ("QMAILHOST", "web"),
+            ("NAME", "Joe Smith"),
+        ]);
+        let (p, _) = prep(&input, &t, &e).unwrap();
+        assert_eq!(p.sender, b"bounces@web.example.org");
+        assert!(
+            p.header
+                .windows(37)
+                .any(|w| w == b"From: Joe Smith <joe@web.example.org>"),
+            "{}",
+            String::from_utf8_lossy(&p.header)
+        );
+        let e2 = env_of(&[("USER", "joe"), ("QMAILSHOST", "relay.example")]);
+        assert_eq!(
+            prep(&input, &t, &e2).unwrap().0.sender,
+            b"joe@relay.example"
+        );
+        // -f: the envelope sender; for tern-inject not the author.
+        let f = Request {
+            sender: Some(b"list-owner@lists.example".to_vec()),
+            full_name: Some(b"F Name".to_vec()),
+            ..t.clone()
+        };
+        let (p, _) = prep(&input, &f, &e).unwrap();
+        assert_eq!(p.sender, b"list-owner@lists.example");
+        assert!(
+            String::from_utf8_lossy(&p.header).contains("From: F Name <joe@web.example.org>\n")
+        );
+        // sendmail: -f is the author too; the environment's name is not used.
+        let sm = Request {
+            sender_is_author: true,
+            full_name: None,
+            ..f.clone()
+        };
+        let (p, _) = prep(&input, &sm, &e).unwrap();
+        assert!(String::from_utf8_lossy(&p.header).contains("From: list-owner@lists.example\n"));
+        // Null sender.
+        for null in [&b""[..], b"<>"] {
+            let n = Request {
+                sender: Some(null.to_vec()),
+                sender_is_author: true,
+                ..t.clone()
+            };
+            let (p, _) = prep(&input, &n, &e).unwrap();
+            assert_eq!(p.sender, b"");
+            assert!(String::from_utf8_lossy(&p.header).contains("From: joe@web.example.org\n"));
+        }
+    }
+
+    #[test]
+    fn stamps_differ() {
+        let a = Stamp::generate();
+        let b = Stamp::generate();
+        assert_eq!(a.pid, std::process::id());
+        assert_ne!(a.random, b.random);
     }
 }
