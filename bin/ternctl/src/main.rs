@@ -1,2 +1,205 @@
-//! ternctl (being written).
-fn main() {}
+//! ternctl — set up, check and inspect a Tern instance.
+//!
+//! NAME
+//!   ternctl - the operator's tool for a Tern instance
+//!
+//! SYNOPSIS
+//!   ternctl [--home DIR] init DIR [--mailbox NAME]... [--split N] [--bin DIR]
+//!   ternctl [--home DIR] check
+//!   ternctl [--home DIR] queue [--json] [--count]
+//!   ternctl [--home DIR] repair
+//!
+//! DESCRIPTION
+//!   `init` creates (or completes) a single-user instance; `check` explains
+//!   the effective configuration and rejects malformed files; `queue` lists
+//!   the queue; `repair` removes what a crashed writer left in the queue.
+//!   The instance is `--home`, else `TERN_HOME`, else the compiled-in home.
+//!
+//! SECURITY
+//!   Runs as the invoking user, never setuid. Reads control files and the
+//!   queue; writes only under the DIR given to `init` and (for `repair`) in
+//!   the queue. Addresses from the queue are untrusted: control characters
+//!   are escaped before they reach the terminal.
+//!
+//! EXIT CODES
+//!   0 success; 1 `check` found errors, or a usage error; 111 temporary
+//!   trouble (cannot read the queue, cannot create a file, ...).
+//!
+//! FILES
+//!   control/*, users/assign, queue/, alias/, mail/, bin/ under the instance.
+//!
+//! SEE ALSO
+//!   docs/man/ternctl.8.md, docs/control.md, docs/queue.md
+#![forbid(unsafe_code)]
+
+mod init;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tern_control::Home;
+
+/// ternctl's exit codes (see docs/man/ternctl.8.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// `check` found a malformed file, or the command line is wrong.
+    Failed = 1,
+    /// Temporary trouble: a file or the queue could not be read or written.
+    Temporary = 111,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A failure that is the caller's fault (bad argument), not the system's.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Maps an error to an exit code: usage errors and malformed configuration
+/// (that needs a person) are 1; everything else is temporary (111).
+fn exit_code(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.downcast_ref::<Usage>().is_some() {
+            return Exit::Failed;
+        }
+        if let Some(e) = cause.downcast_ref::<tern_control::Error>() {
+            return if e.is_io() {
+                Exit::Temporary
+            } else {
+                Exit::Failed
+            };
+        }
+    }
+    Exit::Temporary
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ternctl",
+    version,
+    about = "Set up, check and inspect a Tern instance"
+)]
+struct Cli {
+    /// The instance directory (default: $TERN_HOME, else the compiled-in home).
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create or complete a single-user instance in DIR.
+    Init {
+        /// Directory of the instance (created if missing).
+        dir: PathBuf,
+        /// A mailbox to create (repeatable); postmaster is always created.
+        #[arg(long = "mailbox", value_name = "NAME")]
+        mailboxes: Vec<String>,
+        /// Hashed subdirectories of a new queue (default 23).
+        #[arg(long, value_name = "N")]
+        split: Option<u32>,
+        /// Directory of the Tern programs that bin/ links to
+        /// (default: the directory holding this ternctl).
+        #[arg(long, value_name = "DIR")]
+        bin: Option<PathBuf>,
+    },
+    /// Explain the effective configuration; exit 1 if any file is malformed.
+    Check,
+    /// List the queued messages, oldest first.
+    Queue {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Print only the number of messages.
+        #[arg(long)]
+        count: bool,
+    },
+    /// Remove what crashed writers left in the queue.
+    Repair,
+}
+
+fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
+    match cli_home {
+        Some(dir) => {
+            let dir = std::path::absolute(&dir)
+                .map_err(|e| Usage(format!("--home {}: {e}", dir.display())))?;
+            Ok(Home::new(dir))
+        }
+        None => Home::from_env().map_err(|e| Usage(e.to_string()).into()),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Init {
+            dir,
+            mailboxes,
+            split,
+            bin,
+        } => {
+            init::init(&dir, &mailboxes, split, bin.as_deref())?;
+            Ok(Exit::Ok)
+        }
+        Command::Check => Ok(show::check(&home(cli.home)?)),
+        Command::Queue { json, count } => {
+            show::queue(&home(cli.home)?, json, count)?;
+            Ok(Exit::Ok)
+        }
+        Command::Repair => {
+            show::repair(&home(cli.home)?)?;
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tern_log::install_panic_hook("ternctl", Exit::Temporary as i32);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Failed
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            // ternctl is an operator's tool: its messages are for people.
+            // Causes already quoted by the message before them are skipped.
+            let mut msg = String::new();
+            for cause in err.chain() {
+                let text = cause.to_string();
+                if !msg.contains(&text) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&text);
+                }
+            }
+            eprintln!("ternctl: {msg}");
+            exit_code(&err).into()
+        }
+    }
+}

@@ -23,6 +23,34 @@ use crate::read::{read_bounded, validate_text};
 /// every user).
 pub const MAX_ASSIGN_FILE: u64 = 64 << 20;
 
+/// Longest mailbox name [`check_mailbox_name`] accepts.
+pub const MAX_MAILBOX_NAME: usize = 64;
+
+/// Checks a mailbox name for a single-user instance (`ternctl init
+/// --mailbox NAME`): 1 to 64 ASCII letters, digits, `.`, `-`, `_`, not
+/// starting with `.` or `-` (it names a directory and a local part).
+///
+/// # Errors
+/// A static hint saying what is wrong.
+pub fn check_mailbox_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("mailbox name is empty");
+    }
+    if name.len() > MAX_MAILBOX_NAME {
+        return Err("mailbox name longer than 64 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err("mailbox name may hold only letters, digits, '.', '-' and '_'");
+    }
+    if name.starts_with(['.', '-']) {
+        return Err("mailbox name must not start with '.' or '-'");
+    }
+    Ok(())
+}
+
 /// One line of `users/assign`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssignEntry {
@@ -350,6 +378,18 @@ mod tests {
             let e = Assign::parse(text).expect_err("should be rejected");
             assert_eq!(e.line(), Some(*line), "{text:?}");
             assert!(e.kind().to_string().starts_with(msg), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn mailbox_names() {
+        let long = "a".repeat(65);
+        for bad in ["", ".", "..", ".hidden", "-x", "a b", "a/b", "a:b", "\u{e9}", long.as_str()] {
+            assert!(check_mailbox_name(bad).is_err(), "{bad:?}");
+        }
+        let max = "a".repeat(64);
+        for good in ["postmaster", "John.Doe", "a-b_c.d", "x1", max.as_str()] {
+            assert!(check_mailbox_name(good).is_ok(), "{good:?}");
         }
     }
 

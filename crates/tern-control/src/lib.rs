@@ -36,7 +36,9 @@ mod settings;
 #[cfg(test)]
 mod testutil;
 
-pub use assign::{Assign, AssignEntry, Assignment, MAX_ASSIGN_FILE};
+pub use assign::{
+    Assign, AssignEntry, Assignment, MAX_ASSIGN_FILE, MAX_MAILBOX_NAME, check_mailbox_name,
+};
 pub use check::{FileReport, Status, check};
 pub use control::Control;
 pub use error::{Error, ErrorKind};
