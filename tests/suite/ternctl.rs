@@ -1,0 +1,272 @@
+//! ternctl: init (idempotent, never loses anything), check, queue, repair,
+//! exit codes. Every test runs the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use tern_tests::{Instance, bin, bin_dir, envelope, scratch_dir};
+
+fn ternctl(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin("ternctl"))
+        .env("TERN_HOME", home)
+        .args(args)
+        .output()
+        .expect("run ternctl")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn init(dir: &Path, mailboxes: &[&str]) -> Output {
+    let mut c = Command::new(bin("ternctl"));
+    c.env_remove("TERN_HOME")
+        .arg("init")
+        .arg(dir)
+        .arg("--bin")
+        .arg(bin_dir());
+    for m in mailboxes {
+        c.arg("--mailbox").arg(m);
+    }
+    c.output().expect("run ternctl init")
+}
+
+fn is_maildir(home: &Path) -> bool {
+    ["new", "cur", "tmp"]
+        .iter()
+        .all(|d| home.join("Maildir").join(d).is_dir())
+}
+
+#[test]
+fn init_twice_is_safe_and_adds_a_mailbox() {
+    let inst = Instance::with_mailboxes("ternctl-init", &["alice"]);
+    let home = inst.home();
+    let assign = std::fs::read_to_string(home.join("users/assign")).unwrap();
+    assert!(
+        assign.contains("=alice:") && assign.contains("=postmaster:"),
+        "{assign}"
+    );
+    assert!(assign.ends_with(".\n"), "{assign}");
+    assert!(is_maildir(&home.join("mail/alice")));
+    assert!(is_maildir(&home.join("mail/postmaster")));
+    assert!(home.join("alias").is_dir());
+    assert_eq!(std::fs::read_link(home.join("bin")).unwrap(), bin_dir());
+
+    // the operator changes things; a queued message is waiting
+    std::fs::write(home.join("control/me"), "custom.example\n").unwrap();
+    std::fs::write(home.join("control/databytes"), "1000\n").unwrap();
+    let edited = assign.replace(".\n", "+ext-:someone:1:1:/elsewhere:-::\n.\n");
+    std::fs::write(home.join("users/assign"), &edited).unwrap();
+    let r = inst.inject_raw(
+        b"Subject: keep me\n\nbody\n",
+        &envelope("a@example.com", &["alice@localhost"]),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+
+    let out = init(home, &["bob", "alice"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("added bob to"), "{said}");
+    assert!(!said.contains("added alice"), "{said}");
+    assert!(
+        said.contains(&format!("TERN_HOME={}", home.display())),
+        "{said}"
+    );
+
+    assert_eq!(
+        std::fs::read_to_string(home.join("control/me")).unwrap(),
+        "custom.example\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("control/databytes")).unwrap(),
+        "1000\n"
+    );
+    let after = std::fs::read_to_string(home.join("users/assign")).unwrap();
+    assert!(
+        after.starts_with(&edited[..edited.len() - 2]),
+        "old entries changed:\n{after}"
+    );
+    assert!(after.contains("=bob:") && after.ends_with(".\n"), "{after}");
+    assert_eq!(after.matches("=alice:").count(), 1, "{after}");
+    assert!(is_maildir(&home.join("mail/bob")));
+    assert_eq!(
+        inst.queue().count().unwrap(),
+        1,
+        "the queued message was lost"
+    );
+
+    // a third run with nothing new changes nothing
+    let out = init(home, &["bob"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("nothing to do"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("users/assign")).unwrap(),
+        after
+    );
+}
+
+#[test]
+fn init_refuses_bad_mailbox_names_before_touching_anything() {
+    let dir = scratch_dir("ternctl-badname").join("inst");
+    for bad in ["../escape", ".hidden", "a:b", ""] {
+        let out = init(&dir, &[bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("--mailbox"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!dir.exists(), "{bad:?}: init created something");
+    }
+}
+
+#[test]
+fn init_keeps_an_existing_postmaster_mapping() {
+    let dir = scratch_dir("ternctl-postmaster").join("inst");
+    std::fs::create_dir_all(dir.join("users")).unwrap();
+    std::fs::write(
+        dir.join("users/assign"),
+        "=postmaster:pm:5:5:/srv/pm:::\n.\n",
+    )
+    .unwrap();
+    let out = init(&dir, &["carol"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let assign = std::fs::read_to_string(dir.join("users/assign")).unwrap();
+    assert_eq!(assign.matches("=postmaster:").count(), 1, "{assign}");
+    assert!(
+        assign.starts_with("=postmaster:pm:5:5:/srv/pm:::\n=carol:"),
+        "{assign}"
+    );
+    assert!(!dir.join("mail/postmaster").exists());
+
+    // a truncated users/assign is never rewritten
+    std::fs::write(dir.join("users/assign"), "=postmaster:pm:5:5:/srv/pm:::\n").unwrap();
+    let out = init(&dir, &["dave"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("final '.'"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("users/assign")).unwrap(),
+        "=postmaster:pm:5:5:/srv/pm:::\n"
+    );
+}
+
+#[test]
+fn check_on_a_fresh_instance_exits_0() {
+    let inst = Instance::new("ternctl-check");
+    let out = ternctl(inst.home(), &["check"]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
+    assert!(said.contains("control/databytes: 0  [default]"), "{said}");
+    assert!(said.contains("# 0 error(s), 0 warning(s)"), "{said}");
+}
+
+#[test]
+fn check_names_the_malformed_file_and_line() {
+    let inst = Instance::new("ternctl-check-bad");
+    std::fs::write(inst.home().join("control/databytes"), "12x\n").unwrap();
+    std::fs::write(
+        inst.home().join("control/locals"),
+        "localhost\n# fine\nbad host\n",
+    )
+    .unwrap();
+    std::fs::write(inst.home().join("control/rcpthost"), "typo.example\n").unwrap();
+    let out = ternctl(inst.home(), &["check"]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("control/databytes: error: line 1: not a number"),
+        "{said}"
+    );
+    assert!(
+        said.contains("control/locals: error: line 3: bad domain"),
+        "{said}"
+    );
+    assert!(
+        said.contains("control/rcpthost: warning: not a Tern setting, ignored"),
+        "{said}"
+    );
+    assert!(said.contains("# 2 error(s), 1 warning(s)"), "{said}");
+}
+
+#[test]
+fn queue_listing() {
+    let inst = Instance::new("ternctl-queue");
+    let out = ternctl(inst.home(), &["queue", "--count"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "messages: 0\n");
+    let out = ternctl(inst.home(), &["queue", "--count", "--json"]);
+    assert_eq!(text(&out.stdout), "{\"messages\":0}\n");
+
+    let r = inst.inject_raw(
+        b"Subject: hi\n\nbody\n",
+        &envelope("", &["test@localhost", "esc\x1b[31m@example.com"]),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let out = ternctl(inst.home(), &["queue", "--count"]);
+    assert_eq!(text(&out.stdout), "messages: 1\n");
+
+    let out = ternctl(inst.home(), &["queue", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let list = doc.as_array().expect("an array");
+    assert_eq!(list.len(), 1);
+    let m = &list[0];
+    assert_eq!(m["sender"], "");
+    assert_eq!(m["stage"], "new");
+    assert!(m["size"].as_u64().unwrap() > 0);
+    assert!(m["age_seconds"].as_i64().unwrap() >= 0);
+    assert_eq!(m["recipients"][0]["address"], "test@localhost");
+    assert_eq!(m["recipients"][0]["state"], "pending");
+    assert_eq!(m["recipients"][1]["address"], "esc\u{1b}[31m@example.com");
+
+    let out = ternctl(inst.home(), &["queue"]);
+    let said = text(&out.stdout);
+    assert!(said.contains("from <>"), "{said}");
+    assert!(said.contains("pending   <test@localhost>"), "{said}");
+    // no raw escape sequence reaches the terminal
+    assert!(
+        !said.contains('\x1b') && said.contains("esc\\x1b[31m@example.com"),
+        "{said}"
+    );
+    assert!(said.ends_with("messages: 1\n"), "{said}");
+}
+
+#[test]
+fn repair_and_exit_codes() {
+    let inst = Instance::new("ternctl-repair");
+    let out = ternctl(inst.home(), &["repair"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("removed partial files: 0"));
+
+    // usage error
+    let out = ternctl(inst.home(), &["frobnicate"]);
+    assert_eq!(out.status.code(), Some(1));
+    // no queue where the home says: temporary trouble
+    let missing = inst.scratch().join("no-such-home");
+    let out = ternctl(&missing, &["queue"]);
+    assert_eq!(out.status.code(), Some(111), "{}", text(&out.stderr));
+    // --home wins over TERN_HOME
+    let out = Command::new(bin("ternctl"))
+        .env("TERN_HOME", &missing)
+        .arg("--home")
+        .arg(inst.home())
+        .args(["queue", "--count"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // a relative TERN_HOME is refused
+    let out = ternctl(Path::new("relative/home"), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("absolute"),
+        "{}",
+        text(&out.stderr)
+    );
+}
