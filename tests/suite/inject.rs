@@ -505,7 +505,13 @@ fn tern_inject_recipient_modes_and_print() {
 
 #[test]
 fn envelope_sender_from_the_environment() {
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    // (environment, envelope sender, From field)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+    let cases: &[Case] = &[
         (&[], "tester@box.example", "From: tester@box.example"),
         (
             &[
