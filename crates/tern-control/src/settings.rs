@@ -347,6 +347,40 @@ mod tests {
         }
     }
 
+    /// docs/control.md must document every setting with its default.
+    #[test]
+    fn docs_cover_every_setting() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/control.md");
+        let doc = std::fs::read_to_string(path).expect("docs/control.md exists");
+        for s in SETTINGS {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", s.name)))
+                .unwrap_or_else(|| panic!("docs/control.md has no table row for {}", s.name));
+            let default = match s.default {
+                DefaultValue::Required => "none (required)".to_string(),
+                DefaultValue::Me => "*me*".to_string(),
+                DefaultValue::Text(t) => format!("`{t}`"),
+                DefaultValue::Number(n) => format!("`{n}`"),
+                DefaultValue::Empty => "empty".to_string(),
+            };
+            assert!(
+                row.contains(&format!("| {default} |")),
+                "docs/control.md: default of {} should read {default}",
+                s.name
+            );
+            assert!(row.contains(s.readers), "docs/control.md: readers of {}", s.name);
+            if let Kind::Number { min, max } = s.kind {
+                let range = if max == u64::MAX {
+                    format!("{min} to 2^64-1")
+                } else {
+                    format!("{min} to {max}")
+                };
+                assert!(row.contains(&range), "docs/control.md: range of {}", s.name);
+            }
+        }
+    }
+
     #[test]
     fn table_is_consistent() {
         let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
