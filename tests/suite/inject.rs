@@ -546,3 +546,25 @@ fn envelope_sender_from_the_environment() {
     assert_ok(&run(c, b"Subject: s\n\n"));
     assert_eq!(only_message(&inst).0, "owner@box.example");
 }
+
+#[test]
+fn unreadable_input_is_temporary_and_queues_nothing() {
+    for program in ["tern-inject", "sendmail"] {
+        let inst = instance("inject-unreadable");
+        // A directory on stdin: every read fails with EISDIR.
+        let dir = std::fs::File::open(inst.scratch()).unwrap();
+        let out = command(&inst, program)
+            .arg("a@y.example")
+            .stdin(Stdio::from(dir))
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 111, "{program}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("{program}: fatal: cannot read the message")),
+            "{err}"
+        );
+        assert_nothing_queued(&inst);
+    }
+}
