@@ -121,6 +121,29 @@ fn init_refuses_bad_mailbox_names_before_touching_anything() {
         );
         assert!(!dir.exists(), "{bad:?}: init created something");
     }
+    let split = |n: &str| {
+        Command::new(bin("ternctl"))
+            .arg("init")
+            .arg(&dir)
+            .args(["--bin", "/nonexistent", "--split", n])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(split("0").status.code(), Some(1));
+    assert!(!dir.exists(), "init created something for --split 0");
+    assert_eq!(split("7").status.code(), Some(0));
+    // the split of an existing queue cannot change
+    let out = split("8");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("split 7"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("queue/format")).unwrap(),
+        "tern-queue-format 1\nsplit 7\n"
+    );
 }
 
 #[test]

@@ -141,6 +141,12 @@ pub fn init(
     for m in mailboxes {
         check_mailbox_name(m).map_err(|hint| Usage(format!("--mailbox: {hint}")))?;
     }
+    if let Some(s) = split
+        && !(1..=layout::MAX_SPLIT).contains(&s)
+    {
+        let hint = format!("--split {s}: must be between 1 and {}", layout::MAX_SPLIT);
+        return Err(Usage(hint).into());
+    }
     let dir = std::path::absolute(dir).map_err(|e| Usage(format!("{}: {e}", dir.display())))?;
     let bin_target = match bin {
         Some(b) => {
@@ -166,10 +172,22 @@ pub fn init(
     // queue/: keep an existing queue's split unless one is asked for.
     let qdir = home.queue_dir();
     let existed = qdir.join(layout::FORMAT_FILE).exists();
-    let split = match split {
-        Some(s) => s,
-        None if existed => layout::Layout::read(&qdir)?.split,
-        None => layout::DEFAULT_SPLIT,
+    let recorded = if existed {
+        Some(layout::Layout::read(&qdir)?.split)
+    } else {
+        None
+    };
+    let split = match (split, recorded) {
+        (Some(s), Some(r)) if s != r => {
+            return Err(Usage(format!(
+                "--split {s}: the existing queue in {} has split {r}, which cannot change",
+                qdir.display()
+            ))
+            .into());
+        }
+        (Some(s), _) => s,
+        (None, Some(r)) => r,
+        (None, None) => layout::DEFAULT_SPLIT,
     };
     layout::create(&qdir, split)
         .with_context(|| format!("cannot create the queue in {}", qdir.display()))?;
