@@ -384,7 +384,18 @@ mod tests {
     #[test]
     fn mailbox_names() {
         let long = "a".repeat(65);
-        for bad in ["", ".", "..", ".hidden", "-x", "a b", "a/b", "a:b", "\u{e9}", long.as_str()] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-x",
+            "a b",
+            "a/b",
+            "a:b",
+            "\u{e9}",
+            long.as_str(),
+        ] {
             assert!(check_mailbox_name(bad).is_err(), "{bad:?}");
         }
         let max = "a".repeat(64);

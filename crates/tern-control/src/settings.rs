@@ -369,7 +369,11 @@ mod tests {
                 "docs/control.md: default of {} should read {default}",
                 s.name
             );
-            assert!(row.contains(s.readers), "docs/control.md: readers of {}", s.name);
+            assert!(
+                row.contains(s.readers),
+                "docs/control.md: readers of {}",
+                s.name
+            );
             if let Kind::Number { min, max } = s.kind {
                 let range = if max == u64::MAX {
                     format!("{min} to 2^64-1")
