@@ -94,7 +94,10 @@ impl Instance {
         for m in mailboxes {
             cmd.arg("--mailbox").arg(m);
         }
-        let out = cmd.env_remove("TERN_HOME").output().expect("run ternctl init");
+        let out = cmd
+            .env_remove("TERN_HOME")
+            .output()
+            .expect("run ternctl init");
         assert!(
             out.status.success(),
             "ternctl init failed: {}\n{}",
@@ -166,6 +169,9 @@ pub fn inject_raw(mut cmd: Command, message: &[u8], envelope: &[u8]) -> Injected
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn queue program");
+    // The Command still holds the envelope pipe's read end: close it, or a
+    // writer blocked on a full pipe would wait forever after the child exits.
+    drop(cmd);
     let mut stdin = child.stdin.take().expect("stdin");
     let msg = message.to_vec();
     let envl = envelope.to_vec();
@@ -198,7 +204,10 @@ pub fn strip_received(stored: &[u8]) -> (&[u8], &[u8]) {
         stored.starts_with(b"Received: (tern-queue "),
         "stored message does not start with tern-queue's Received line"
     );
-    let nl = stored.iter().position(|&b| b == b'\n').expect("received line end");
+    let nl = stored
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("received line end");
     (&stored[..=nl], &stored[nl + 1..])
 }
 

@@ -11,7 +11,10 @@ fn body(i: usize) -> Vec<u8> {
     let mut b = format!("Subject: crash {i}\n\n").into_bytes();
     // Large enough that killing during the copy is likely.
     for line in 0..4000 {
-        b.extend_from_slice(format!("message {i} line {line} ..........................................\n").as_bytes());
+        b.extend_from_slice(
+            format!("message {i} line {line} ..........................................\n")
+                .as_bytes(),
+        );
     }
     b.extend_from_slice(format!("end of message {i}\n").as_bytes());
     b
@@ -38,8 +41,9 @@ fn sigkill_at_many_points_loses_nothing_acknowledged() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        drop(cmd);
         let mut stdin = child.stdin.take();
-        let mut write_all = |stdin: &mut Option<std::process::ChildStdin>, bytes: &[u8]| {
+        let write_all = |stdin: &mut Option<std::process::ChildStdin>, bytes: &[u8]| {
             if let Some(s) = stdin.as_mut() {
                 let _ = s.write_all(bytes);
             }
@@ -85,11 +89,19 @@ fn sigkill_at_many_points_loses_nothing_acknowledged() {
     }
     // Named temporary files of dead writers are removed once unlocked and
     // older than the grace period.
-    std::thread::sleep(Duration::from_secs(tern_spool::repair::TMP_GRACE as u64 + 1));
+    std::thread::sleep(Duration::from_secs(
+        tern_spool::repair::TMP_GRACE as u64 + 1,
+    ));
     let out = inst.command("ternctl").arg("repair").output().unwrap();
-    assert!(out.status.success(), "ternctl repair: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ternctl repair: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "repair left partial files: {tmp:?}");
 
     let q = inst.queue();
@@ -99,9 +111,16 @@ fn sigkill_at_many_points_loses_nothing_acknowledged() {
     for m in &scan.messages {
         let stored = q.read_message(m.id).unwrap();
         let rest = strip_received(&stored).1;
-        let subject = std::str::from_utf8(&rest[..rest.iter().position(|&b| b == b'\n').unwrap()]).unwrap();
-        let i: usize = subject.trim_start_matches("Subject: crash ").parse().unwrap();
-        assert!(rest == &body(i)[..], "message {i} is incomplete in the queue");
+        let subject =
+            std::str::from_utf8(&rest[..rest.iter().position(|&b| b == b'\n').unwrap()]).unwrap();
+        let i: usize = subject
+            .trim_start_matches("Subject: crash ")
+            .parse()
+            .unwrap();
+        assert!(
+            rest == &body(i)[..],
+            "message {i} is incomplete in the queue"
+        );
         present.push(i);
     }
     for i in &acked {
@@ -114,15 +133,26 @@ fn sigkill_at_many_points_loses_nothing_acknowledged() {
         acked.len(),
         extra.len()
     );
-    assert!(killed_at.iter().sum::<usize>() >= 100, "too few kills landed");
+    assert!(
+        killed_at.iter().sum::<usize>() >= 100,
+        "too few kills landed"
+    );
 
     // ternctl queue agrees with the library and with what was acknowledged.
-    let out = inst.command("ternctl").args(["queue", "--json"]).output().unwrap();
+    let out = inst
+        .command("ternctl")
+        .args(["queue", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let listed = v.as_array().expect("ternctl queue --json prints an array");
     assert_eq!(listed.len(), present.len());
-    let out = inst.command("ternctl").args(["queue", "--count"]).output().unwrap();
+    let out = inst
+        .command("ternctl")
+        .args(["queue", "--count"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&present.len().to_string()), "{text}");
 }

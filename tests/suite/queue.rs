@@ -13,9 +13,18 @@ fn only_message(inst: &Instance) -> Vec<u8> {
 
 fn assert_queue_empty(inst: &Instance) {
     let q = inst.queue();
-    assert_eq!(q.count().unwrap(), 0, "a refused message left something in new/ or cur/");
-    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp")).unwrap().collect();
-    assert!(tmp.is_empty(), "a refused message left files in queue/tmp: {tmp:?}");
+    assert_eq!(
+        q.count().unwrap(),
+        0,
+        "a refused message left something in new/ or cur/"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp"))
+        .unwrap()
+        .collect();
+    assert!(
+        tmp.is_empty(),
+        "a refused message left files in queue/tmp: {tmp:?}"
+    );
 }
 
 #[test]
@@ -26,10 +35,21 @@ fn byte_exact_round_trip() {
     let mut all_bytes: Vec<u8> = b"Subject: every byte\n\n".to_vec();
     all_bytes.extend((0..=255u8).cycle().take(70_000));
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("eight-bit", "Subject: caf\u{e9}\n\n\u{fc}ber \u{2603}\n".as_bytes().to_vec()),
+        (
+            "eight-bit",
+            "Subject: caf\u{e9}\n\n\u{fc}ber \u{2603}\n"
+                .as_bytes()
+                .to_vec(),
+        ),
         ("nuls", b"Subject: nul\n\na\0b\0\0c\n".to_vec()),
-        ("no-final-newline", b"Subject: x\n\nno newline at end".to_vec()),
-        ("crlf-and-bare-cr", b"Subject: x\r\n\r\nline\r\nbare\rcr\n.\n..\n".to_vec()),
+        (
+            "no-final-newline",
+            b"Subject: x\n\nno newline at end".to_vec(),
+        ),
+        (
+            "crlf-and-bare-cr",
+            b"Subject: x\r\n\r\nline\r\nbare\rcr\n.\n..\n".to_vec(),
+        ),
         ("very-long-line", long_line),
         ("all-bytes", all_bytes),
         ("empty", Vec::new()),
@@ -40,10 +60,16 @@ fn byte_exact_round_trip() {
         assert_eq!(r.code(), 0, "{name}: {}", r.stderr);
         let stored = only_message(&inst);
         let (received, rest) = strip_received(&stored);
-        assert!(rest == &msg[..], "{name}: stored message differs from what was injected");
+        assert!(
+            rest == &msg[..],
+            "{name}: stored message differs from what was injected"
+        );
         let uid = tern_sys::real_uid();
         let received = String::from_utf8(received.to_vec()).unwrap();
-        assert!(received.contains(&format!("invoked by uid {uid});")), "{received}");
+        assert!(
+            received.contains(&format!("invoked by uid {uid});")),
+            "{received}"
+        );
         assert!(received.ends_with("+0000\n"), "{received}");
         let m = &inst.queue().list().unwrap()[0];
         assert_eq!(m.sender, b"a@example.com");
@@ -62,7 +88,12 @@ fn envelope_kept_exactly() {
     let rcpts: Vec<&[u8]> = m.recipients.iter().map(|r| r.address.as_slice()).collect();
     assert_eq!(
         rcpts,
-        vec![&b"a@b"[..], b"a@b", "j\u{f6}rg@\u{e9}xample.org".as_bytes(), b""]
+        vec![
+            &b"a@b"[..],
+            b"a@b",
+            "j\u{f6}rg@\u{e9}xample.org".as_bytes(),
+            b""
+        ]
     );
 }
 
@@ -77,7 +108,10 @@ fn large_envelope_moves_message_offset() {
     assert_eq!(r.code(), 0, "{}", r.stderr);
     let list = inst.queue().list().unwrap();
     assert_eq!(list[0].recipients.len(), 3000);
-    assert_eq!(strip_received(&inst.queue().read_message(list[0].id).unwrap()).1, &msg[..]);
+    assert_eq!(
+        strip_received(&inst.queue().read_message(list[0].id).unwrap()).1,
+        &msg[..]
+    );
 }
 
 #[test]
@@ -88,14 +122,18 @@ fn named_tmp_fallback_commits_and_cleans() {
     let r = inject_raw(cmd, b"hello\n", &envelope("a@b", &["c@d"]));
     assert_eq!(r.code(), 0, "{}", r.stderr);
     assert_eq!(strip_received(&only_message(&inst)).1, b"hello\n");
-    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty());
     // And a refused one leaves nothing behind.
     let mut cmd = inst.command("tern-queue");
     cmd.env("TERN_QUEUE_NAMED_TMP", "1");
     let r = inject_raw(cmd, b"hello\n", b"Fa@b\0Tc@d\0");
     assert_eq!(r.code(), 54);
-    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(inst.home().join("queue/tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty());
 }
 
@@ -108,7 +146,11 @@ fn exit_11_address_too_long() {
     let r = inst.inject_raw(b"x\n", &envelope("a@b", &["c@d", &long]));
     assert_eq!(r.code(), 11, "{}", r.stderr);
     let exactly = "a".repeat(1000);
-    assert_eq!(inst.inject_raw(b"x\n", &envelope(&exactly, &["c@d"])).code(), 0);
+    assert_eq!(
+        inst.inject_raw(b"x\n", &envelope(&exactly, &["c@d"]))
+            .code(),
+        0
+    );
 }
 
 #[test]
@@ -145,7 +187,7 @@ fn exit_51_out_of_memory() {
     for kib in [12_000u32, 16_000, 20_000, 24_000, 28_000, 32_000, 40_000] {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(format!("ulimit -v {kib} && exec \"$0\"", ))
+            .arg(format!("ulimit -v {kib} && exec \"$0\"",))
             .arg(tern_tests::bin("tern-queue"))
             .env("TERN_HOME", inst.home());
         let r = inject_raw(cmd, b"x\n", &env);
@@ -186,7 +228,10 @@ fn exit_52_timeout() {
 #[test]
 fn exit_53_disk_full_on_tmpfs() {
     if !is_root() {
-        skip("exit_53_disk_full_on_tmpfs", "needs root to mount a small tmpfs");
+        skip(
+            "exit_53_disk_full_on_tmpfs",
+            "needs root to mount a small tmpfs",
+        );
         return;
     }
     let inst = Instance::new("e53");
@@ -199,7 +244,10 @@ fn exit_53_disk_full_on_tmpfs() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        skip("exit_53_disk_full_on_tmpfs", "mount -t tmpfs failed (no privilege in this container?)");
+        skip(
+            "exit_53_disk_full_on_tmpfs",
+            "mount -t tmpfs failed (no privilege in this container?)",
+        );
         return;
     }
     tern_spool::layout::create(&home.join("queue"), 23).unwrap();
@@ -224,7 +272,10 @@ fn exit_53_disk_full_on_tmpfs() {
 #[test]
 fn exit_53_write_error_injected() {
     let Some(lib) = faultfs_library() else {
-        skip("exit_53_write_error_injected", "no C compiler for the fault library");
+        skip(
+            "exit_53_write_error_injected",
+            "no C compiler for the fault library",
+        );
         return;
     };
     let inst = Instance::new("e53f");
@@ -238,7 +289,14 @@ fn exit_53_write_error_injected() {
 #[test]
 fn exit_54_truncated_envelope_or_unreadable_message() {
     let inst = Instance::new("e54");
-    for env in [&b""[..], b"F", b"Fa@b", b"Fa@b\0", b"Fa@b\0Tc@d", b"Fa@b\0Tc@d\0"] {
+    for env in [
+        &b""[..],
+        b"F",
+        b"Fa@b",
+        b"Fa@b\0",
+        b"Fa@b\0Tc@d",
+        b"Fa@b\0Tc@d\0",
+    ] {
         let r = inst.inject_raw(b"Subject: x\n\nbody\n", env);
         assert_eq!(r.code(), 54, "envelope {env:?}: {}", r.stderr);
     }
@@ -277,7 +335,11 @@ fn exit_61_to_65_directories() {
     let q = inst.home().join("queue");
     let format = std::fs::read(q.join("format")).unwrap();
     std::fs::write(q.join("format"), b"tern-queue-format 9\nsplit 23\n").unwrap();
-    assert_eq!(inst.inject_raw(msg, &env).code(), 62, "unknown queue format");
+    assert_eq!(
+        inst.inject_raw(msg, &env).code(),
+        62,
+        "unknown queue format"
+    );
     std::fs::write(q.join("format"), &format).unwrap();
 
     std::fs::rename(q.join("tmp"), q.join("tmp.away")).unwrap();
@@ -286,7 +348,11 @@ fn exit_61_to_65_directories() {
 
     std::fs::rename(q.join("new"), q.join("new.away")).unwrap();
     std::fs::create_dir(q.join("new")).unwrap();
-    assert_eq!(inst.inject_raw(msg, &env).code(), 64, "queue/new/<split> missing");
+    assert_eq!(
+        inst.inject_raw(msg, &env).code(),
+        64,
+        "queue/new/<split> missing"
+    );
     std::fs::remove_dir(q.join("new")).unwrap();
     std::fs::rename(q.join("new.away"), q.join("new")).unwrap();
     assert_queue_empty(&inst);
@@ -316,7 +382,9 @@ fn exit_81_internal_bug() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill").args(["-SEGV", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-SEGV", &child.id().to_string()])
+        .status();
     assert_eq!(child.wait().unwrap().code(), Some(81));
     // So is being called with arguments: internal interfaces take none.
     let out = inst.command("tern-queue").arg("-x").output().unwrap();
@@ -331,7 +399,12 @@ fn exit_81_internal_bug() {
 #[test]
 fn exit_91_envelope_format() {
     let inst = Instance::new("e91");
-    for env in [&b"Xa@b\0\0"[..], b"Ta@b\0\0", b"Fa@b\0Fc@d\0\0", b"Fa@b\0Xc@d\0\0"] {
+    for env in [
+        &b"Xa@b\0\0"[..],
+        b"Ta@b\0\0",
+        b"Fa@b\0Fc@d\0\0",
+        b"Fa@b\0Xc@d\0\0",
+    ] {
         let r = inst.inject_raw(b"x\n", env);
         assert_eq!(r.code(), 91, "envelope {env:?}: {}", r.stderr);
     }
@@ -354,7 +427,10 @@ fn nothing_on_stdout_and_trigger_is_pulled() {
     assert_eq!(r.code(), 0);
     assert_eq!(reader.join().unwrap(), 1);
     // And with no reader, injection still succeeds.
-    assert_eq!(inst.inject_raw(b"x\n", &envelope("a@b", &["c@d"])).code(), 0);
+    assert_eq!(
+        inst.inject_raw(b"x\n", &envelope("a@b", &["c@d"])).code(),
+        0
+    );
 }
 
 #[test]
@@ -386,7 +462,10 @@ fn parallel_8_by_500() {
     for m in &list {
         let stored = q.read_message(m.id).unwrap();
         let body = String::from_utf8(strip_received(&stored).1.to_vec()).unwrap();
-        assert!(body.starts_with("Subject: m ") && body.ends_with("\n"), "incomplete: {body:?}");
+        assert!(
+            body.starts_with("Subject: m ") && body.ends_with("\n"),
+            "incomplete: {body:?}"
+        );
         assert!(seen.insert(body), "duplicate message");
     }
     assert_eq!(seen.len(), 4000);

@@ -153,10 +153,20 @@ fn parse_literal(input: &[u8]) -> Result<Domain, Error> {
     let Ok(inner) = std::str::from_utf8(inner) else {
         return bad(1);
     };
-    let kind = if inner.len() >= 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
-        match inner[5..].parse::<Ipv6Addr>() {
-            Ok(ip) => DomainKind::Ipv6(ip),
-            Err(_) => return bad(6),
+    // Compare bytes: byte 5 may fall inside a multi-byte character, where a
+    // str slice would panic (found by the address fuzz target).
+    let kind = if let Some(rest) = inner
+        .as_bytes()
+        .get(..5)
+        .filter(|p| p.eq_ignore_ascii_case(b"IPv6:"))
+        .map(|_| &inner.as_bytes()[5..])
+    {
+        match std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.parse::<Ipv6Addr>().ok())
+        {
+            Some(ip) => DomainKind::Ipv6(ip),
+            None => return bad(6),
         }
     } else {
         match inner.parse::<Ipv4Addr>() {
@@ -228,6 +238,9 @@ mod tests {
             (b"example.com\n", BadDomainChar, 11),
             (b"ex@mple.com", BadDomainChar, 2),
             (b"ex\0mple.com", BadDomainChar, 2),
+            // A multi-byte character across byte 5 of a literal (fuzz find).
+            (b"[I200\xcf\x9b]", BadAddressLiteral, 1),
+            (b"[IPv6\xcf\x9b]", BadAddressLiteral, 1),
             (long_label.as_bytes(), LabelTooLong, 63),
             (long_domain.as_bytes(), DomainTooLong, 255),
             ("b\u{fc}cher.de".as_bytes(), NonAscii, 1),

@@ -15,7 +15,8 @@
 //!
 //! * a bare local part gets `@defaulthost`;
 //! * a host name ending in `+` loses the `+` and gets `.plusdomain`;
-//! * any other host name without a dot gets `.defaultdomain`;
+//! * any other host name without a dot gets `.defaultdomain`, except
+//!   `localhost` and a name equal to `defaultdomain` itself;
 //! * domain literals (`[192.0.2.1]`) are left alone.
 //!
 //! The result is the envelope form of each mailbox (`local@domain`, the
@@ -153,7 +154,15 @@ impl Completion {
             out.extend_from_slice(&self.plusdomain);
             return out;
         }
-        if host.contains(&b'.') || self.defaultdomain.is_empty() {
+        // Two departures from qmail-inject, both for dotless names that
+        // completion could only spoil: `localhost`, and a host equal to
+        // defaultdomain itself (a dotless `me`, as on a host whose name has
+        // no domain: qmail would make `vm` into `vm.vm`).
+        if host.contains(&b'.')
+            || self.defaultdomain.is_empty()
+            || host.eq_ignore_ascii_case(b"localhost")
+            || host.eq_ignore_ascii_case(&self.defaultdomain)
+        {
             return host.to_vec();
         }
         let mut out = host.to_vec();
@@ -886,6 +895,15 @@ mod tests {
             ..completion()
         };
         assert_eq!(no_domain.complete_host(b"mail"), b"mail");
+        assert_eq!(c.complete_host(b"localhost"), b"localhost");
+        assert_eq!(c.complete_host(b"LocalHost"), b"LocalHost");
+        let dotless_me = Completion {
+            defaulthost: b"vm".to_vec(),
+            defaultdomain: b"vm".to_vec(),
+            plusdomain: b"vm".to_vec(),
+        };
+        assert_eq!(dotless_me.default_host(), b"vm");
+        assert_eq!(dotless_me.complete_host(b"other"), b"other.vm");
     }
 
     #[test]
