@@ -47,9 +47,20 @@ pub fn is_root() -> bool {
     tern_sys::effective_uid() == 0
 }
 
-/// Prints a SKIP line for a test that cannot run here.
+/// Reports a test that cannot run here: a `SKIP:` line on stderr, and the
+/// same line appended to `$TERN_SKIP_LOG` when set (cargo hides a passing
+/// test's stderr; `scripts/test` prints that file at the end).
 pub fn skip(test: &str, reason: &str) {
-    eprintln!("SKIP: {test}: {reason}");
+    let line = format!("SKIP: {test}: {reason}\n");
+    eprint!("{line}");
+    if let Some(path) = std::env::var_os("TERN_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// True when `tool` is on PATH.
