@@ -64,10 +64,37 @@ fn main() -> ExitCode {
     }
 }
 
+const USAGE: &str = "\
+usage: sendmail [-t] [-i | -oi] [-f sender] [-F name] [-bm | -bp] [--] [recipient ...]
+       mailq
+
+Reads a message on standard input and queues it for the recipients.
+  -t          also take recipients from To:, Cc:, Bcc: (Bcc: is removed)
+  -i, -oi     a line holding a single '.' is content, not the end of input
+  -f SENDER   envelope sender (also -r); -f '' or -f '<>' for a bounce
+  -F NAME     full name for an added From: field
+  -bp         list the queue (same as mailq)
+Other sendmail options (-v, -oX, -B, -N, -R, -h ...) are accepted and ignored.
+Exit: 0 queued, 100 permanent failure, 111 temporary failure.
+See docs/man/sendmail.8.md.
+";
+
 fn run(name: &[u8], args: &[Vec<u8>]) -> Result<(), Fatal> {
     let options = match parse_sendmail(name, args) {
         Ok(SendmailCommand::Send(o)) => o,
         Ok(SendmailCommand::ListQueue) => return list_queue(),
+        Ok(SendmailCommand::Help) => {
+            let _ = std::io::stdout().write_all(USAGE.as_bytes());
+            return Ok(());
+        }
+        Ok(SendmailCommand::Version) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "sendmail (Tern) {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            return Ok(());
+        }
         Err(e @ (UsageError::QueueRunner | UsageError::SmtpMode | UsageError::Newaliases)) => {
             return Err(Fatal::new(false, e));
         }

@@ -144,6 +144,10 @@ pub enum SendmailCommand {
     Send(SendmailOptions),
     /// List the queue (`-bp`, or invoked as `mailq`).
     ListQueue,
+    /// `--help`.
+    Help,
+    /// `--version`.
+    Version,
 }
 
 /// The options of `sendmail` that matter.
@@ -192,6 +196,12 @@ pub fn parse_sendmail(name: &[u8], args: &[Vec<u8>]) -> Result<SendmailCommand, 
         if arg == b"--" {
             options_done = true;
             continue;
+        }
+        if arg == b"--help" {
+            return Ok(SendmailCommand::Help);
+        }
+        if arg == b"--version" {
+            return Ok(SendmailCommand::Version);
         }
         if arg.starts_with(b"--") {
             return Err(UsageError::UnknownLongOption);
@@ -442,6 +452,8 @@ mod tests {
             // -bp lists the queue
             (&["-bp"], SendmailCommand::ListQueue),
             (&["-v", "-bp"], SendmailCommand::ListQueue),
+            (&["--help"], SendmailCommand::Help),
+            (&["-t", "--version"], SendmailCommand::Version),
         ];
         for (args, want) in table {
             assert_eq!(sm(args).as_ref(), Ok(want), "{args:?}");
