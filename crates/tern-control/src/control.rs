@@ -187,6 +187,8 @@ impl Control {
         timeoutremote -> u64 = number;
         /// `timeoutconnect` in seconds (default 60).
         timeoutconnect -> u64 = number;
+        /// `timeoutlocal`: seconds one local delivery may run (default 86400).
+        timeoutlocal -> u64 = number;
         /// `bouncefrom`: user part of bounce senders (default `MAILER-DAEMON`).
         bouncefrom -> String = text;
         /// `doublebounceto`: user part of the double-bounce recipient (default `postmaster`).
@@ -293,6 +295,7 @@ mod tests {
         assert_eq!(c.timeoutsmtpd().unwrap(), 1200);
         assert_eq!(c.timeoutremote().unwrap(), 1200);
         assert_eq!(c.timeoutconnect().unwrap(), 60);
+        assert_eq!(c.timeoutlocal().unwrap(), 86_400);
         assert_eq!(c.bouncefrom().unwrap(), "MAILER-DAEMON");
         assert_eq!(c.doublebounceto().unwrap(), "postmaster");
         assert_eq!(c.defaultdelivery().unwrap(), vec!["./Maildir/".to_string()]);
