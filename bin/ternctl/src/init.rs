@@ -314,6 +314,17 @@ pub fn init(
         Err(e) => return Err(e).with_context(|| format!("cannot examine {}", bdir.display())),
     }
 
+    // The marker that makes every program run as the invoking user, with no
+    // uid switches (docs/architecture.md, "single-user instance").
+    let marker = dir.join(tern_control::SINGLE_USER_MARKER);
+    if !marker.exists() {
+        fs::write(&marker, b"").with_context(|| format!("cannot create {}", marker.display()))?;
+        done.say(format!(
+            "created {} (single-user instance)",
+            marker.display()
+        ));
+    }
+
     if done.0.is_empty() {
         done.say(format!("{} is complete; nothing to do", dir.display()));
     }

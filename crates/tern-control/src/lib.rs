@@ -46,3 +46,17 @@ pub use home::{DEFAULT_HOME, Home};
 pub use lists::{BadMailFrom, DomainList, Relay, RelayHost, SmtpRoutes, VirtualDomains};
 pub use read::{MAX_FILE, MAX_LINE};
 pub use settings::{DefaultValue, Kind, SETTINGS, Setting, Value, parse_value, setting};
+
+/// Name of the empty file, directly in `TERN_HOME`, that marks a
+/// single-user instance (made by `ternctl init`): every program runs as the
+/// invoking user and no program switches uids. A system instance (root
+/// install) has no such file.
+pub const SINGLE_USER_MARKER: &str = "single-user";
+
+impl Home {
+    /// True when this home is a single-user instance
+    /// ([`SINGLE_USER_MARKER`] exists).
+    pub fn is_single_user(&self) -> bool {
+        self.root().join(SINGLE_USER_MARKER).is_file()
+    }
+}

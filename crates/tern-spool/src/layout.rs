@@ -6,6 +6,7 @@
 //! queue/new/<0..N-1>/<id> committed messages not yet picked up by tern-send
 //! queue/cur/<0..N-1>/<id> messages tern-send has taken over
 //! queue/lock/trigger      FIFO: a byte written here wakes tern-send
+//! queue/state/            the queue manager's journal, lock and pid file
 //! ```
 //!
 //! A message id is the inode number of its queue file; the file lives in
@@ -36,6 +37,8 @@ pub const CUR_DIR: &str = "cur";
 pub const LOCK_DIR: &str = "lock";
 /// Path of the wake-up FIFO, relative to `queue/`.
 pub const TRIGGER: &str = "lock/trigger";
+/// Directory of the queue manager's own state (journal, pid, lock).
+pub const STATE_DIR: &str = "state";
 
 const FORMAT_MAGIC: &str = "tern-queue-format 1";
 
@@ -166,6 +169,7 @@ pub fn create(queue_dir: &Path, split: u32) -> Result<Layout, Error> {
     };
     mkdir(&queue_dir.join(TMP_DIR), 0o700)?;
     mkdir(&queue_dir.join(LOCK_DIR), 0o750)?;
+    mkdir(&queue_dir.join(STATE_DIR), 0o700)?;
     for top in [NEW_DIR, CUR_DIR] {
         let t = queue_dir.join(top);
         mkdir(&t, 0o750)?;

@@ -15,6 +15,8 @@
 //! * [`commit`]: the writer used by `tern-queue`, with every fsync of the
 //!   commit protocol;
 //! * [`scan`]: reading and listing committed messages ([`Queue`]);
+//! * [`state`]: the queue manager's journal of per-recipient states;
+//! * [`clean`]: the cleaner's batched moves and removals;
 //! * [`repair`]: removing what a crashed writer left, never a committed
 //!   message;
 //! * [`client`]: [`QueueClient`], which runs `tern-queue` (or `$QMAILQUEUE`)
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod clean;
 pub mod client;
 pub mod commit;
 pub mod envelope;
@@ -35,6 +38,7 @@ pub mod layout;
 pub mod qfile;
 pub mod repair;
 pub mod scan;
+pub mod state;
 
 pub use client::{QueueClient, SubmitError};
 pub use envelope::{Envelope, MAX_ADDRESS, MAX_ENVELOPE, MAX_RECIPIENTS};

@@ -173,12 +173,14 @@ impl Queue {
         Ok(self.walk()?.len())
     }
 
-    /// Reads every committed message's header.
+    /// Reads every committed message's header, and the queue manager's
+    /// journal for the recipients' states.
     pub fn scan(&self) -> Result<Scan, Error> {
         let mut scan = Scan::default();
+        let state = crate::state::read_state(&self.dir)?;
         for (id, (stage, path)) in self.walk()? {
             match open_path(&path, stage) {
-                Ok(Some(m)) => scan.messages.push(listed(id, m)),
+                Ok(Some(m)) => scan.messages.push(listed(id, m, state.messages.get(&id))),
                 Ok(None) => {}
                 Err(hint) => scan.damaged.push((path, hint)),
             }
@@ -219,21 +221,38 @@ impl Queue {
     }
 }
 
-fn listed(id: u64, m: OpenMessage) -> QueuedMessage {
+fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -> QueuedMessage {
+    use crate::state::Status;
     let Envelope { sender, recipients } = m.header.envelope;
-    QueuedMessage {
-        id,
-        birth: m.header.origin.time,
-        size: m.file_size - m.header.offset,
-        uid: m.header.origin.uid,
-        sender,
-        recipients: recipients
+    let recipients = match known {
+        // The manager's view: one entry per recipient it took over.
+        Some(k) => k
+            .recipients
+            .iter()
+            .map(|r| Recipient {
+                address: r.original.clone(),
+                state: match r.status {
+                    Status::Pending => RecipientState::Pending,
+                    Status::Delivered => RecipientState::Delivered,
+                    Status::Failed(_) => RecipientState::Failed,
+                },
+            })
+            .collect(),
+        None => recipients
             .into_iter()
             .map(|address| Recipient {
                 address,
                 state: RecipientState::Pending,
             })
             .collect(),
+    };
+    QueuedMessage {
+        id,
+        birth: m.header.origin.time,
+        size: m.file_size - m.header.offset,
+        uid: m.header.origin.uid,
+        sender,
+        recipients,
         stage: m.stage,
     }
 }

@@ -9,6 +9,7 @@
 //! * [`signals`]: resetting the signal mask and dispositions a program depends
 //!   on, and turning crash signals into a meaningful exit code;
 //! * [`trigger`]: pulling the queue's wake-up FIFO without blocking;
+//! * [`spawn`]: putting descriptors on fixed numbers in a child (pre-exec);
 //! * small safe wrappers over rustix for credentials and locks that several
 //!   programs share.
 //!
@@ -18,6 +19,7 @@
 
 pub mod secure;
 pub mod signals;
+pub mod spawn;
 pub mod trigger;
 
 /// `getuid()`: the real user id of the calling process.
