@@ -31,6 +31,7 @@ mod control;
 mod error;
 mod home;
 mod lists;
+pub mod owner;
 mod read;
 mod settings;
 #[cfg(test)]

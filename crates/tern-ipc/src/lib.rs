@@ -28,6 +28,8 @@
 
 use std::io::{self, Read, Write};
 
+pub mod local;
+
 /// The protocol version; every incompatible change bumps it.
 pub const VERSION: u8 = 1;
 /// Largest frame payload accepted.
