@@ -64,7 +64,10 @@ fn run(args: &[std::ffi::OsString]) -> Result<tern_deliver::Outcome, Error> {
         .try_clone_to_owned()
         .map_err(|e| unreadable(&e))?;
     let message = Message::from_current_offset(File::from(stdin)).map_err(|e| unreadable(&e))?;
-    tern_deliver::deliver(&req, &message, &Settings::for_instance(home.root()))
+    let mut settings = Settings::for_instance(home.root());
+    settings.lock_wait =
+        tern_deliver::lock_wait_from(std::env::var_os("TERN_LOCAL_LOCK_WAIT").as_deref());
+    tern_deliver::deliver(&req, &message, &settings)
 }
 
 fn unreadable(e: &std::io::Error) -> Error {

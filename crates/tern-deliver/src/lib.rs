@@ -285,6 +285,21 @@ impl Settings {
     }
 }
 
+/// The mbox lock wait from the value of `TERN_LOCAL_LOCK_WAIT` (whole
+/// seconds, 0 to [`MAX_LOCK_WAIT`]); absent or invalid: [`DEFAULT_LOCK_WAIT`].
+/// Tests use it to shorten the wait; `tern-lspawn` never sets it.
+pub fn lock_wait_from(value: Option<&std::ffi::OsStr>) -> Duration {
+    value
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .filter(|d| *d <= MAX_LOCK_WAIT)
+        .unwrap_or(DEFAULT_LOCK_WAIT)
+}
+
+/// The longest lock wait [`lock_wait_from`] accepts.
+pub const MAX_LOCK_WAIT: Duration = Duration::from_secs(3600);
+
 /// A successful delivery.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {

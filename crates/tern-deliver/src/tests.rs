@@ -156,6 +156,25 @@ fn arguments() {
 }
 
 #[test]
+fn lock_wait_setting() {
+    use std::ffi::OsStr;
+    for bad in ["", "x", "-1", "1.5", "3601", "99999999999999999999999"] {
+        assert_eq!(
+            lock_wait_from(Some(OsStr::new(bad))),
+            DEFAULT_LOCK_WAIT,
+            "{bad}"
+        );
+    }
+    assert_eq!(lock_wait_from(None), DEFAULT_LOCK_WAIT);
+    assert_eq!(lock_wait_from(Some(OsStr::new("0"))), Duration::ZERO);
+    assert_eq!(
+        lock_wait_from(Some(OsStr::new("2"))),
+        Duration::from_secs(2)
+    );
+    assert_eq!(lock_wait_from(Some(OsStr::new("3600"))), MAX_LOCK_WAIT);
+}
+
+#[test]
 fn exit_codes() {
     let ok = Ok(Outcome::default());
     assert_eq!(LocalExit::of(&ok), LocalExit::Delivered);
