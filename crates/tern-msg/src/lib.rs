@@ -11,6 +11,7 @@
 //! * [`inject`]: the injection fix-ups (added `Date:`, `Message-ID:`,
 //!   `From:`; removed `Bcc:`, `Resent-Bcc:`, `Return-Path:`,
 //!   `Content-Length:`) and envelope recipient extraction;
+//! * [`dsn`]: RFC 3464 bounce messages (delivery status notifications);
 //! * [`dot`]: sendmail's "a lone `.` line ends the input" reader;
 //! * [`cmdline`]: the hand-written argument parsers of `tern-inject` and
 //!   `sendmail`.
@@ -29,5 +30,6 @@
 pub mod address;
 pub mod cmdline;
 pub mod dot;
+pub mod dsn;
 pub mod header;
 pub mod inject;
