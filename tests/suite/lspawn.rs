@@ -625,3 +625,37 @@ fn help_and_bad_arguments() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("needs tern-lspawn to run as root"));
     }
 }
+
+#[test]
+fn system_instance_switches_uid_and_refuses_root() {
+    if !tern_tests::is_root() {
+        tern_tests::skip(
+            "system_instance_switches_uid_and_refuses_root",
+            "needs root to run a system instance",
+        );
+        return;
+    }
+    let s = setup("lspawn-system");
+    // A system instance: no marker. The `test` mailbox belongs to root.
+    fs::remove_file(s.inst.home().join("single-user")).unwrap();
+    let mailbox = s.inst.scratch().join("u4242");
+    fs::create_dir(&mailbox).unwrap();
+    std::os::unix::fs::chown(&mailbox, Some(4242), Some(4243)).unwrap();
+    s.add_assign(&format!("=u4242:u4242:4242:4243:{}:::", mailbox.display()));
+    fs::set_permissions(&s.record, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut l = s.spawn();
+    l.send(&s.deliver(1, "test@localhost"));
+    let r = l.report();
+    assert_eq!(r.outcome, Outcome::Deferred);
+    assert_eq!(
+        text(&r),
+        "Not allowed to perform deliveries as root. (#4.3.0)"
+    );
+    l.send(&s.deliver(2, "u4242@localhost"));
+    let r = l.report();
+    assert_eq!(r.outcome, Outcome::Delivered, "{}", text(&r));
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(s.record.join("u4242.argv")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4242, 4243), "ran as the owner");
+    assert!(l.wait().success());
+}
