@@ -389,14 +389,6 @@ fn sendmail_refuses_modes_it_does_not_have() {
     let inst = instance("inject-modes");
     let table: &[(&[&str], &str)] = &[
         (
-            &["-q"],
-            "sendmail: fatal: the queue runner is not available yet (-q)\n",
-        ),
-        (
-            &["-q30m"],
-            "sendmail: fatal: the queue runner is not available yet (-q)\n",
-        ),
-        (
             &["-bs"],
             "sendmail: fatal: SMTP on standard input is not available yet (-bs)\n",
         ),

@@ -74,6 +74,7 @@ Reads a message on standard input and queues it for the recipients.
   -f SENDER   envelope sender (also -r); -f '' or -f '<>' for a bounce
   -F NAME     full name for an added From: field
   -bp         list the queue (same as mailq)
+  -q          run the queue once: deliver what is due, then exit (tern-start --once)
 Other sendmail options (-v, -oX, -B, -N, -R, -h ...) are accepted and ignored.
 Exit: 0 queued, 100 permanent failure, 111 temporary failure.
 See docs/man/sendmail.8.md.
@@ -95,7 +96,8 @@ fn run(name: &[u8], args: &[Vec<u8>]) -> Result<(), Fatal> {
             );
             return Ok(());
         }
-        Err(e @ (UsageError::QueueRunner | UsageError::SmtpMode | UsageError::Newaliases)) => {
+        Ok(SendmailCommand::RunQueue) => return run_queue(),
+        Err(e @ (UsageError::SmtpMode | UsageError::Newaliases)) => {
             return Err(Fatal::new(false, e));
         }
         Err(e) => {
@@ -127,6 +129,18 @@ fn run(name: &[u8], args: &[Vec<u8>]) -> Result<(), Fatal> {
         let mut input = BufReader::with_capacity(64 * 1024, DotTerminated::new(stdin));
         inject(&home, &request, false, &mut input)
     }
+}
+
+/// `-q`: replaces this process with `<home>/bin/tern-start --once` (deliver
+/// everything that is due, then exit).
+fn run_queue() -> Result<(), Fatal> {
+    let home = tern_control::Home::from_env().map_err(|e| Fatal::new(e.is_temporary(), e))?;
+    let start = home.bin_dir().join("tern-start");
+    let err = std::process::Command::new(&start).arg("--once").exec();
+    Err(Fatal::new(
+        true,
+        format!("cannot run {}: {err}", start.display()),
+    ))
 }
 
 /// `-bp` / `mailq`: replaces this process with `<home>/bin/ternctl queue`.

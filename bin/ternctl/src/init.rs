@@ -269,6 +269,26 @@ pub fn init(
                 ext: String::new(),
                 line: 0,
             });
+            // NAME-ext@ addresses (extensions) belong to the same mailbox:
+            // its home's .qmail-ext / .qmail-default files decide.
+            let prefix = format!("{m}-");
+            if !assign
+                .entries()
+                .iter()
+                .any(|e| e.wildcard && e.key.eq_ignore_ascii_case(&prefix))
+            {
+                new_entries.push(AssignEntry {
+                    wildcard: true,
+                    key: prefix,
+                    user: login.clone(),
+                    uid,
+                    gid,
+                    home: home.mail_dir().join(m),
+                    dash: "-".to_string(),
+                    ext: String::new(),
+                    line: 0,
+                });
+            }
         }
     }
     if !new_entries.is_empty() || old_text.is_empty() {

@@ -133,6 +133,8 @@ enum Command {
     },
     /// Remove what crashed writers left in the queue.
     Repair,
+    /// Ask the running queue manager to retry every queued message now.
+    Flush,
 }
 
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
@@ -166,7 +168,46 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             show::repair(&home(cli.home)?)?;
             Ok(Exit::Ok)
         }
+        Command::Flush => {
+            flush(&home(cli.home)?)?;
+            Ok(Exit::Ok)
+        }
     }
+}
+
+/// `ternctl flush`: SIGALRM to the running tern-send, found through its pid
+/// file and checked by name (a stale pid file must not signal a stranger).
+fn flush(home: &Home) -> anyhow::Result<()> {
+    let pid_path = home
+        .queue_dir()
+        .join(tern_spool::layout::STATE_DIR)
+        .join("pid");
+    let text = std::fs::read_to_string(&pid_path).map_err(|e| {
+        anyhow::anyhow!(
+            "no running queue manager ({}: {e}); start one with tern-start, or run tern-start --once",
+            pid_path.display()
+        )
+    })?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{}: not a pid", pid_path.display()))?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "tern-send" {
+        anyhow::bail!(
+            "no running queue manager (stale pid file {})",
+            pid_path.display()
+        );
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGALRM,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot signal tern-send (pid {pid}): {e}"))?;
+    crate::show::emit(&format!(
+        "asked tern-send (pid {pid}) to retry everything now\n"
+    ));
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -39,9 +39,6 @@ pub enum UsageError {
     /// sendmail `-b` with a mode other than `m`, `p`, `s`.
     #[error("unsupported mode -b{0} (only -bm, -bp and -bs exist)")]
     UnsupportedMode(char),
-    /// `-q` (run the queue).
-    #[error("the queue runner is not available yet (-q)")]
-    QueueRunner,
     /// `-bs` (SMTP on standard input).
     #[error("SMTP on standard input is not available yet (-bs)")]
     SmtpMode,
@@ -148,6 +145,9 @@ pub enum SendmailCommand {
     Help,
     /// `--version`.
     Version,
+    /// `-q`, `-q`*anything*: run the queue once (an interval such as
+    /// `-q15m` is ignored: the cron entry sets the rhythm).
+    RunQueue,
 }
 
 /// The options of `sendmail` that matter.
@@ -255,7 +255,7 @@ pub fn parse_sendmail(name: &[u8], args: &[Vec<u8>]) -> Result<SendmailCommand, 
                     }
                     break;
                 }
-                b'q' => return Err(UsageError::QueueRunner),
+                b'q' => return Ok(SendmailCommand::RunQueue),
                 l if IGNORED_FLAGS.contains(&l) => {}
                 l if IGNORED_WITH_VALUE.contains(&l) => {
                     if l == b'd' {
@@ -326,10 +326,6 @@ mod tests {
             (&["-bv", "a@b"], UnsupportedMode('v')),
             (&["-bt"], UnsupportedMode('t')),
             (&["-bs"], SmtpMode),
-            (&["-q"], QueueRunner),
-            (&["-q15m"], QueueRunner),
-            (&["-qf"], QueueRunner),
-            (&["-v", "-q"], QueueRunner),
         ];
         for (args, want) in table {
             assert_eq!(sm(args).as_ref(), Err(want), "{args:?}");
@@ -337,10 +333,6 @@ mod tests {
         assert_eq!(
             parse_sendmail(b"newaliases", &[]),
             Err(UsageError::Newaliases)
-        );
-        assert_eq!(
-            QueueRunner.to_string(),
-            "the queue runner is not available yet (-q)"
         );
     }
 
@@ -453,6 +445,9 @@ mod tests {
             (&["-bp"], SendmailCommand::ListQueue),
             (&["-v", "-bp"], SendmailCommand::ListQueue),
             (&["--help"], SendmailCommand::Help),
+            (&["-q"], SendmailCommand::RunQueue),
+            (&["-q15m"], SendmailCommand::RunQueue),
+            (&["-v", "-qf"], SendmailCommand::RunQueue),
             (&["-t", "--version"], SendmailCommand::Version),
         ];
         for (args, want) in table {

@@ -53,3 +53,26 @@ pub fn place_fds(cmd: &mut Command, fds: &[(&OwnedFd, i32)]) {
         });
     }
 }
+
+/// Takes ownership of descriptor `number` inherited from the parent (as
+/// placed by [`place_fds`]), after checking with `fcntl(F_GETFD)` that it is
+/// open, and marks it close-on-exec so it does not leak further. `None` when
+/// it is not open.
+///
+/// Call at most once per number: the returned `OwnedFd` closes it on drop.
+///
+/// # References
+/// fcntl(2) `F_GETFD`, `F_SETFD`.
+pub fn inherited_fd(number: i32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let flags = unsafe { libc::fcntl(number, libc::F_GETFD) };
+    if number < 3 || flags < 0 {
+        return None;
+    }
+    // SAFETY: as above; setting FD_CLOEXEC changes no ownership.
+    unsafe { libc::fcntl(number, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open (checked above) and, by this function's
+    // contract, not owned by anything else in this process.
+    Some(unsafe { OwnedFd::from_raw_fd(number) })
+}

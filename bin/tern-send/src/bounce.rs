@@ -1,0 +1,115 @@
+//! Bounces: one RFC 3464 report per message for all its failed recipients,
+//! queued through `tern-queue` like any other message.
+//!
+//! * original sender non-empty: the bounce goes to it, envelope sender `<>`;
+//! * original sender empty (a bounce failed): a *double bounce* to
+//!   `doublebounceto@doublebouncehost` (default `postmaster@me`), envelope
+//!   sender `#@[]`;
+//! * original sender `#@[]` (a double bounce failed): dropped and logged.
+
+use crate::manager::PROG;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::Path;
+use tern_control::Home;
+use tern_log::Event;
+use tern_msg::dsn::{Bounce, FailedRecipient};
+use tern_spool::state::{MessageState, Status};
+use tern_spool::{Envelope, QueueClient};
+
+/// Body bytes of the original returned in a bounce.
+pub const DEFAULT_MAX_BODY: u64 = tern_msg::dsn::DEFAULT_MAX_BODY;
+/// The envelope sender of double bounces (qmail's convention).
+pub const DOUBLE_BOUNCE_SENDER: &[u8] = b"#@[]";
+
+/// Who bounces are from and where double bounces go.
+#[derive(Debug, Clone)]
+pub struct BounceConfig {
+    /// `control/me`.
+    pub me: String,
+    /// `bouncefrom@bouncehost`.
+    pub from: String,
+    /// `doublebounceto@doublebouncehost`.
+    pub double_to: String,
+    /// Body bytes of the original returned.
+    pub max_body: u64,
+}
+
+/// What [`send`] did.
+pub struct Sent {
+    /// True when a bounce message was queued (false: deliberately dropped).
+    pub injected: bool,
+}
+
+/// Queues the bounce for message `id` (its failed recipients).
+pub fn send(
+    home: &Home,
+    cfg: &BounceConfig,
+    id: u64,
+    msg: &MessageState,
+    path: &Path,
+) -> Result<Sent, String> {
+    let failed: Vec<FailedRecipient> = msg
+        .recipients
+        .iter()
+        .filter_map(|r| match &r.status {
+            Status::Failed(text) => Some(FailedRecipient {
+                address: r.original.clone(),
+                text: text.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if msg.sender == DOUBLE_BOUNCE_SENDER {
+        Event::new(PROG, "triple_bounce")
+            .num("qid", id)
+            .num("failed", failed.len())
+            .field("reason", "a double bounce failed; discarded")
+            .emit();
+        return Ok(Sent { injected: false });
+    }
+    let double = msg.sender.is_empty();
+    let (to, env_sender): (Vec<u8>, &[u8]) = if double {
+        (cfg.double_to.clone().into_bytes(), DOUBLE_BOUNCE_SENDER)
+    } else {
+        (msg.sender.clone(), b"")
+    };
+    let mut original = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    original
+        .seek(SeekFrom::Start(msg.offset))
+        .map_err(|e| format!("seek: {e}"))?;
+    let now = tern_date::now();
+    let message_id = format!(
+        "{}.{}.{}.bounce@{}",
+        tern_date::compact(now),
+        id,
+        std::process::id(),
+        cfg.me
+    );
+    let bounce = Bounce {
+        me: &cfg.me,
+        from: &cfg.from,
+        to: &to,
+        original_sender: &msg.sender,
+        arrival: msg.birth,
+        now,
+        message_id: &message_id,
+        recipients: &failed,
+        double,
+        max_body: cfg.max_body,
+    };
+    let bytes = tern_msg::dsn::compose(&bounce, &mut original).map_err(|e| e.to_string())?;
+    let envelope = Envelope {
+        sender: env_sender.to_vec(),
+        recipients: vec![to.clone()],
+    };
+    QueueClient::for_home(home.root())
+        .submit(&envelope, |w| w.write_all(&bytes))
+        .map_err(|e| e.to_string())?;
+    Event::new(PROG, if double { "double_bounce" } else { "bounce" })
+        .num("qid", id)
+        .field("to", &to)
+        .num("failed", failed.len())
+        .emit();
+    Ok(Sent { injected: true })
+}

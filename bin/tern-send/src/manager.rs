@@ -1,0 +1,798 @@
+//! The queue manager's event loop: pick-up, scheduling, results, bounces,
+//! removal. Decisions come from `tern-sched`; durable state is the journal
+//! (`tern_spool::state`); the spawners and the cleaner are driven over
+//! `tern-ipc` frames.
+
+use crate::bounce::{self, BounceConfig};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::OFlags;
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use tern_control::Home;
+use tern_ipc::{CleanOp, CleanReply, CleanRequest, Deliver, FrameBuffer, Hello, Outcome, Report};
+use tern_log::Event;
+use tern_sched::{Rewriter, next_attempt, scrub_text};
+use tern_spool::state::{Channel, Journal, MessageState, RecipientState, Record, State, Status};
+use tern_spool::{Queue, Stage};
+
+pub(crate) const PROG: &str = "tern-send";
+/// Forced rescan of `queue/new/` even without a wake-up.
+const RESCAN_SECS: i64 = 600;
+/// Pick-ups per journal commit and cleaner batch.
+const PICKUP_BATCH: usize = 500;
+/// Journal bytes written before a compaction is considered.
+const COMPACT_AFTER: u64 = 8 << 20;
+/// Bound on report text kept in the journal and in bounces.
+const MAX_REPORT: usize = 1000;
+
+/// Settings read at start (and `locals`/`virtualdomains` again on SIGHUP).
+pub struct Config {
+    /// Concurrency per channel: local, remote.
+    pub concurrency: [usize; 2],
+    /// `queuelifetime` in seconds.
+    pub queuelifetime: i64,
+    /// Recipient classification.
+    pub rewriter: Rewriter,
+    /// Bounce addresses and limits.
+    pub bounce: BounceConfig,
+}
+
+/// Why the manager stopped.
+#[derive(Debug)]
+pub enum Exit {
+    /// Clean stop (SIGTERM, or `--once` with nothing left to do).
+    Done,
+    /// Trouble: a lost spawner or cleaner, an unwritable journal.
+    Trouble(String),
+}
+
+fn ch_index(ch: Channel) -> usize {
+    match ch {
+        Channel::Local => 0,
+        Channel::Remote => 1,
+    }
+}
+
+fn ch_name(ch: Channel) -> &'static str {
+    match ch {
+        Channel::Local => "local",
+        Channel::Remote => "remote",
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: u64,
+    index: u32,
+    dying: bool,
+}
+
+/// One spawner (tern-lspawn or tern-rspawn) seen from the manager.
+pub struct Spawner {
+    channel: Channel,
+    to: File,
+    from: File,
+    out: Vec<u8>,
+    inbuf: FrameBuffer,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+}
+
+impl Spawner {
+    /// Wraps the two pipes and waits for the spawner's `Hello`.
+    pub fn connect(
+        channel: Channel,
+        to: File,
+        mut from: File,
+        wanted: usize,
+    ) -> Result<Spawner, String> {
+        let hello = tern_ipc::read_frame(&mut from)
+            .map_err(|e| format!("{} spawner did not say hello: {e}", ch_name(channel)))?;
+        let hello = Hello::decode(&hello)
+            .map_err(|e| format!("{} spawner hello: {e}", ch_name(channel)))?;
+        let n = wanted.min(hello.max_concurrency as usize);
+        for f in [&to, &from] {
+            let fl = rustix::fs::fcntl_getfl(f).map_err(|e| e.to_string())?;
+            rustix::fs::fcntl_setfl(f, fl | OFlags::NONBLOCK).map_err(|e| e.to_string())?;
+        }
+        Ok(Spawner {
+            channel,
+            to,
+            from,
+            out: Vec::new(),
+            inbuf: FrameBuffer::default(),
+            slots: vec![None; n],
+            free: (0..n as u32).rev().collect(),
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        while !self.out.is_empty() {
+            match self.to.write(&self.out) {
+                Ok(0) => return Err("spawner pipe closed".into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write to {} spawner: {e}", ch_name(self.channel))),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_reports(&mut self) -> Result<Vec<(Slot, Report)>, String> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match self.from.read(&mut buf) {
+                Ok(0) => return Err(format!("lost the {} spawner", ch_name(self.channel))),
+                Ok(n) => self.inbuf.extend(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read from {} spawner: {e}", ch_name(self.channel))),
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(frame) = self.inbuf.next_frame().map_err(|e| e.to_string())? {
+            let r = Report::decode(&frame)
+                .map_err(|e| format!("{} spawner: {e}", ch_name(self.channel)))?;
+            let Some(slot) = self.slots.get_mut(r.slot as usize).and_then(Option::take) else {
+                return Err(format!(
+                    "{} spawner reported on an idle slot",
+                    ch_name(self.channel)
+                ));
+            };
+            self.free.push(r.slot);
+            out.push((slot, r));
+        }
+        Ok(out)
+    }
+}
+
+/// The cleaner seen from the manager (synchronous request/reply).
+pub struct Cleaner {
+    /// Requests.
+    pub to: File,
+    /// Replies.
+    pub from: File,
+}
+
+impl Cleaner {
+    fn run(&mut self, ops: Vec<CleanOp>) -> Result<Vec<bool>, String> {
+        let mut all = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(tern_ipc::MAX_BATCH) {
+            let req = CleanRequest {
+                ops: chunk.to_vec(),
+            };
+            tern_ipc::write_frame(&mut self.to, &req.encode())
+                .map_err(|e| format!("cleaner: {e}"))?;
+            let reply =
+                tern_ipc::read_frame(&mut self.from).map_err(|e| format!("cleaner: {e}"))?;
+            let reply = CleanReply::decode(&reply).map_err(|e| format!("cleaner: {e}"))?;
+            if reply.ok.len() != chunk.len() {
+                return Err("cleaner answered the wrong number of results".into());
+            }
+            all.extend(reply.ok);
+        }
+        Ok(all)
+    }
+}
+
+/// The queue manager.
+pub struct Manager {
+    home: Home,
+    queue: Queue,
+    journal: Journal,
+    state: State,
+    cfg: Config,
+    spawners: [Option<Spawner>; 2],
+    cleaner: Cleaner,
+    ready: [BTreeSet<(i64, u64, u32)>; 2],
+    inflight: HashSet<(u64, u32)>,
+    not_taken: BTreeSet<u64>,
+    finished: BTreeSet<u64>,
+    finish_retry_at: i64,
+    damaged_logged: HashSet<u64>,
+    once: bool,
+    stopping: bool,
+}
+
+fn fatal(e: impl std::fmt::Display) -> Exit {
+    Exit::Trouble(e.to_string())
+}
+
+impl Manager {
+    /// Sets up from the journal and reconciles it with the files.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        home: Home,
+        queue: Queue,
+        journal: Journal,
+        state: State,
+        cfg: Config,
+        local: Option<Spawner>,
+        remote: Option<Spawner>,
+        cleaner: Cleaner,
+        once: bool,
+    ) -> Result<Manager, Exit> {
+        let mut m = Manager {
+            home,
+            queue,
+            journal,
+            state,
+            cfg,
+            spawners: [local, remote],
+            cleaner,
+            ready: [BTreeSet::new(), BTreeSet::new()],
+            inflight: HashSet::new(),
+            not_taken: BTreeSet::new(),
+            finished: BTreeSet::new(),
+            finish_retry_at: 0,
+            damaged_logged: HashSet::new(),
+            once,
+            stopping: false,
+        };
+        let ids: Vec<u64> = m.state.messages.keys().copied().collect();
+        for id in ids {
+            if m.queue.path(id, Stage::Active).exists() {
+                // in cur/: normal
+            } else if m.queue.path(id, Stage::New).exists() {
+                m.not_taken.insert(id);
+            } else {
+                // Removed before the X record was written.
+                let rec = Record::Removed { id };
+                m.journal.append(&rec);
+                m.state.apply(&rec);
+                continue;
+            }
+            m.schedule_message(id);
+        }
+        m.journal.commit().map_err(fatal)?;
+        let pending: Vec<u64> = m.not_taken.iter().copied().collect();
+        m.take_over(pending)?;
+        Ok(m)
+    }
+
+    fn schedule_message(&mut self, id: u64) {
+        let Some(msg) = self.state.messages.get(&id) else {
+            return;
+        };
+        for (i, r) in msg.recipients.iter().enumerate() {
+            if r.status == Status::Pending {
+                let due = next_attempt(msg.birth, r.last_attempt, r.channel);
+                self.ready[ch_index(r.channel)].insert((due, id, i as u32));
+            }
+        }
+        if msg.is_finished() {
+            self.finished.insert(id);
+        }
+    }
+
+    fn take_over(&mut self, ids: Vec<u64>) -> Result<(), Exit> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ops = ids.iter().map(|&id| CleanOp::Accept(id)).collect();
+        let ok = self.cleaner.run(ops).map_err(fatal)?;
+        for (id, ok) in ids.into_iter().zip(ok) {
+            if ok {
+                self.not_taken.remove(&id);
+            } else {
+                self.not_taken.insert(id);
+                Event::new(PROG, "warning")
+                    .num("qid", id)
+                    .field("reason", "cannot move message to cur/; will retry")
+                    .emit();
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks up every committed message in `new/` not yet known.
+    fn scan_new(&mut self) -> Result<(), Exit> {
+        let mut batch = Vec::new();
+        let split = self.queue.layout().split;
+        for b in 0..split {
+            let dir = self.queue.dir().join("new").join(b.to_string());
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    Event::new(PROG, "warning")
+                        .field("reason", format!("cannot read {}: {e}", dir.display()))
+                        .emit();
+                    continue;
+                }
+            };
+            for ent in rd.flatten() {
+                let Some(id) = ent.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                    continue;
+                };
+                if self.state.messages.contains_key(&id) {
+                    self.not_taken.insert(id);
+                    batch.push(id);
+                } else if self.pick_up(id) {
+                    batch.push(id);
+                }
+                if batch.len() >= PICKUP_BATCH {
+                    self.journal.commit().map_err(fatal)?;
+                    self.take_over(std::mem::take(&mut batch))?;
+                }
+            }
+        }
+        self.journal.commit().map_err(fatal)?;
+        self.take_over(batch)
+    }
+
+    /// Records one new message in the journal (not yet flushed).
+    fn pick_up(&mut self, id: u64) -> bool {
+        let open = match self.queue.open_message(id) {
+            Ok(m) => m,
+            Err(tern_spool::Error::NotFound(_)) => return false,
+            Err(e) => {
+                if self.damaged_logged.insert(id) {
+                    Event::new(PROG, "warning")
+                        .num("qid", id)
+                        .field("reason", e.to_string())
+                        .emit();
+                }
+                return false;
+            }
+        };
+        let env = &open.header.envelope;
+        let recipients = env
+            .recipients
+            .iter()
+            .map(|orig| {
+                let (channel, address) = self.cfg.rewriter.classify(orig);
+                RecipientState {
+                    channel,
+                    original: orig.clone(),
+                    address,
+                    status: Status::Pending,
+                    last_attempt: None,
+                }
+            })
+            .collect::<Vec<_>>();
+        let msg = MessageState {
+            birth: open.header.origin.time,
+            offset: open.header.offset,
+            sender: env.sender.clone(),
+            recipients,
+            bounced: false,
+        };
+        Event::new(PROG, "new")
+            .num("qid", id)
+            .num("size", open.file_size - open.header.offset)
+            .field("sender", &msg.sender)
+            .num("rcpts", msg.recipients.len())
+            .num("uid", open.header.origin.uid)
+            .emit();
+        let rec = Record::Accept { id, message: msg };
+        self.journal.append(&rec);
+        self.state.apply(&rec);
+        self.not_taken.insert(id);
+        self.schedule_message(id);
+        true
+    }
+
+    fn start_deliveries(&mut self, now: i64) {
+        if self.stopping {
+            return;
+        }
+        for ch in [Channel::Local, Channel::Remote] {
+            let ci = ch_index(ch);
+            while let Some(sp) = self.spawners[ci].as_mut() {
+                if sp.free.is_empty() {
+                    break;
+                }
+                let Some(&(due, id, index)) = self.ready[ci].first() else {
+                    break;
+                };
+                if due > now {
+                    break;
+                }
+                self.ready[ci].pop_first();
+                let Some(msg) = self.state.messages.get(&id) else {
+                    continue;
+                };
+                let Some(r) = msg.recipients.get(index as usize) else {
+                    continue;
+                };
+                if r.status != Status::Pending || self.inflight.contains(&(id, index)) {
+                    continue;
+                }
+                if self.not_taken.contains(&id) {
+                    // Not in cur/ yet: try again shortly.
+                    self.ready[ci].insert((now + 5, id, index));
+                    continue;
+                }
+                let slot_no = sp.free.pop().expect("checked non-empty");
+                let dying = now - msg.birth > self.cfg.queuelifetime;
+                sp.slots[slot_no as usize] = Some(Slot { id, index, dying });
+                let req = Deliver {
+                    slot: slot_no,
+                    id,
+                    offset: msg.offset,
+                    sender: msg.sender.clone(),
+                    recipient: r.address.clone(),
+                };
+                let payload = req.encode();
+                sp.out
+                    .extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                sp.out.extend_from_slice(&payload);
+                self.inflight.insert((id, index));
+                Event::new(PROG, "delivery_start")
+                    .num("qid", id)
+                    .field("channel", ch_name(ch))
+                    .field("rcpt", &r.address)
+                    .num("slot", slot_no)
+                    .emit();
+            }
+        }
+    }
+
+    fn apply_report(&mut self, slot: Slot, report: Report, now: i64) {
+        let Slot { id, index, dying } = slot;
+        self.inflight.remove(&(id, index));
+        let Some(msg) = self.state.messages.get(&id) else {
+            return;
+        };
+        let Some(r) = msg.recipients.get(index as usize) else {
+            return;
+        };
+        let (channel, birth, rcpt) = (r.channel, msg.birth, r.address.clone());
+        let text = scrub_text(&report.text, MAX_REPORT);
+        let (rec, status) = match report.outcome {
+            Outcome::Delivered => (Record::Delivered { id, index }, "delivered"),
+            Outcome::Failed => (
+                Record::Failed {
+                    id,
+                    index,
+                    text: text.clone().into_bytes(),
+                },
+                "failed",
+            ),
+            Outcome::Deferred if dying => (
+                Record::Failed {
+                    id,
+                    index,
+                    text: format!(
+                        "Giving up: the message has been in the queue longer than queuelifetime ({} seconds). Last temporary error: {text}",
+                        self.cfg.queuelifetime
+                    )
+                    .into_bytes(),
+                },
+                "expired",
+            ),
+            Outcome::Deferred => (Record::Deferred { id, index, time: now }, "deferred"),
+        };
+        if let Record::Deferred { .. } = rec {
+            let due = next_attempt(birth, Some(now), channel);
+            self.ready[ch_index(channel)].insert((due, id, index));
+        }
+        Event::new(PROG, "delivery_end")
+            .num("qid", id)
+            .field("channel", ch_name(channel))
+            .field("rcpt", &rcpt)
+            .field("status", status)
+            .field("text", &text)
+            .emit();
+        self.journal.append(&rec);
+        self.state.apply(&rec);
+        if self
+            .state
+            .messages
+            .get(&id)
+            .is_some_and(MessageState::is_finished)
+        {
+            self.finished.insert(id);
+        }
+    }
+
+    /// Bounces and removes finished messages. Every `K`/`D` record is made
+    /// durable before any removal is asked for.
+    fn finish(&mut self, now: i64) -> Result<bool, Exit> {
+        if self.finished.is_empty() || now < self.finish_retry_at {
+            return Ok(false);
+        }
+        self.journal.commit().map_err(fatal)?;
+        let mut removable = Vec::new();
+        let mut injected = false;
+        let ids: Vec<u64> = self.finished.iter().copied().collect();
+        for id in ids {
+            let Some(msg) = self.state.messages.get(&id) else {
+                self.finished.remove(&id);
+                continue;
+            };
+            if !msg.is_finished()
+                || msg
+                    .recipients
+                    .iter()
+                    .enumerate()
+                    .any(|(i, _)| self.inflight.contains(&(id, i as u32)))
+            {
+                self.finished.remove(&id);
+                continue;
+            }
+            if msg.has_failures() && !msg.bounced {
+                let path = if self.not_taken.contains(&id) {
+                    self.queue.path(id, Stage::New)
+                } else {
+                    self.queue.path(id, Stage::Active)
+                };
+                match bounce::send(&self.home, &self.cfg.bounce, id, msg, &path) {
+                    Ok(outcome) => {
+                        injected |= outcome.injected;
+                        let rec = Record::Bounced { id };
+                        self.journal.append(&rec);
+                        self.state.apply(&rec);
+                    }
+                    Err(e) => {
+                        Event::new(PROG, "warning")
+                            .num("qid", id)
+                            .field("reason", format!("cannot queue bounce: {e}; will retry"))
+                            .emit();
+                        self.finish_retry_at = now + 60;
+                        continue;
+                    }
+                }
+            }
+            removable.push(id);
+        }
+        self.journal.commit().map_err(fatal)?;
+        if !removable.is_empty() {
+            let ops = removable.iter().map(|&id| CleanOp::Remove(id)).collect();
+            let ok = self.cleaner.run(ops).map_err(fatal)?;
+            for (id, ok) in removable.into_iter().zip(ok) {
+                if ok {
+                    let rec = Record::Removed { id };
+                    self.journal.append(&rec);
+                    self.state.apply(&rec);
+                    self.finished.remove(&id);
+                    self.not_taken.remove(&id);
+                    Event::new(PROG, "end").num("qid", id).emit();
+                } else {
+                    self.finish_retry_at = now + 60;
+                }
+            }
+        }
+        Ok(injected)
+    }
+
+    fn flush_all(&mut self, now: i64) {
+        for ci in 0..2 {
+            let entries: Vec<(i64, u64, u32)> =
+                std::mem::take(&mut self.ready[ci]).into_iter().collect();
+            for (_, id, index) in entries {
+                self.ready[ci].insert((now, id, index));
+            }
+        }
+        self.finish_retry_at = 0;
+    }
+
+    fn next_wake(&self, now: i64, last_scan: i64) -> i64 {
+        let mut t = last_scan + RESCAN_SECS;
+        for ci in 0..2 {
+            if self.spawners[ci].is_some()
+                && let Some(&(due, _, _)) = self.ready[ci].first()
+            {
+                t = t.min(due);
+            }
+        }
+        if !self.finished.is_empty() {
+            t = t.min(self.finish_retry_at.max(now));
+        }
+        t
+    }
+
+    fn idle(&self, now: i64) -> bool {
+        self.inflight.is_empty()
+            && self.not_taken.is_empty()
+            && (self.finished.is_empty() || self.finish_retry_at > now)
+            && (0..2).all(|ci| {
+                self.spawners[ci].is_none()
+                    || self.ready[ci].first().is_none_or(|&(due, _, _)| due > now)
+            })
+    }
+
+    fn status_line(&self) {
+        let busy = |ci: usize| {
+            self.spawners[ci]
+                .as_ref()
+                .map(|s| (s.slots.len() - s.free.len(), s.slots.len()))
+                .unwrap_or((0, 0))
+        };
+        let (l, lmax) = busy(0);
+        let (r, rmax) = busy(1);
+        Event::new(PROG, "status")
+            .field("local", format!("{l}/{lmax}"))
+            .field("remote", format!("{r}/{rmax}"))
+            .num("messages", self.state.messages.len())
+            .emit();
+    }
+
+    /// Runs until SIGTERM (or, with `--once`, until nothing is due).
+    pub fn run(mut self, trigger: Option<File>, reload: impl Fn() -> Option<Rewriter>) -> Exit {
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGALRM,
+            Signal::SIGHUP,
+        ] {
+            mask.add(s);
+        }
+        if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
+            return fatal(format!("sigprocmask: {e}"));
+        }
+        let sigfd =
+            match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+                Ok(s) => s,
+                Err(e) => return fatal(format!("signalfd: {e}")),
+            };
+        let mut last_scan = tern_date::now();
+        if let Err(e) = self.scan_new() {
+            return e;
+        }
+        self.status_line();
+        loop {
+            let now = tern_date::now();
+            match self.finish(now) {
+                Ok(true) => {
+                    // A bounce was queued: pick it up now (its wake-up may
+                    // come after we decide to sleep).
+                    if let Err(e) = self.scan_new() {
+                        return e;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => return e,
+            }
+            self.start_deliveries(now);
+            for sp in self.spawners.iter_mut().flatten() {
+                if let Err(e) = sp.flush() {
+                    return fatal(e);
+                }
+            }
+            if self.stopping && self.inflight.is_empty() {
+                break;
+            }
+            if self.once && self.idle(now) {
+                break;
+            }
+            let wake = self.next_wake(now, last_scan);
+            let secs = (wake - now).clamp(0, 3600);
+            let ts = Timespec {
+                tv_sec: secs,
+                tv_nsec: if secs == 0 { 50_000_000 } else { 0 },
+            };
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(6);
+            fds.push(PollFd::new(&sigfd, PollFlags::IN));
+            let trig_at = trigger.as_ref().map(|t| {
+                fds.push(PollFd::new(t, PollFlags::IN));
+                fds.len() - 1
+            });
+            let mut sp_at = [None, None];
+            for (ci, sp) in self.spawners.iter().enumerate() {
+                if let Some(sp) = sp {
+                    let mut flags = PollFlags::IN;
+                    fds.push(PollFd::new(&sp.from, flags));
+                    sp_at[ci] = Some(fds.len() - 1);
+                    if !sp.out.is_empty() {
+                        flags = PollFlags::OUT;
+                        fds.push(PollFd::new(&sp.to, flags));
+                    }
+                }
+            }
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return fatal(format!("poll: {e}")),
+            }
+            let sig_ready = !fds[0].revents().is_empty();
+            let trig_ready = trig_at.is_some_and(|i| !fds[i].revents().is_empty());
+            let sp_ready: Vec<bool> = sp_at
+                .iter()
+                .map(|a| a.is_some_and(|i| !fds[i].revents().is_empty()))
+                .collect();
+            drop(fds);
+
+            if sig_ready {
+                while let Ok(Some(info)) = sigfd.read_signal() {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                            if !self.stopping {
+                                Event::new(PROG, "stopping")
+                                    .num("running", self.inflight.len())
+                                    .emit();
+                            }
+                            self.stopping = true;
+                        }
+                        Ok(Signal::SIGALRM) => {
+                            Event::new(PROG, "flush").emit();
+                            self.flush_all(tern_date::now());
+                            last_scan = 0;
+                        }
+                        Ok(Signal::SIGHUP) => match reload() {
+                            Some(r) => {
+                                self.cfg.rewriter = r;
+                                Event::new(PROG, "reload").emit();
+                            }
+                            None => Event::new(PROG, "warning")
+                                .field(
+                                    "reason",
+                                    "reload failed; keeping the old locals/virtualdomains",
+                                )
+                                .emit(),
+                        },
+                        _ => {}
+                    }
+                }
+            }
+            if let (true, Some(t)) = (trig_ready, trigger.as_ref()) {
+                let mut buf = [0u8; 512];
+                let mut t = t;
+                while matches!(t.read(&mut buf), Ok(n) if n > 0) {}
+                last_scan = 0;
+            }
+            let now = tern_date::now();
+            for (ci, ready) in sp_ready.iter().enumerate() {
+                if !ready {
+                    continue;
+                }
+                let reports = match self.spawners[ci].as_mut().map(Spawner::read_reports) {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => {
+                        let _ = self.journal.commit();
+                        return fatal(e);
+                    }
+                    None => continue,
+                };
+                for (slot, report) in reports {
+                    self.apply_report(slot, report, now);
+                }
+            }
+            // One flush for every result that arrived in this round.
+            if let Err(e) = self.journal.commit() {
+                return fatal(e);
+            }
+            if self.journal.written_since_compaction > COMPACT_AFTER
+                && let Err(e) = self.journal.compact(&self.state)
+            {
+                Event::new(PROG, "warning")
+                    .field("reason", format!("journal compaction failed: {e}"))
+                    .emit();
+            }
+            if now >= last_scan + RESCAN_SECS && !self.stopping {
+                last_scan = now;
+                if let Err(e) = self.scan_new() {
+                    return e;
+                }
+            }
+        }
+        if let Err(e) = self.journal.commit() {
+            return fatal(e);
+        }
+        self.status_line();
+        Event::new(PROG, "exiting").emit();
+        Exit::Done
+    }
+}
+
+/// Opens the trigger FIFO for reading without ever seeing end-of-file
+/// (`O_RDWR` keeps a writer open: ourselves).
+pub fn open_trigger(queue: &Queue) -> Option<File> {
+    let path = queue.dir().join(tern_spool::layout::TRIGGER);
+    let fd = rustix::fs::open(
+        &path,
+        OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo)
+        .then(|| File::from(fd))
+}

@@ -1,0 +1,258 @@
+//! NAME
+//!     tern-start - start the Tern queue manager and its helpers
+//!
+//! SYNOPSIS
+//!     tern-start [--once]
+//!
+//! DESCRIPTION
+//!     Creates the pipes and starts `tern-lspawn`, `tern-clean`, `tern-rspawn`
+//!     (when installed) and `tern-send`, wiring them as tern-send(8)
+//!     describes, then supervises them: SIGTERM, SIGINT, SIGHUP and SIGALRM
+//!     are passed on to `tern-send`; when `tern-send` ends, the helpers see
+//!     end-of-file and end too, and `tern-start` exits with `tern-send`'s
+//!     status. If a helper dies, `tern-send` notices and stops, so a
+//!     supervisor (systemd, runit, daemontools) restarts the whole group.
+//!
+//!     `--once` is the cron-driven queue runner: everything that is due is
+//!     delivered, `tern-start` waits for those deliveries, and exits; nothing
+//!     keeps running. If a long-running manager already runs, it is asked to
+//!     retry now instead.
+//!
+//!     In a single-user instance (`$TERN_HOME/single-user` exists) every
+//!     program runs as the invoking user. A system instance (root install,
+//!     per-program uids) is set up by the install issue; until then
+//!     `tern-start` refuses it with a clear message.
+//!
+//! EXIT CODES
+//!     0 tern-send stopped cleanly; 111 trouble (could not start a program,
+//!     a program died, tern-send reported trouble).
+//!
+//! SEE ALSO
+//!     docs/man/tern-start.8.md, tern-send(8), tern-lspawn(8), tern-clean(8)
+#![forbid(unsafe_code)]
+#![deny(clippy::print_stdout)]
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use std::io::Write as _;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+use tern_control::Home;
+use tern_log::Event;
+
+const PROG: &str = "tern-start";
+
+fn fail(reason: impl std::fmt::Display) -> ExitCode {
+    Event::new(PROG, "alert")
+        .field("reason", reason.to_string())
+        .emit();
+    ExitCode::from(111)
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = std::io::pipe()?;
+    Ok((OwnedFd::from(r), OwnedFd::from(w)))
+}
+
+struct Started {
+    name: &'static str,
+    child: Child,
+}
+
+fn main() -> ExitCode {
+    tern_sys::signals::reset();
+    tern_log::install_panic_hook(PROG, 111);
+    let mut once = false;
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--once" => once = true,
+            "--help" | "-h" => {
+                let _ = std::io::stdout().write_all(
+                    b"usage: tern-start [--once]\n\
+                      Starts tern-send with tern-lspawn, tern-clean (and tern-rspawn when\n\
+                      installed) for the instance in TERN_HOME, and supervises them.\n\
+                      --once: deliver everything that is due, wait for it, and exit (cron).\n\
+                      See tern-start(8).\n",
+                );
+                return ExitCode::SUCCESS;
+            }
+            other => return fail(format!("unknown argument {other:?}; see tern-start --help")),
+        }
+    }
+    let home = match Home::from_env() {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    if !home.is_single_user() {
+        return fail(format!(
+            "{} is not a single-user instance (no {} marker); system instances with per-program \
+             uids need the root install, which is not available yet",
+            home.root().display(),
+            tern_control::SINGLE_USER_MARKER
+        ));
+    }
+    // Signals are handled through a signalfd; children start with a clean
+    // mask (std resets it in the child).
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGALRM,
+        Signal::SIGCHLD,
+    ] {
+        mask.add(s);
+    }
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
+        return fail(format!("sigprocmask: {e}"));
+    }
+    let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("signalfd: {e}")),
+    };
+
+    let bin = home.bin_dir();
+    let env = |c: &mut Command| {
+        c.env_clear()
+            .env("TERN_HOME", home.root())
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    };
+    let mut started: Vec<Started> = Vec::new();
+    let stop_all = |started: &mut Vec<Started>| {
+        for s in started.iter_mut() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    };
+    let spawn_helper =
+        |name: &'static str, started: &mut Vec<Started>| -> Result<(OwnedFd, OwnedFd), String> {
+            let (req_r, req_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+            let (rep_r, rep_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+            let mut c = Command::new(bin.join(name));
+            env(&mut c);
+            c.stdin(Stdio::from(req_r)).stdout(Stdio::from(rep_w));
+            let child = c.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+            started.push(Started { name, child });
+            Ok((req_w, rep_r))
+        };
+    let (l_to, l_from) = match spawn_helper("tern-lspawn", &mut started) {
+        Ok(p) => p,
+        Err(e) => {
+            stop_all(&mut started);
+            return fail(e);
+        }
+    };
+    let (c_to, c_from) = match spawn_helper("tern-clean", &mut started) {
+        Ok(p) => p,
+        Err(e) => {
+            stop_all(&mut started);
+            return fail(e);
+        }
+    };
+    let remote = if bin.join("tern-rspawn").is_file() {
+        match spawn_helper("tern-rspawn", &mut started) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                stop_all(&mut started);
+                return fail(e);
+            }
+        }
+    } else {
+        None
+    };
+    let mut send = Command::new(bin.join("tern-send"));
+    env(&mut send);
+    if once {
+        send.arg("--once");
+    }
+    send.stdin(Stdio::null());
+    let mut placed: Vec<(&OwnedFd, i32)> = vec![(&l_to, 3), (&l_from, 4), (&c_to, 5), (&c_from, 6)];
+    if let Some((r_to, r_from)) = &remote {
+        placed.push((r_to, 7));
+        placed.push((r_from, 8));
+    }
+    tern_sys::spawn::place_fds(&mut send, &placed);
+    let send_child = match send.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            stop_all(&mut started);
+            return fail(format!("cannot start tern-send: {e}"));
+        }
+    };
+    drop(send);
+    drop((l_to, l_from, c_to, c_from, remote));
+    let send_pid = Pid::from_raw(send_child.id() as i32);
+    started.push(Started {
+        name: "tern-send",
+        child: send_child,
+    });
+    Event::new(PROG, "started")
+        .field("mode", if once { "once" } else { "daemon" })
+        .num("send_pid", send_pid.as_raw())
+        .emit();
+
+    // Supervise.
+    let mut send_status = None;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let mut done = Vec::new();
+        for (i, s) in started.iter_mut().enumerate() {
+            if let Ok(Some(st)) = s.child.try_wait() {
+                done.push((i, st));
+            }
+        }
+        for (i, st) in done.into_iter().rev() {
+            let s = started.remove(i);
+            if s.name == "tern-send" {
+                send_status = Some(st);
+                deadline = Some(Instant::now() + Duration::from_secs(60));
+            } else if !st.success() {
+                // A helper that ends with status 0 saw tern-send close its
+                // pipe (a normal stop); anything else is trouble, and
+                // tern-send stops when it notices.
+                Event::new(PROG, "alert")
+                    .field("program", s.name)
+                    .field("status", st.to_string())
+                    .field("reason", "a helper died; tern-send will stop")
+                    .emit();
+            }
+        }
+        if started.is_empty() {
+            break;
+        }
+        if let Some(d) = deadline
+            && Instant::now() > d
+        {
+            Event::new(PROG, "warning")
+                .field(
+                    "reason",
+                    "helpers did not stop after tern-send; killing them",
+                )
+                .emit();
+            stop_all(&mut started);
+            break;
+        }
+        let ts = Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        let mut fds = [PollFd::new(&sigfd, PollFlags::IN)];
+        let _ = rustix::event::poll(&mut fds, Some(&ts));
+        while let Ok(Some(info)) = sigfd.read_signal() {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig != Signal::SIGCHLD && send_status.is_none() {
+                let _ = kill(send_pid, sig);
+            }
+        }
+    }
+    match send_status {
+        Some(st) if st.success() => ExitCode::SUCCESS,
+        Some(st) => fail(format!("tern-send ended: {st}")),
+        None => fail("tern-send never started"),
+    }
+}
