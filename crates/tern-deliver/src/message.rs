@@ -319,8 +319,10 @@ fn matches_delivered_to(line: &[u8], want: &[u8]) -> bool {
     if line.len() < NAME.len() || !line[..NAME.len()].eq_ignore_ascii_case(NAME) {
         return false;
     }
+    // Both sides trimmed: an address with white space at its ends (from
+    // an untrusted local part) must still match its own line.
     let value = line[NAME.len()..].trim_ascii();
-    value.eq_ignore_ascii_case(want)
+    value.eq_ignore_ascii_case(want.trim_ascii())
 }
 
 #[cfg(test)]
@@ -363,6 +365,9 @@ mod tests {
         let line = delivered_to_line(b"a\nb", b"x");
         assert_eq!(line, b"Delivered-To: a_b@x\n");
         assert!(has_delivered_to(&message(&line), b"a\nb@x").unwrap());
+        // White space at the ends of the address (found by fuzzing).
+        let line = delivered_to_line(b" ", b"x ");
+        assert!(has_delivered_to(&message(&line), b" @x ").unwrap());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("dot", dot),
     ("cmdline", cmdline),
     ("control", control),
+    ("dotqmail", dotqmail),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -933,4 +934,140 @@ fn control_files(data: &[u8]) {
     if let Err(e) = assign {
         assert!(!e.is_io(), "reading a scratch file failed: {e}");
     }
+}
+
+// ---------------------------------------------------------------- dotqmail
+
+const DOTQMAIL_ALPHABET: &[&[u8]] = &[
+    b"\n",
+    b"\r\n",
+    b"#",
+    b"|",
+    b"&",
+    b".",
+    b"/",
+    b"./Maildir/",
+    b"./mbox",
+    b"/var/mail/x",
+    b"|exit 99",
+    b" ",
+    b"\t",
+    b"\r",
+    b"\0",
+    b"\x7f",
+    b"\xff",
+    b"a@b.example",
+    b"-",
+    b"default",
+    b"Delivered-To: ",
+    b"joe",
+    b"@",
+];
+
+/// `tern_deliver`: the dot-qmail parser ([`tern_deliver::dotqmail::parse`]),
+/// the `.qmail` file-name search ([`tern_deliver::search::candidates`] with
+/// [`tern_deliver::search::fold_ext`]), the added header lines and the
+/// `Delivered-To` loop check on the input as a message. Checks: every
+/// parsed instruction has the shape its kind promises (bounded, no NUL, no
+/// control character where one could reach an envelope or a header); error
+/// line numbers stay within the input; candidate names are file names
+/// (no `/`, at most 255 bytes) and their `DEFAULT` ranges lie within the
+/// extension; the added lines are one line each; a message with our own
+/// `Delivered-To` line prepended is always seen as looping.
+pub fn dotqmail(data: &[u8]) {
+    dotqmail_bytes(data);
+    dotqmail_bytes(&mapped(data, DOTQMAIL_ALPHABET));
+}
+
+fn dotqmail_bytes(data: &[u8]) {
+    use tern_deliver::dotqmail::{self, Instruction, ParseErrorKind};
+    use tern_deliver::{message, search};
+    let lines = data.split(|&b| b == b'\n').count();
+    match dotqmail::parse(data) {
+        Ok(parsed) => {
+            assert!(data.len() <= dotqmail::MAX_FILE);
+            let mut last = 0;
+            for l in &parsed {
+                assert!(l.number > last && l.number <= dotqmail::MAX_LINES);
+                last = l.number;
+                let (Instruction::Program(v)
+                | Instruction::Maildir(v)
+                | Instruction::Mbox(v)
+                | Instruction::Forward(v)) = &l.instruction;
+                assert!(!v.is_empty() && v.len() <= dotqmail::MAX_LINE);
+                assert!(!v.contains(&0), "NUL in an instruction");
+                assert!(!v.ends_with(b" ") && !v.ends_with(b"\t") && !v.ends_with(b"\r"));
+                let control = v.iter().any(|&b| b < 0x20 || b == 0x7f);
+                match &l.instruction {
+                    Instruction::Program(_) => {}
+                    Instruction::Maildir(p) => {
+                        assert!(matches!(p[0], b'.' | b'/') && p.ends_with(b"/"));
+                        assert!(!control);
+                    }
+                    Instruction::Mbox(p) => {
+                        assert!(matches!(p[0], b'.' | b'/') && !p.ends_with(b"/"));
+                        assert!(!control);
+                    }
+                    Instruction::Forward(a) => {
+                        assert!(!control && a[0] != b' ');
+                        assert!(a.len() <= tern_spool::MAX_ADDRESS);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            assert!(e.line <= lines, "error line {} of {lines}", e.line);
+            assert!(!e.to_string().is_empty());
+            if e.kind == ParseErrorKind::TooLarge {
+                assert!(data.len() > dotqmail::MAX_FILE);
+            }
+        }
+    }
+    let (dash, ext) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i.min(1)], &data[i + 1..]),
+        None => (&b"-"[..], data),
+    };
+    let folded = search::fold_ext(ext);
+    assert_eq!(folded.len(), ext.len());
+    assert!(!folded.contains(&b'.'));
+    for c in search::candidates(dash, &folded) {
+        assert!(c.name.starts_with(b".qmail") && c.name.len() <= 255);
+        assert!(!c.name.contains(&b'/'));
+        if let Some(r) = c.default {
+            assert!(r.start <= r.end && r.end == ext.len());
+            assert!(c.name.ends_with(b"default"));
+        }
+    }
+    let one_line = |l: &[u8]| {
+        assert!(l.ends_with(b"\n"));
+        assert!(!l[..l.len() - 1].iter().any(|&b| b < 0x20 || b == 0x7f));
+    };
+    let secs = data
+        .iter()
+        .fold(0i64, |a, &b| a.wrapping_mul(31).wrapping_add(i64::from(b)));
+    one_line(&message::return_path_line(data));
+    one_line(&message::delivered_to_line(data, b"example.org"));
+    one_line(&message::from_line(data, secs % 400_000_000_000));
+    dotqmail_loop(data);
+}
+
+/// The loop check on `data` as a message, and with our line prepended.
+fn dotqmail_loop(data: &[u8]) {
+    use tern_deliver::{Message, message};
+    let local = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let local = &local[..local.len().min(64)];
+    let path = scratch_dir().join("dotqmail-message");
+    let ours = message::delivered_to_line(local, b"example.org");
+    let rcpt = message::recipient(local, b"example.org");
+    for (text, must_loop) in [(data.to_vec(), false), ([&ours[..], data].concat(), true)] {
+        std::fs::write(&path, &text).expect("write the scratch message");
+        let file = std::fs::File::open(&path).expect("open the scratch message");
+        let msg = Message::whole(file).expect("fstat the scratch message");
+        assert_eq!(msg.len(), text.len() as u64);
+        let looping = message::has_delivered_to(&msg, &rcpt).expect("read the scratch message");
+        if must_loop {
+            assert!(looping, "our own Delivered-To line was not seen");
+        }
+    }
+    std::fs::remove_file(&path).expect("remove the scratch message");
 }
