@@ -469,3 +469,19 @@ fn usage_and_bad_files_are_temporary() {
     assert_exit(&Local::test(&inst).run(MESSAGE), 111, "owner-execute");
     assert!(maildir(&home.join("Maildir")).is_empty());
 }
+
+#[test]
+fn man_page_lists_the_exit_codes() {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man/tern-local.8.md");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("EXIT CODES"))
+        .expect("an EXIT CODES section");
+    let codes: Vec<u32> = section
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('|'))
+        .filter_map(|row| row.split('|').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(codes, [0, 99, 100, 111]);
+}
