@@ -33,7 +33,7 @@ fn random() -> u64 {
 }
 
 /// The host part of a Maildir name: `/` and `:` are written `\057` and
-/// `\072` (maildir(5)), other unsafe bytes are dropped.
+/// `\072` (maildir(5)), other bytes that are not printable ASCII are dropped.
 pub fn host_part(host: &str) -> String {
     let mut out = String::new();
     for c in host.chars() {
