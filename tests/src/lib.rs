@@ -243,3 +243,181 @@ pub fn faultfs_library() -> Option<PathBuf> {
         })
         .clone()
 }
+
+/// A running `tern-start` (long-running mode) for an instance; stopped with
+/// SIGTERM (then SIGKILL after 20 s) when dropped.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `tern-start` for `inst`, logging to a file in its scratch dir.
+    pub fn start(inst: &Instance) -> Daemon {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let log = inst
+            .scratch()
+            .join(format!("daemon-{}.log", N.fetch_add(1, Ordering::Relaxed)));
+        let f = std::fs::File::create(&log).expect("daemon log");
+        let child = inst
+            .command("tern-start")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("start tern-start");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The log written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The pid of `tern-start`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Whether `tern-start` has exited (and its status).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends SIGTERM and waits up to `secs` for the exit status.
+    pub fn stop(&mut self, secs: u64) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.stop(20);
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `secs` pass; returns whether
+/// it held.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+impl Instance {
+    /// The messages delivered to mailbox `name` (files in `Maildir/new`),
+    /// in no particular order.
+    pub fn maildir(&self, name: &str) -> Vec<Vec<u8>> {
+        let dir = self.home.join("mail").join(name).join("Maildir/new");
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if let Ok(b) = std::fs::read(e.path()) {
+                    out.push(b);
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of files in mailbox `name`'s `Maildir/new`.
+    pub fn maildir_count(&self, name: &str) -> usize {
+        std::fs::read_dir(self.home.join("mail").join(name).join("Maildir/new"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    }
+
+    /// Runs `sendmail ARGS` with `input` on stdin; returns (exit code, stderr).
+    pub fn sendmail(&self, args: &[&str], input: &[u8]) -> (i32, String) {
+        let mut child = self
+            .command("sendmail")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sendmail");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        let out = child.wait_with_output().expect("wait sendmail");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Pids of this instance's processes named `comm` (found through
+    /// `TERN_HOME` in their environment).
+    pub fn pids_of(&self, comm: &str) -> Vec<i32> {
+        let want = format!("TERN_HOME={}", self.home.display());
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+                continue;
+            };
+            if !comm.is_empty() && c.trim() != comm {
+                continue;
+            }
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+/// Splits a delivered Maildir file into the lines Tern added on top
+/// (`Return-Path:`, `Delivered-To:`, tern-queue's `Received:`) and the rest.
+pub fn strip_delivery_headers(file: &[u8]) -> (Vec<&[u8]>, &[u8]) {
+    let mut rest = file;
+    let mut added = Vec::new();
+    for prefix in [
+        &b"Return-Path: "[..],
+        b"Delivered-To: ",
+        b"Received: (tern-queue ",
+    ] {
+        if rest.starts_with(prefix) {
+            let nl = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
+            added.push(&rest[..nl]);
+            rest = &rest[nl..];
+        }
+    }
+    (added, rest)
+}

@@ -156,3 +156,121 @@ fn sigkill_at_many_points_loses_nothing_acknowledged() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&present.len().to_string()), "{text}");
 }
+
+/// Under a steady injection load, SIGKILL tern-send, tern-clean,
+/// tern-lspawn or tern-local at pseudo-random moments (at least 20 kills),
+/// restarting the manager whenever it stopped; afterwards every
+/// acknowledged message is delivered. Duplicates (allowed: at least once)
+/// are counted and printed.
+#[test]
+fn manager_side_kills_lose_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tern_tests::{Daemon, wait_until};
+
+    let inst = Instance::new("crash-send");
+    let total = 400usize;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let injector = {
+        let home = inst.home().to_path_buf();
+        let acked = acked.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for i in 0..total {
+                let msg = format!("Subject: load {i}\n\nmessage number {i}\n");
+                let mut cmd = std::process::Command::new(tern_tests::bin("tern-queue"));
+                cmd.env("TERN_HOME", &home);
+                let r = tern_tests::inject_raw(
+                    cmd,
+                    msg.as_bytes(),
+                    &envelope("load@localhost", &["test@localhost"]),
+                );
+                if r.code() == 0 {
+                    acked.lock().unwrap().push(i);
+                }
+                std::thread::sleep(Duration::from_millis(8));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+
+    let victims = ["tern-send", "tern-clean", "tern-lspawn", "tern-local"];
+    let mut daemon = Daemon::start(&inst);
+    let mut kills = [0usize; 4];
+    let mut restarts = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut attempts = 0;
+    while (kills.iter().sum::<usize>() < 24 || !done.load(Ordering::SeqCst)) && attempts < 2000 {
+        attempts += 1;
+        std::thread::sleep(Duration::from_millis(20 + rnd() % 60));
+        if daemon.try_wait().is_some() {
+            // The group stopped after a kill: restart it (recovery runs).
+            daemon = Daemon::start(&inst);
+            restarts += 1;
+            continue;
+        }
+        let which = (rnd() % 4) as usize;
+        let pids = inst.pids_of(victims[which]);
+        if let Some(&pid) = pids.first() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            kills[which] += 1;
+        }
+    }
+    injector.join().unwrap();
+    if daemon.try_wait().is_some() {
+        daemon = Daemon::start(&inst);
+        restarts += 1;
+    }
+    // Deliveries that failed because their tern-local was killed wait for
+    // their retry time: ask for everything now until the queue is empty.
+    let emptied = wait_until(120, || {
+        let _ = inst.command("ternctl").arg("flush").output();
+        if daemon.try_wait().is_some() {
+            daemon = Daemon::start(&inst);
+        }
+        inst.queue().count().unwrap() == 0
+    });
+    let acked = acked.lock().unwrap().clone();
+    let mut delivered = vec![0usize; total];
+    for f in inst.maildir("test") {
+        let text = String::from_utf8_lossy(&f).into_owned();
+        let i: usize = text
+            .split("message number ")
+            .nth(1)
+            .and_then(|s| s.trim().parse().ok())
+            .expect("a load message");
+        delivered[i] += 1;
+    }
+    let lost: Vec<_> = acked.iter().filter(|&&i| delivered[i] == 0).collect();
+    let duplicates: usize = delivered.iter().map(|&n| n.saturating_sub(1)).sum();
+    eprintln!(
+        "manager crash test: {} acknowledged, kills send/clean/lspawn/local = {kills:?}, \
+         {restarts} restarts, {duplicates} duplicate deliveries, {} lost",
+        acked.len(),
+        lost.len()
+    );
+    assert!(
+        kills.iter().sum::<usize>() >= 20,
+        "too few kills: {kills:?}"
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged messages lost: {lost:?}\n{}",
+        daemon.log()
+    );
+    assert!(
+        emptied,
+        "queue did not empty: {} left\n{}",
+        inst.queue().count().unwrap(),
+        daemon.log()
+    );
+}

@@ -237,16 +237,31 @@ impl Manager {
         };
         let ids: Vec<u64> = m.state.messages.keys().copied().collect();
         for id in ids {
-            if m.queue.path(id, Stage::Active).exists() {
-                // in cur/: normal
-            } else if m.queue.path(id, Stage::New).exists() {
-                m.not_taken.insert(id);
-            } else {
-                // Removed before the X record was written.
+            let in_cur = m.queue.path(id, Stage::Active).exists();
+            let in_new = !in_cur && m.queue.path(id, Stage::New).exists();
+            let stale = match (in_cur || in_new).then(|| m.queue.open_message(id)) {
+                // Removed before its X record was made durable.
+                None | Some(Err(tern_spool::Error::NotFound(_))) => true,
+                // The id now names a later message (inode numbers are
+                // reused): the old one was removed before its X record
+                // was durable. The new file is picked up by the scan.
+                Some(Ok(open)) => !m.state.messages[&id].is_same_file(&open.header),
+                Some(Err(e)) => {
+                    Event::new(PROG, "warning")
+                        .num("qid", id)
+                        .field("reason", e.to_string())
+                        .emit();
+                    false
+                }
+            };
+            if stale {
                 let rec = Record::Removed { id };
                 m.journal.append(&rec);
                 m.state.apply(&rec);
                 continue;
+            }
+            if in_new {
+                m.not_taken.insert(id);
             }
             m.schedule_message(id);
         }
@@ -358,6 +373,7 @@ impl Manager {
             .collect::<Vec<_>>();
         let msg = MessageState {
             birth: open.header.origin.time,
+            qpid: open.header.origin.pid,
             offset: open.header.offset,
             sender: env.sender.clone(),
             recipients,

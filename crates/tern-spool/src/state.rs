@@ -12,7 +12,7 @@
 //!
 //! | type | fields | meaning |
 //! |---|---|---|
-//! | `A` | id, birth, offset, sender, n × (channel, original address, delivery address) | message taken over by the manager |
+//! | `A` | id, birth, tern-queue pid, offset, sender, n × (channel, original address, delivery address) | message taken over by the manager |
 //! | `K` | id, recipient index | delivered |
 //! | `D` | id, recipient index, text | failed permanently (text for the bounce) |
 //! | `T` | id, recipient index, time | attempted at `time`, deferred |
@@ -98,6 +98,10 @@ pub struct RecipientState {
 pub struct MessageState {
     /// Acceptance time (seconds since the epoch).
     pub birth: i64,
+    /// Pid of the `tern-queue` that wrote it. With `birth` it tells this
+    /// message from a later one that reuses its id (inode numbers are reused
+    /// as soon as a file is removed).
+    pub qpid: u32,
     /// Where the message starts in its queue file.
     pub offset: u64,
     /// Envelope sender.
@@ -109,6 +113,16 @@ pub struct MessageState {
 }
 
 impl MessageState {
+    /// True when `header` (read from the queue file named by this
+    /// message's id) describes this message and not a later one that reused
+    /// the id.
+    pub fn is_same_file(&self, header: &crate::qfile::Header) -> bool {
+        self.birth == header.origin.time
+            && self.qpid == header.origin.pid
+            && self.offset == header.offset
+            && self.sender == header.envelope.sender
+    }
+
     /// True when no recipient is pending.
     pub fn is_finished(&self) -> bool {
         self.recipients.iter().all(|r| r.status != Status::Pending)
@@ -226,6 +240,7 @@ impl Record {
                 p.push(b'A');
                 p.extend_from_slice(&id.to_be_bytes());
                 p.extend_from_slice(&message.birth.to_be_bytes());
+                p.extend_from_slice(&message.qpid.to_be_bytes());
                 p.extend_from_slice(&message.offset.to_be_bytes());
                 put_bytes(&mut p, &message.sender);
                 p.extend_from_slice(&(message.recipients.len() as u32).to_be_bytes());
@@ -275,6 +290,7 @@ impl Record {
             b'A' => {
                 let id = c.u64()?;
                 let birth = c.i64()?;
+                let qpid = c.u32()?;
                 let offset = c.u64()?;
                 let sender = c.bytes()?;
                 let n = c.u32()? as usize;
@@ -300,6 +316,7 @@ impl Record {
                     id,
                     message: MessageState {
                         birth,
+                        qpid,
                         offset,
                         sender,
                         recipients,
@@ -587,6 +604,7 @@ mod tests {
     fn msg(n: usize) -> MessageState {
         MessageState {
             birth: 1_795_770_984,
+            qpid: 4242,
             offset: 4096,
             sender: b"s@x".to_vec(),
             recipients: (0..n)

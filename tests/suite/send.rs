@@ -1,0 +1,379 @@
+//! The queue manager end to end: sendmail → tern-queue → tern-send →
+//! tern-lspawn → tern-local → Maildir; bounces; retries; expiry; the cron
+//! runner.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use tern_tests::{Daemon, Instance, strip_delivery_headers, wait_until};
+
+fn message(i: usize) -> Vec<u8> {
+    format!(
+        "From: sender@localhost\nTo: test@localhost\nDate: Fri, 27 Nov 2026 10:00:00 +0000\n\
+         Message-ID: <m{i}@localhost>\nSubject: message {i}\n\nbody of message {i}\n\u{e9}8-bit \x01 line\n"
+    )
+    .into_bytes()
+}
+
+fn body_index(stored: &[u8]) -> Option<usize> {
+    let s = String::from_utf8_lossy(stored);
+    let at = s.find("Subject: message ")? + "Subject: message ".len();
+    s[at..].split('\n').next()?.parse().ok()
+}
+
+fn script(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn has_ip_address(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .any(|w| w.split('.').count() == 4 && w.split('.').all(|p| !p.is_empty() && p.len() <= 3))
+}
+
+#[test]
+fn thousand_messages_delivered_exactly_once_byte_exact() {
+    let inst = Instance::new("send-1000");
+    let _daemon = Daemon::start(&inst);
+    let n = 1000;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let home = inst.home().to_path_buf();
+            std::thread::spawn(move || {
+                for i in (t..n).step_by(8) {
+                    let out = Command::new(tern_tests::bin("sendmail"))
+                        .env("TERN_HOME", &home)
+                        .args(["-i", "test@localhost"])
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .and_then(|mut c| {
+                            use std::io::Write;
+                            c.stdin.take().unwrap().write_all(&message(i))?;
+                            c.wait_with_output()
+                        })
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        wait_until(180, || inst.maildir_count("test") >= n),
+        "only {} of {n} delivered",
+        inst.maildir_count("test")
+    );
+    // Give a duplicate the chance to show up.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let files = inst.maildir("test");
+    assert_eq!(files.len(), n, "duplicates delivered");
+    let mut seen = vec![false; n];
+    for f in &files {
+        let (added, rest) = strip_delivery_headers(f);
+        assert_eq!(
+            added.len(),
+            3,
+            "Return-Path, Delivered-To and Received expected on top"
+        );
+        assert!(added[0].starts_with(b"Return-Path: <"));
+        assert!(added[1].starts_with(b"Delivered-To: test@localhost"));
+        let i = body_index(rest).expect("a test message");
+        assert_eq!(rest, &message(i)[..], "message {i} not byte-exact");
+        assert!(!seen[i], "message {i} delivered twice");
+        seen[i] = true;
+    }
+    assert!(
+        wait_until(30, || inst.queue().count().unwrap() == 0),
+        "queue not emptied"
+    );
+}
+
+#[test]
+fn unknown_user_bounces_to_the_sender_as_rfc3464() {
+    let inst = Instance::new("send-bounce");
+    let (code, err) = inst.sendmail(
+        &["-f", "test@localhost", "nobody@localhost"],
+        b"Subject: to nobody\n\nhello\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let status = inst.command("tern-start").arg("--once").status().unwrap();
+    assert!(status.success());
+    let bounces = inst.maildir("test");
+    assert_eq!(
+        bounces.len(),
+        1,
+        "one bounce expected in the sender's mailbox"
+    );
+    let text = String::from_utf8_lossy(&bounces[0]).into_owned();
+    assert!(text.contains("Return-Path: <>"), "{text}");
+    assert!(
+        text.contains("multipart/report; report-type=delivery-status"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Final-Recipient: rfc822; nobody@localhost"),
+        "{text}"
+    );
+    assert!(text.contains("Action: failed"), "{text}");
+    assert!(text.contains("Status: 5.1.1"), "{text}");
+    assert!(
+        text.contains("Subject: to nobody"),
+        "original headers returned: {text}"
+    );
+    assert!(text.contains("MAILER-DAEMON@"), "{text}");
+    assert!(
+        !has_ip_address(&text),
+        "bounce discloses an IP address: {text}"
+    );
+    assert_eq!(inst.queue().count().unwrap(), 0);
+}
+
+#[test]
+fn several_failed_recipients_share_one_bounce() {
+    let inst = Instance::new("send-merge");
+    let (code, err) = inst.sendmail(
+        &[
+            "-f",
+            "test@localhost",
+            "nobody1@localhost",
+            "nobody2@localhost",
+            "test@localhost",
+        ],
+        b"Subject: mixed\n\nhello\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        inst.command("tern-start")
+            .arg("--once")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let files = inst.maildir("test");
+    assert_eq!(files.len(), 2, "the message itself and one merged bounce");
+    let bounce = files
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .find(|t| t.contains("delivery-status"))
+        .expect("bounce");
+    assert!(bounce.contains("nobody1@localhost") && bounce.contains("nobody2@localhost"));
+}
+
+#[test]
+fn a_bounce_that_fails_goes_to_postmaster() {
+    let inst = Instance::new("send-double");
+    let (code, err) = inst.sendmail(
+        &["-f", "ghost@localhost", "nobody@localhost"],
+        b"Subject: from a ghost\n\nhello\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        inst.command("tern-start")
+            .arg("--once")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pm = inst.maildir("postmaster");
+    assert_eq!(pm.len(), 1, "double bounce expected at postmaster");
+    let text = String::from_utf8_lossy(&pm[0]);
+    assert!(text.contains("ghost@localhost"), "{text}");
+    assert!(!has_ip_address(&text));
+    assert_eq!(
+        inst.queue().count().unwrap(),
+        0,
+        "nothing left: the double bounce was delivered"
+    );
+}
+
+#[test]
+fn temporary_failure_is_retried_and_then_delivered() {
+    let inst = Instance::new("send-retry");
+    let home = inst.home().join("mail/test");
+    let marker = inst.scratch().join("first-attempt-done");
+    let delivered = inst.scratch().join("delivered");
+    script(
+        &inst.scratch().join("flaky.sh"),
+        &format!(
+            "#!/bin/sh\nif [ -e {m} ]; then cat > {d}; exit 0; fi\ntouch {m}\necho 'not yet (#4.3.0)'\nexit 111\n",
+            m = marker.display(),
+            d = delivered.display()
+        ),
+    );
+    std::fs::write(
+        home.join(".qmail-flaky"),
+        format!("|{}\n", inst.scratch().join("flaky.sh").display()),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&inst);
+    let (code, err) = inst.sendmail(&["test-flaky@localhost"], b"Subject: flaky\n\nretry me\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(30, || marker.exists()),
+        "first attempt never ran"
+    );
+    assert!(
+        wait_until(30, || daemon.log().contains("status=deferred")),
+        "{}",
+        daemon.log()
+    );
+    assert!(!delivered.exists());
+    assert_eq!(
+        inst.queue().count().unwrap(),
+        1,
+        "deferred message stays queued"
+    );
+    let out = inst.command("ternctl").arg("flush").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(30, || delivered.exists()), "{}", daemon.log());
+    assert!(
+        std::fs::read_to_string(&delivered)
+            .unwrap()
+            .contains("retry me")
+    );
+    assert!(wait_until(30, || inst.queue().count().unwrap() == 0));
+    assert!(
+        daemon.stop(30).is_some_and(|s| s.success()),
+        "tern-start did not stop cleanly"
+    );
+}
+
+#[test]
+fn queuelifetime_expiry_bounces() {
+    let inst = Instance::new("send-expire");
+    std::fs::write(inst.home().join("control/queuelifetime"), "2\n").unwrap();
+    let home = inst.home().join("mail/test");
+    std::fs::write(
+        home.join(".qmail-never"),
+        "|echo 'still busy (#4.2.1)'; exit 111\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&inst);
+    let (code, err) = inst.sendmail(
+        &["-f", "test@localhost", "test-never@localhost"],
+        b"Subject: never\n\nthis cannot be delivered\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(30, || daemon.log().contains("status=deferred")),
+        "{}",
+        daemon.log()
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        inst.command("ternctl")
+            .arg("flush")
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_until(30, || daemon.log().contains("status=expired")),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        wait_until(30, || inst.maildir_count("test") == 1),
+        "no bounce: {}",
+        daemon.log()
+    );
+    let text = String::from_utf8_lossy(&inst.maildir("test")[0]).into_owned();
+    assert!(
+        text.contains("test-never@localhost") && text.contains("queuelifetime"),
+        "{text}"
+    );
+    assert!(daemon.stop(30).is_some());
+}
+
+#[test]
+fn once_delivers_everything_due_and_leaves_nothing_running() {
+    let inst = Instance::new("send-once");
+    for i in 0..20 {
+        let (code, err) = inst.sendmail(&["-i", "test@localhost"], &message(i));
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(inst.queue().count().unwrap(), 20);
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inst.maildir_count("test"), 20);
+    assert_eq!(inst.queue().count().unwrap(), 0);
+    assert!(
+        inst.pids_of("").is_empty(),
+        "processes left running: {:?}",
+        inst.pids_of("")
+    );
+    // And `sendmail -q` is the same runner.
+    let (code, err) = inst.sendmail(&["-i", "test@localhost"], &message(99));
+    assert_eq!(code, 0, "{err}");
+    let out = inst.command("sendmail").arg("-q").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inst.maildir_count("test"), 21);
+    assert!(inst.pids_of("").is_empty());
+}
+
+#[test]
+fn once_with_a_running_manager_flushes_it() {
+    let inst = Instance::new("send-once-busy");
+    let daemon = Daemon::start(&inst);
+    assert!(wait_until(30, || daemon.log().contains("event=status")));
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("flush_running"), "{log}");
+    assert!(
+        wait_until(10, || daemon.log().contains("event=flush")),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn remote_recipients_stay_queued_until_remote_delivery_exists() {
+    let inst = Instance::new("send-remote");
+    let (code, err) = inst.sendmail(
+        &["someone@example.org", "test@localhost"],
+        b"Subject: r\n\nx\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        inst.command("tern-start")
+            .arg("--once")
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(inst.maildir_count("test"), 1);
+    let list = inst.queue().list().unwrap();
+    assert_eq!(list.len(), 1);
+    let states: Vec<String> = list[0]
+        .recipients
+        .iter()
+        .map(|r| r.state.to_string())
+        .collect();
+    assert_eq!(states, vec!["pending", "delivered"]);
+    let out = inst.command("ternctl").arg("queue").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("delivered") && text.contains("someone@example.org"),
+        "{text}"
+    );
+}
