@@ -377,3 +377,68 @@ fn remote_recipients_stay_queued_until_remote_delivery_exists() {
         "{text}"
     );
 }
+
+#[test]
+fn program_exit_100_and_a_mail_loop_are_bounced() {
+    let inst = Instance::new("send-loop");
+    let home = inst.home().join("mail/test");
+    std::fs::write(
+        home.join(".qmail-reject"),
+        "|echo 'no thanks (#5.7.1)'; exit 100\n",
+    )
+    .unwrap();
+    let (code, err) = inst.sendmail(
+        &["-f", "test@localhost", "test-reject@localhost"],
+        b"Subject: rejected\n\nbody\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    // A message that already carries our Delivered-To line is looping.
+    let (code, err) = inst.sendmail(
+        &["-f", "test@localhost", "-i", "postmaster@localhost"],
+        b"Delivered-To: postmaster@localhost\nSubject: looping\n\nbody\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        inst.command("tern-start")
+            .arg("--once")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let bounces: Vec<String> = inst
+        .maildir("test")
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert_eq!(bounces.len(), 2, "{bounces:?}");
+    assert!(
+        bounces
+            .iter()
+            .any(|b| b.contains("test-reject@localhost") && b.contains("no thanks"))
+    );
+    assert!(
+        bounces
+            .iter()
+            .any(|b| b.contains("postmaster@localhost") && b.contains("looping"))
+    );
+    assert_eq!(
+        inst.maildir_count("postmaster"),
+        0,
+        "the looping message was not delivered"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_manager_cleanly() {
+    let inst = Instance::new("send-term");
+    let mut daemon = Daemon::start(&inst);
+    assert!(wait_until(30, || daemon.log().contains("event=status")));
+    let status = daemon.stop(30).expect("tern-start stopped");
+    assert!(status.success(), "{}", daemon.log());
+    assert!(daemon.log().contains("event=exiting"));
+    assert!(
+        wait_until(10, || inst.pids_of("").is_empty()),
+        "{:?}",
+        inst.pids_of("")
+    );
+}

@@ -15,7 +15,6 @@
 //!     3464 bounce per message for its failed recipients, and has
 //!     `tern-clean` remove finished messages. With `--once` it stops when
 //!     nothing is due and no delivery is running (the cron queue runner).
-//!
 //!     Descriptors: 3 requests to tern-lspawn, 4 its reports, 5 requests to
 //!     tern-clean, 6 its replies; 7 and 8 the same for tern-rspawn when
 //!     present. Signals: ALRM retries everything now, HUP rereads `locals`

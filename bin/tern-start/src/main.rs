@@ -12,12 +12,10 @@
 //!     end-of-file and end too, and `tern-start` exits with `tern-send`'s
 //!     status. If a helper dies, `tern-send` notices and stops, so a
 //!     supervisor (systemd, runit, daemontools) restarts the whole group.
-//!
 //!     `--once` is the cron-driven queue runner: everything that is due is
 //!     delivered, `tern-start` waits for those deliveries, and exits; nothing
 //!     keeps running. If a long-running manager already runs, it is asked to
 //!     retry now instead.
-//!
 //!     In a single-user instance (`$TERN_HOME/single-user` exists) every
 //!     program runs as the invoking user. A system instance (root install,
 //!     per-program uids) is set up by the install issue; until then
