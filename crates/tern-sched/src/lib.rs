@@ -43,10 +43,10 @@ fn isqrt(n: i64) -> i64 {
         return 0;
     }
     let mut x = (n as f64).sqrt() as i64;
-    while x * x > n {
+    while x.checked_mul(x).is_none_or(|sq| sq > n) {
         x -= 1;
     }
-    while (x + 1) * (x + 1) <= n {
+    while (x + 1).checked_mul(x + 1).is_some_and(|sq| sq <= n) {
         x += 1;
     }
     x
