@@ -397,13 +397,6 @@ fn argv_env_and_stdin_of_tern_local() {
     assert!(l.wait().success());
 }
 
-/// The effective gid, from /proc.
-fn effective_gid() -> u32 {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
-    line.split_whitespace().nth(2).unwrap().parse().unwrap()
-}
-
 #[test]
 fn refusals_before_any_child_runs() {
     let s = setup("lspawn-refuse");
