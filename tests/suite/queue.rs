@@ -470,3 +470,59 @@ fn parallel_8_by_500() {
     }
     assert_eq!(seen.len(), 4000);
 }
+
+#[test]
+fn setuid_tern_queue_ignores_the_environment() {
+    if !is_root() {
+        skip(
+            "setuid_tern_queue_ignores_the_environment",
+            "needs root to install a setuid copy",
+        );
+        return;
+    }
+    if std::path::Path::new("/var/tern").exists() {
+        skip(
+            "setuid_tern_queue_ignores_the_environment",
+            "/var/tern exists here; the compiled-in home would be used for real",
+        );
+        return;
+    }
+    let inst = Instance::new("setuid");
+    // A setuid copy owned by nobody: started by root its real and effective
+    // uids differ, so the kernel sets AT_SECURE.
+    let copy = inst.scratch().join("tern-queue-setuid");
+    std::fs::copy(tern_tests::bin("tern-queue"), &copy).unwrap();
+    let ok = Command::new("chown")
+        .args(["nobody"])
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("chmod")
+            .args(["4755"])
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "cannot make the setuid copy");
+    let mut cmd = Command::new(&copy);
+    cmd.env("TERN_HOME", inst.home())
+        .env("TERN_QUEUE_TIMEOUT", "1")
+        .current_dir(inst.scratch());
+    // TERN_HOME must be ignored: the compiled-in /var/tern does not exist.
+    let r = inject_raw(cmd, b"x\n", &envelope("a@b", &["c@d"]));
+    assert_eq!(r.code(), 61, "{}", r.stderr);
+    assert_queue_empty(&inst);
+    // The same binary without the setuid bit honours TERN_HOME.
+    Command::new("chmod")
+        .args(["0755"])
+        .arg(&copy)
+        .status()
+        .unwrap();
+    let mut cmd = Command::new(&copy);
+    cmd.env("TERN_HOME", inst.home());
+    assert_eq!(
+        inject_raw(cmd, b"x\n", &envelope("a@b", &["c@d"])).code(),
+        0
+    );
+}

@@ -442,3 +442,63 @@ fn sigterm_stops_the_manager_cleanly() {
         inst.pids_of("")
     );
 }
+
+#[test]
+fn a_failed_double_bounce_is_dropped_and_logged() {
+    let inst = Instance::new("send-triple");
+    // postmaster refuses everything: the double bounce fails too.
+    std::fs::write(
+        inst.home().join("mail/postmaster/.qmail"),
+        "|echo 'postmaster is closed (#5.2.1)'; exit 100\n",
+    )
+    .unwrap();
+    let (code, err) = inst.sendmail(
+        &["-f", "ghost@localhost", "nobody@localhost"],
+        b"Subject: x\n\ny\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("event=double_bounce"), "{log}");
+    assert!(log.contains("event=triple_bounce"), "{log}");
+    assert_eq!(
+        inst.queue().count().unwrap(),
+        0,
+        "nothing may stay queued: {log}"
+    );
+    assert_eq!(inst.maildir_count("postmaster"), 0);
+}
+
+#[test]
+fn logger_receives_every_programs_log_lines() {
+    let inst = Instance::new("send-logger");
+    let (code, err) = inst.sendmail(&["test@localhost"], b"Subject: logged\n\nx\n");
+    assert_eq!(code, 0, "{err}");
+    let log = inst.scratch().join("log.txt");
+    let out = inst
+        .command("tern-start")
+        .args(["--once", "--logger", "/bin/sh", "-c"])
+        .arg(format!("cat > {}", log.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "log lines went around the logger: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    for want in [
+        "tern-start: event=started",
+        "tern-send: event=new",
+        "tern-lspawn: event=delivery_end",
+        "tern-send: event=exiting",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want} missing from the logger's input:\n{text}"
+        );
+    }
+    assert_eq!(inst.maildir_count("test"), 1);
+}

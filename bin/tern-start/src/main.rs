@@ -2,7 +2,7 @@
 //!     tern-start - start the Tern queue manager and its helpers
 //!
 //! SYNOPSIS
-//!     tern-start [--once]
+//!     tern-start [--once] [--logger PROGRAM [ARG...]]
 //!
 //! DESCRIPTION
 //!     Creates the pipes and starts `tern-lspawn`, `tern-clean`, `tern-rspawn`
@@ -15,7 +15,9 @@
 //!     `--once` is the cron-driven queue runner: everything that is due is
 //!     delivered, `tern-start` waits for those deliveries, and exits; nothing
 //!     keeps running. If a long-running manager already runs, it is asked to
-//!     retry now instead.
+//!     retry now instead. `--logger PROGRAM ARG...` starts PROGRAM first with
+//!     a pipe as its stdin and sends every program's log lines (stderr) into
+//!     it; it is the last to stop.
 //!     In a single-user instance (`$TERN_HOME/single-user` exists) every
 //!     program runs as the invoking user. A system instance (root install,
 //!     per-program uids) is set up by the install issue; until then
@@ -64,15 +66,24 @@ fn main() -> ExitCode {
     tern_sys::signals::reset();
     tern_log::install_panic_hook(PROG, 111);
     let mut once = false;
-    for a in std::env::args().skip(1) {
+    let mut logger: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
         match a.as_str() {
             "--once" => once = true,
+            "--logger" => {
+                logger = args.by_ref().collect();
+                if logger.is_empty() {
+                    return fail("--logger needs a program");
+                }
+            }
             "--help" | "-h" => {
                 let _ = std::io::stdout().write_all(
-                    b"usage: tern-start [--once]\n\
+                    b"usage: tern-start [--once] [--logger PROGRAM [ARG...]]\n\
                       Starts tern-send with tern-lspawn, tern-clean (and tern-rspawn when\n\
                       installed) for the instance in TERN_HOME, and supervises them.\n\
                       --once: deliver everything that is due, wait for it, and exit (cron).\n\
+                      --logger: run PROGRAM with every program's log lines on its stdin.\n\
                       See tern-start(8).\n",
                 );
                 return ExitCode::SUCCESS;
@@ -111,6 +122,26 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(format!("signalfd: {e}")),
     };
+
+    // The logger, first: every program's stderr (ours included) becomes
+    // the pipe to it.
+    let mut logger_child = None;
+    if !logger.is_empty() {
+        let (r, w) = match pipe() {
+            Ok(p) => p,
+            Err(e) => return fail(format!("pipe: {e}")),
+        };
+        let mut c = Command::new(&logger[0]);
+        c.args(&logger[1..]).stdin(Stdio::from(r));
+        match c.spawn() {
+            Ok(child) => logger_child = Some(child),
+            Err(e) => return fail(format!("cannot start the logger {}: {e}", logger[0])),
+        }
+        drop(c);
+        if let Err(e) = rustix::stdio::dup2_stderr(&w) {
+            return fail(format!("cannot send the log to the logger: {e}"));
+        }
+    }
 
     let bin = home.bin_dir();
     let env = |c: &mut Command| {
@@ -248,9 +279,18 @@ fn main() -> ExitCode {
             }
         }
     }
-    match send_status {
+    let code = match send_status {
         Some(st) if st.success() => ExitCode::SUCCESS,
         Some(st) => fail(format!("tern-send ended: {st}")),
         None => fail("tern-send never started"),
+    };
+    if let Some(mut child) = logger_child {
+        // Our stderr is the last writer: point it back at nothing so the
+        // logger sees end of file, then let it finish.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = rustix::stdio::dup2_stderr(&null);
+        }
+        let _ = child.wait();
     }
+    code
 }
