@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Err(e) => e.to_string(),
     };
     let _ = writeln!(std::io::stdout(), "{text}");
-    LocalExit::of(&result).into()
+    tern_deliver::exit_code(&result).into()
 }
 
 fn run(args: &[std::ffi::OsString]) -> Result<tern_deliver::Outcome, Error> {

@@ -38,7 +38,6 @@ use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use dotqmail::{Instruction, Line};
@@ -146,35 +145,17 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// `tern-local`'s exit codes (qmail-local's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum LocalExit {
-    /// Delivered.
-    Delivered = 0,
-    /// Delivered; a program asked to ignore the following lines (exit 99).
-    DeliveredStop = 99,
-    /// Permanent failure: bounce.
-    Permanent = 100,
-    /// Temporary failure: retry later.
-    Temporary = 111,
-}
+/// `tern-local`'s exit codes: the contract with tern-lspawn, defined once in
+/// `tern-ipc`.
+pub use tern_ipc::local::LocalExit;
 
-impl LocalExit {
-    /// The exit code for a delivery result.
-    pub fn of(result: &Result<Outcome, Error>) -> LocalExit {
-        match result {
-            Ok(o) if o.stopped => LocalExit::DeliveredStop,
-            Ok(_) => LocalExit::Delivered,
-            Err(e) if e.is_temporary() => LocalExit::Temporary,
-            Err(_) => LocalExit::Permanent,
-        }
-    }
-}
-
-impl From<LocalExit> for ExitCode {
-    fn from(e: LocalExit) -> ExitCode {
-        ExitCode::from(e as u8)
+/// The exit code for a delivery result.
+pub fn exit_code(result: &Result<Outcome, Error>) -> LocalExit {
+    match result {
+        Ok(o) if o.stopped => LocalExit::DeliveredStop,
+        Ok(_) => LocalExit::Delivered,
+        Err(e) if e.is_temporary() => LocalExit::Temporary,
+        Err(_) => LocalExit::Permanent,
     }
 }
 

@@ -177,16 +177,16 @@ fn lock_wait_setting() {
 #[test]
 fn exit_codes() {
     let ok = Ok(Outcome::default());
-    assert_eq!(LocalExit::of(&ok), LocalExit::Delivered);
+    assert_eq!(exit_code(&ok), LocalExit::Delivered);
     let stop = Ok(Outcome {
         stopped: true,
         ..Outcome::default()
     });
-    assert_eq!(LocalExit::of(&stop), LocalExit::DeliveredStop);
+    assert_eq!(exit_code(&stop), LocalExit::DeliveredStop);
     let perm = Err(Error::new(ErrorKind::Loop, "x"));
-    assert_eq!(LocalExit::of(&perm), LocalExit::Permanent);
+    assert_eq!(exit_code(&perm), LocalExit::Permanent);
     let temp = Err(Error::new(ErrorKind::Maildir, "x"));
-    assert_eq!(LocalExit::of(&temp), LocalExit::Temporary);
+    assert_eq!(exit_code(&temp), LocalExit::Temporary);
     assert_eq!(LocalExit::Temporary as u8, 111);
     assert_eq!(LocalExit::Permanent as u8, 100);
     assert_eq!(LocalExit::DeliveredStop as u8, 99);
@@ -426,13 +426,13 @@ fn program_exit_codes() {
     let e = f.run(&req, BODY).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProgramPermanent);
     assert_eq!(e.to_string(), "bounce me");
-    assert_eq!(LocalExit::of(&Err(e)), LocalExit::Permanent);
+    assert_eq!(exit_code(&Err(e)), LocalExit::Permanent);
     assert!(f.maildir().is_empty(), "processing stopped at the failure");
 
     f.write(".qmail", "|exit 111\n./Maildir/\n", 0o644);
     let e = f.run(&req, BODY).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ProgramTemporary);
-    assert_eq!(LocalExit::of(&Err(e)), LocalExit::Temporary);
+    assert_eq!(exit_code(&Err(e)), LocalExit::Temporary);
 
     f.write(
         ".qmail",
@@ -440,7 +440,7 @@ fn program_exit_codes() {
         0o644,
     );
     let r = f.run(&req, BODY);
-    assert_eq!(LocalExit::of(&r), LocalExit::DeliveredStop);
+    assert_eq!(exit_code(&r), LocalExit::DeliveredStop);
     assert_eq!(r.unwrap().report(), "did 0+1+1");
     assert!(f.maildir().is_empty(), "lines after exit 99 are skipped");
     let (_, env) = f.queued().expect("forwards collected before 99 are sent");
@@ -503,7 +503,7 @@ fn forward_failures() {
     f.write(".qmail", "&one@example.net\n", 0o644);
     let e = f.run(&f.request("joe", "", ""), BODY).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ForwardPermanent);
-    assert_eq!(LocalExit::of(&Err(e)), LocalExit::Permanent);
+    assert_eq!(exit_code(&Err(e)), LocalExit::Permanent);
 }
 
 #[test]
@@ -544,7 +544,7 @@ fn loop_is_permanent_and_delivers_nothing() {
         e.to_string(),
         "This message is looping: it already has my Delivered-To line. (#5.4.6)"
     );
-    assert_eq!(LocalExit::of(&Err(e)), LocalExit::Permanent);
+    assert_eq!(exit_code(&Err(e)), LocalExit::Permanent);
     assert!(f.maildir().is_empty());
     // Another address's line is no loop.
     let other = [&b"Delivered-To: ann@mail.example.org\n"[..], BODY].concat();

@@ -36,6 +36,12 @@ pub enum LocalExit {
     Temporary = 111,
 }
 
+impl From<LocalExit> for std::process::ExitCode {
+    fn from(e: LocalExit) -> std::process::ExitCode {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
 /// How a `tern-local` process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
