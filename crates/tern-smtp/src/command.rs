@@ -1,0 +1,442 @@
+//! Parsing one SMTP command line (without its CRLF).
+//!
+//! Verbs are case-insensitive. `MAIL FROM:` and `RCPT TO:` take a path in
+//! angle brackets (`<>` is the null sender, MAIL only); an RFC 5321 source
+//! route (`<@a,@b:user@host>`) is accepted and dropped. Quoted local parts
+//! may hold `>` and spaces. Parameters follow the path, separated by
+//! spaces, as `KEY` or `KEY=VALUE`. Bounds: the line itself is bounded by
+//! [`crate::line::MAX_COMMAND`]; a path by [`MAX_PATH`].
+
+/// Longest path (the address between the brackets), RFC 5321 4.5.3.1.3.
+pub const MAX_PATH: usize = 256;
+
+/// Longest decimal `SIZE=` value (fits a u64).
+const MAX_SIZE_DIGITS: usize = 19;
+
+/// An address from `MAIL FROM:` or `RCPT TO:`, as the bytes between the
+/// brackets with any source route removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path(pub Vec<u8>);
+
+impl Path {
+    /// True for the null path `<>`.
+    pub fn is_null(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when the path holds a byte outside ASCII.
+    pub fn is_non_ascii(&self) -> bool {
+        !self.0.is_ascii()
+    }
+
+    /// The domain: what follows the last `@`, if any.
+    pub fn domain(&self) -> Option<&[u8]> {
+        let at = memchr::memrchr(b'@', &self.0)?;
+        Some(&self.0[at + 1..])
+    }
+}
+
+/// The `BODY=` parameter of MAIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `BODY=7BIT`.
+    SevenBit,
+    /// `BODY=8BITMIME`.
+    EightBitMime,
+}
+
+/// The parameters of MAIL that Tern understands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `SIZE=n`: the size the client announces.
+    pub size: Option<u64>,
+    /// `BODY=`.
+    pub body: Option<Body>,
+    /// `SMTPUTF8` was given.
+    pub smtputf8: bool,
+}
+
+/// One parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `HELO host`.
+    Helo(Vec<u8>),
+    /// `EHLO host`.
+    Ehlo(Vec<u8>),
+    /// `MAIL FROM:<path> [params]`.
+    Mail(Path, MailParams),
+    /// `RCPT TO:<path>`.
+    Rcpt(Path),
+    /// `DATA`.
+    Data,
+    /// `RSET`.
+    Rset,
+    /// `NOOP [text]`.
+    Noop,
+    /// `QUIT`.
+    Quit,
+    /// `VRFY text`.
+    Vrfy,
+    /// `EXPN text`.
+    Expn,
+    /// `HELP [text]`.
+    Help,
+    /// A verb Tern does not implement (`BDAT`, `STARTTLS`, `AUTH`, ...,
+    /// or anything else made of letters).
+    Unknown,
+}
+
+/// A command line that cannot be parsed. Each variant's message is the
+/// reply text; [`CommandError::reply_code`] gives the codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The line holds a NUL byte.
+    #[error("NUL not allowed in commands")]
+    Nul,
+    /// Empty line or a verb that is not letters.
+    #[error("syntax error, command unrecognized")]
+    BadVerb,
+    /// HELO/EHLO without a host name.
+    #[error("HELO and EHLO need a host name")]
+    MissingHost,
+    /// `MAIL` without `FROM:` or `RCPT` without `TO:`.
+    #[error("syntax: MAIL FROM:<address> or RCPT TO:<address>")]
+    MissingKeyword,
+    /// The path is not enclosed in `<` and `>`.
+    #[error("the address must be in angle brackets")]
+    NoBrackets,
+    /// The path is longer than [`MAX_PATH`].
+    #[error("address too long")]
+    PathTooLong,
+    /// A control character in the path, or an unterminated quote.
+    #[error("bad character or syntax in address")]
+    BadPath,
+    /// Non-ASCII bytes that are not UTF-8.
+    #[error("address is not valid UTF-8")]
+    BadUtf8,
+    /// `<>` as a recipient.
+    #[error("empty recipient")]
+    EmptyRecipient,
+    /// A recipient without `@` and domain.
+    #[error("address must include a domain")]
+    NoDomain,
+    /// A parameter Tern does not know, or a parameter given twice.
+    #[error("unrecognized parameter")]
+    UnknownParameter,
+    /// `SIZE=` or `BODY=` with a bad value.
+    #[error("bad parameter value")]
+    BadParameter,
+    /// A verb that takes no argument was given one (`DATA x`, `RSET x`,
+    /// `QUIT x`).
+    #[error("this command takes no argument")]
+    UnexpectedArgument,
+}
+
+impl CommandError {
+    /// The reply code and enhanced status code for this error.
+    pub fn reply_code(self) -> (u16, &'static str) {
+        match self {
+            CommandError::Nul | CommandError::BadVerb => (500, "5.5.2"),
+            CommandError::UnknownParameter => (555, "5.5.4"),
+            CommandError::PathTooLong
+            | CommandError::BadPath
+            | CommandError::BadUtf8
+            | CommandError::EmptyRecipient
+            | CommandError::NoDomain => (501, "5.1.3"),
+            _ => (501, "5.5.4"),
+        }
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Parses one command line (CRLF already removed).
+///
+/// # Errors
+/// A [`CommandError`] naming what is wrong.
+pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+    if line.contains(&0) {
+        return Err(CommandError::Nul);
+    }
+    let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    let verb = &line[..verb_len];
+    if verb.is_empty() || !verb.iter().all(u8::is_ascii_alphabetic) {
+        return Err(CommandError::BadVerb);
+    }
+    let arg = trim(line.get(verb_len + 1..).unwrap_or(b""));
+    let upper = verb.to_ascii_uppercase();
+    let no_arg = |c: Command| {
+        if arg.is_empty() {
+            Ok(c)
+        } else {
+            Err(CommandError::UnexpectedArgument)
+        }
+    };
+    match &upper[..] {
+        b"HELO" | b"EHLO" => {
+            if arg.is_empty() {
+                return Err(CommandError::MissingHost);
+            }
+            let host = arg.to_vec();
+            Ok(if &upper[..] == b"HELO" {
+                Command::Helo(host)
+            } else {
+                Command::Ehlo(host)
+            })
+        }
+        b"MAIL" => {
+            let rest = keyword(arg, b"FROM:")?;
+            let (path, params) = path(rest)?;
+            Ok(Command::Mail(path, mail_params(params)?))
+        }
+        b"RCPT" => {
+            let rest = keyword(arg, b"TO:")?;
+            let (path, params) = path(rest)?;
+            if !trim(params).is_empty() {
+                return Err(CommandError::UnknownParameter);
+            }
+            if path.is_null() {
+                return Err(CommandError::EmptyRecipient);
+            }
+            match memchr::memrchr(b'@', &path.0) {
+                Some(at) if at > 0 && at + 1 < path.0.len() => Ok(Command::Rcpt(path)),
+                _ => Err(CommandError::NoDomain),
+            }
+        }
+        b"DATA" => no_arg(Command::Data),
+        b"RSET" => no_arg(Command::Rset),
+        b"QUIT" => no_arg(Command::Quit),
+        b"NOOP" => Ok(Command::Noop),
+        b"VRFY" => Ok(Command::Vrfy),
+        b"EXPN" => Ok(Command::Expn),
+        b"HELP" => Ok(Command::Help),
+        _ => Ok(Command::Unknown),
+    }
+}
+
+fn keyword<'a>(arg: &'a [u8], kw: &[u8]) -> Result<&'a [u8], CommandError> {
+    if arg.len() >= kw.len() && arg[..kw.len()].eq_ignore_ascii_case(kw) {
+        Ok(trim(&arg[kw.len()..]))
+    } else {
+        Err(CommandError::MissingKeyword)
+    }
+}
+
+/// Splits `<path> params` into the path (route removed, checked) and the
+/// parameter text.
+fn path(s: &[u8]) -> Result<(Path, &[u8]), CommandError> {
+    if s.first() != Some(&b'<') {
+        return Err(CommandError::NoBrackets);
+    }
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut end = None;
+    for (i, &b) in s.iter().enumerate().skip(1) {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if in_quote => escaped = true,
+            b'"' => in_quote = !in_quote,
+            b'>' if !in_quote => {
+                end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(end) = end else {
+        return Err(if in_quote {
+            CommandError::BadPath
+        } else {
+            CommandError::NoBrackets
+        });
+    };
+    let mut addr = &s[1..end];
+    let rest = &s[end + 1..];
+    if !rest.is_empty() && rest[0] != b' ' {
+        return Err(CommandError::BadPath);
+    }
+    // Source route: @a,@b:user@host -> user@host.
+    if addr.first() == Some(&b'@') {
+        match memchr::memchr(b':', addr) {
+            Some(colon) => addr = &addr[colon + 1..],
+            None => return Err(CommandError::BadPath),
+        }
+    }
+    if addr.len() > MAX_PATH {
+        return Err(CommandError::PathTooLong);
+    }
+    if addr.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(CommandError::BadPath);
+    }
+    if !addr.is_ascii() && std::str::from_utf8(addr).is_err() {
+        return Err(CommandError::BadUtf8);
+    }
+    Ok((Path(addr.to_vec()), rest))
+}
+
+fn mail_params(text: &[u8]) -> Result<MailParams, CommandError> {
+    let mut p = MailParams::default();
+    for param in text.split(|&b| b == b' ').filter(|s| !s.is_empty()) {
+        let (key, value) = match memchr::memchr(b'=', param) {
+            Some(eq) => (&param[..eq], Some(&param[eq + 1..])),
+            None => (param, None),
+        };
+        let key = key.to_ascii_uppercase();
+        match (&key[..], value) {
+            (b"SIZE", Some(v)) if p.size.is_none() => {
+                if v.is_empty() || v.len() > MAX_SIZE_DIGITS || !v.iter().all(u8::is_ascii_digit) {
+                    return Err(CommandError::BadParameter);
+                }
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(CommandError::BadParameter)?;
+                p.size = Some(n);
+            }
+            (b"BODY", Some(v)) if p.body.is_none() => {
+                p.body = Some(if v.eq_ignore_ascii_case(b"7BIT") {
+                    Body::SevenBit
+                } else if v.eq_ignore_ascii_case(b"8BITMIME") {
+                    Body::EightBitMime
+                } else {
+                    return Err(CommandError::BadParameter);
+                });
+            }
+            (b"SMTPUTF8", None) if !p.smtputf8 => p.smtputf8 = true,
+            _ => return Err(CommandError::UnknownParameter),
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CommandError as E;
+
+    fn p(s: &[u8]) -> Result<Command, CommandError> {
+        parse(s)
+    }
+
+    #[test]
+    fn bad_commands() {
+        let long_path = [&b"RCPT TO:<"[..], &vec![b'a'; 300], b"@x>"].concat();
+        let cases: &[(&[u8], CommandError)] = &[
+            (b"", E::BadVerb),
+            (b" NOOP", E::BadVerb),
+            (b"NO0P", E::BadVerb),
+            (b"MAIL\0 FROM:<>", E::Nul),
+            (b"NOOP \0", E::Nul),
+            (b"HELO", E::MissingHost),
+            (b"EHLO   ", E::MissingHost),
+            (b"MAIL", E::MissingKeyword),
+            (b"MAIL TO:<a@b>", E::MissingKeyword),
+            (b"RCPT FROM:<a@b>", E::MissingKeyword),
+            (b"MAIL FROM:a@b", E::NoBrackets),
+            (b"MAIL FROM:<a@b", E::NoBrackets),
+            (b"MAIL FROM:<\"a>@b", E::BadPath),
+            (b"MAIL FROM:<a@b>x", E::BadPath),
+            (b"MAIL FROM:<a\x01@b>", E::BadPath),
+            (b"MAIL FROM:<a\x7f@b>", E::BadPath),
+            (b"MAIL FROM:<@route>", E::BadPath),
+            (b"MAIL FROM:<\xff@b>", E::BadUtf8),
+            (&long_path, E::PathTooLong),
+            (b"RCPT TO:<>", E::EmptyRecipient),
+            (b"RCPT TO:<postmaster>", E::NoDomain),
+            (b"RCPT TO:<a@>", E::NoDomain),
+            (b"RCPT TO:<@b>", E::BadPath),
+            (b"RCPT TO:<a@b> NOTIFY=NEVER", E::UnknownParameter),
+            (b"MAIL FROM:<a@b> FOO", E::UnknownParameter),
+            (b"MAIL FROM:<a@b> SMTPUTF8=1", E::UnknownParameter),
+            (b"MAIL FROM:<a@b> SIZE=1 SIZE=2", E::UnknownParameter),
+            (b"MAIL FROM:<a@b> SIZE=", E::BadParameter),
+            (b"MAIL FROM:<a@b> SIZE=-1", E::BadParameter),
+            (
+                b"MAIL FROM:<a@b> SIZE=99999999999999999999",
+                E::BadParameter,
+            ),
+            (b"MAIL FROM:<a@b> BODY=BINARYMIME", E::BadParameter),
+            (b"DATA x", E::UnexpectedArgument),
+            (b"RSET x", E::UnexpectedArgument),
+            (b"QUIT now", E::UnexpectedArgument),
+        ];
+        for (line, want) in cases {
+            assert_eq!(p(line), Err(*want), "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn good_commands() {
+        let path = |s: &str| Path(s.as_bytes().to_vec());
+        let cases: &[(&[u8], Command)] = &[
+            (b"helo x.example", Command::Helo(b"x.example".to_vec())),
+            (b"EHLO [127.0.0.1]", Command::Ehlo(b"[127.0.0.1]".to_vec())),
+            (
+                b"MAIL FROM:<>",
+                Command::Mail(path(""), MailParams::default()),
+            ),
+            (
+                b"mail from: <a@b>",
+                Command::Mail(path("a@b"), MailParams::default()),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=100 BODY=8bitmime smtputf8",
+                Command::Mail(
+                    path("a@b"),
+                    MailParams {
+                        size: Some(100),
+                        body: Some(Body::EightBitMime),
+                        smtputf8: true,
+                    },
+                ),
+            ),
+            (b"RCPT TO:<@r1,@r2:u@h>", Command::Rcpt(path("u@h"))),
+            (b"RCPT TO:<\"a >b\"@h>", Command::Rcpt(path("\"a >b\"@h"))),
+            (
+                b"RCPT TO:<\"a\\\"b\"@h>",
+                Command::Rcpt(path("\"a\\\"b\"@h")),
+            ),
+            (
+                "RCPT TO:<jöe@exämple>".as_bytes(),
+                Command::Rcpt(path("jöe@exämple")),
+            ),
+            (b"DATA", Command::Data),
+            (b"data", Command::Data),
+            (b"RSET", Command::Rset),
+            (b"NOOP anything", Command::Noop),
+            (b"QUIT", Command::Quit),
+            (b"VRFY a", Command::Vrfy),
+            (b"EXPN list", Command::Expn),
+            (b"HELP", Command::Help),
+            (b"BDAT 10 LAST", Command::Unknown),
+            (b"STARTTLS", Command::Unknown),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                p(line).as_ref(),
+                Ok(want),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn path_helpers() {
+        let p = Path("a@b@c.d".into());
+        assert_eq!(p.domain(), Some(&b"c.d"[..]));
+        assert!(!p.is_null() && !p.is_non_ascii());
+        assert!(Path("ä@b".as_bytes().to_vec()).is_non_ascii());
+    }
+}

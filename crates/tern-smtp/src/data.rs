@@ -1,0 +1,481 @@
+//! The DATA decoder: a byte-level state machine over the message text the
+//! client sends after `354`.
+//!
+//! * Only CRLF `.` CRLF ends the message (the decoder starts as if just
+//!   after a CRLF, so `.` CRLF right after `354` is an empty message).
+//! * Dot-stuffing is removed: a line starting with `.` loses that dot.
+//! * CRLF becomes LF in the output (the queue's storage form).
+//! * A bare CR or bare LF anywhere is [`DataError::BareCrLf`], which is
+//!   fatal: the decoder stops, never reports an end of data, and the
+//!   caller must refuse the message and close the connection (SMTP
+//!   smuggling protection: no byte after it may be read as a command).
+//! * A text line longer than [`DataLimits::max_line`] bytes (CRLF included),
+//!   more output than [`DataLimits::max_bytes`], or
+//!   [`DataLimits::max_hops`] `Received:`/`Delivered-To:` header lines make
+//!   the message refused: output stops at once, and the decoder reads on
+//!   to the end of data so that the session can continue.
+//!
+//! Output is appended to a caller's buffer chunk by chunk, so a message is
+//! never held whole in memory.
+
+use crate::reply::Reply;
+
+/// Longest text line, CRLF included (RFC 5321 4.5.3.1.6).
+pub const MAX_TEXT_LINE: usize = 1000;
+
+/// Header lines `Received:` + `Delivered-To:` from which a message is
+/// considered looping.
+pub const MAX_HOPS: usize = 100;
+
+/// Bounds for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataLimits {
+    /// Largest output (stored form, LF line ends) in bytes; `None` = none.
+    pub max_bytes: Option<u64>,
+    /// Longest line on the wire, CRLF included.
+    pub max_line: usize,
+    /// Hop count at which the message is refused as looping.
+    pub max_hops: usize,
+}
+
+impl Default for DataLimits {
+    fn default() -> DataLimits {
+        DataLimits {
+            max_bytes: None,
+            max_line: MAX_TEXT_LINE,
+            max_hops: MAX_HOPS,
+        }
+    }
+}
+
+/// Why a message is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// A CR not followed by LF or an LF not preceded by CR. Fatal.
+    #[error("bare CR or LF in message (SMTP smuggling protection)")]
+    BareCrLf,
+    /// A line longer than the limit.
+    #[error("message has a line longer than 1000 bytes")]
+    LineTooLong,
+    /// More than `max_bytes` bytes.
+    #[error("message too big")]
+    TooBig,
+    /// Too many `Received:`/`Delivered-To:` lines.
+    #[error("too many hops, this message is looping")]
+    Looping,
+}
+
+impl DataError {
+    /// True when the connection must be closed (the end of data cannot be
+    /// trusted any more).
+    pub fn is_fatal(self) -> bool {
+        self == DataError::BareCrLf
+    }
+
+    /// The reply refusing the message.
+    pub fn reply(self) -> Reply {
+        let enhanced = match self {
+            DataError::BareCrLf | DataError::LineTooLong => "5.6.0",
+            DataError::TooBig => "5.3.4",
+            DataError::Looping => "5.4.6",
+        };
+        let code = if self == DataError::TooBig { 552 } else { 554 };
+        Reply::new(code, enhanced, self.to_string())
+    }
+}
+
+/// Where the decoder stands after a call to [`DataDecoder::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataStatus {
+    /// All input was used; the message goes on.
+    NeedMore,
+    /// CRLF `.` CRLF was read; see [`DataDecoder::result`].
+    End,
+    /// A bare CR or LF: the message is refused and the connection must be
+    /// closed.
+    Fatal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    LineStart,
+    Dot,
+    DotCr,
+    Mid,
+    Cr,
+    Done,
+    Fatal,
+}
+
+/// Length of the longest header name the hop count looks for
+/// (`delivered-to:`).
+const HEAD: usize = 13;
+
+/// The DATA state machine. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct DataDecoder {
+    limits: DataLimits,
+    state: State,
+    error: Option<DataError>,
+    line_wire: usize,
+    line_out: usize,
+    head: [u8; HEAD],
+    in_header: bool,
+    hops: usize,
+    out_bytes: u64,
+}
+
+impl DataDecoder {
+    /// A decoder at the start of a message.
+    pub fn new(limits: DataLimits) -> DataDecoder {
+        DataDecoder {
+            limits,
+            state: State::LineStart,
+            error: None,
+            line_wire: 0,
+            line_out: 0,
+            head: [0; HEAD],
+            in_header: true,
+            hops: 0,
+            out_bytes: 0,
+        }
+    }
+
+    /// Bytes output so far.
+    pub fn bytes(&self) -> u64 {
+        self.out_bytes
+    }
+
+    /// Hop-count header lines seen so far.
+    pub fn hops(&self) -> usize {
+        self.hops
+    }
+
+    /// The first error, if any (fatal or not).
+    pub fn error(&self) -> Option<DataError> {
+        self.error
+    }
+
+    /// After [`DataStatus::End`]: `Ok` when the message may be queued.
+    ///
+    /// # Errors
+    /// The reason it must be refused.
+    pub fn result(&self) -> Result<(), DataError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, e: DataError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    fn wire(&mut self, n: usize) {
+        self.line_wire += n;
+        if self.line_wire > self.limits.max_line {
+            self.fail(DataError::LineTooLong);
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if self.in_header && self.line_out < HEAD {
+            let take = (HEAD - self.line_out).min(bytes.len());
+            self.head[self.line_out..self.line_out + take].copy_from_slice(&bytes[..take]);
+        }
+        self.line_out += bytes.len();
+        self.output(bytes, out);
+    }
+
+    fn output(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(max) = self.limits.max_bytes
+            && self.out_bytes.saturating_add(bytes.len() as u64) > max
+        {
+            self.fail(DataError::TooBig);
+            return;
+        }
+        self.out_bytes += bytes.len() as u64;
+        out.extend_from_slice(bytes);
+    }
+
+    fn end_of_line(&mut self, out: &mut Vec<u8>) {
+        if self.in_header {
+            if self.line_out == 0 {
+                self.in_header = false;
+            } else {
+                let n = self.line_out.min(HEAD);
+                let head = self.head[..n].to_ascii_lowercase();
+                if head.starts_with(b"received:") || head.starts_with(b"delivered-to:") {
+                    self.hops += 1;
+                    if self.hops >= self.limits.max_hops {
+                        self.fail(DataError::Looping);
+                    }
+                }
+            }
+        }
+        self.output(b"\n", out);
+        self.line_wire = 0;
+        self.line_out = 0;
+        self.state = State::LineStart;
+    }
+
+    fn fatal(&mut self, used: usize) -> (usize, DataStatus) {
+        self.error = Some(DataError::BareCrLf);
+        self.state = State::Fatal;
+        (used, DataStatus::Fatal)
+    }
+
+    /// Consumes message bytes from `input`, appending decoded text to
+    /// `out`. Returns how many bytes were used (at [`DataStatus::End`], the
+    /// bytes after the final LF are left for the caller: pipelined
+    /// commands) and the status.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, DataStatus) {
+        match self.state {
+            State::Done => return (0, DataStatus::End),
+            State::Fatal => return (0, DataStatus::Fatal),
+            _ => {}
+        }
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::LineStart => match b {
+                    b'.' => {
+                        self.wire(1);
+                        self.state = State::Dot;
+                        i += 1;
+                    }
+                    b'\r' => {
+                        self.wire(1);
+                        self.state = State::Cr;
+                        i += 1;
+                    }
+                    b'\n' => return self.fatal(i),
+                    _ => self.state = State::Mid,
+                },
+                State::Dot => match b {
+                    b'\r' => {
+                        self.wire(1);
+                        self.state = State::DotCr;
+                        i += 1;
+                    }
+                    b'\n' => return self.fatal(i),
+                    // The stuffed dot is dropped; this byte is text.
+                    _ => self.state = State::Mid,
+                },
+                State::DotCr => {
+                    if b == b'\n' {
+                        self.state = State::Done;
+                        return (i + 1, DataStatus::End);
+                    }
+                    return self.fatal(i);
+                }
+                State::Mid => {
+                    let rest = &input[i..];
+                    let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    self.wire(n);
+                    self.emit(&rest[..n], out);
+                    i += n;
+                    if let Some(&c) = input.get(i) {
+                        if c == b'\n' {
+                            return self.fatal(i);
+                        }
+                        self.wire(1);
+                        self.state = State::Cr;
+                        i += 1;
+                    }
+                }
+                State::Cr => {
+                    if b != b'\n' {
+                        return self.fatal(i);
+                    }
+                    self.wire(1);
+                    i += 1;
+                    self.end_of_line(out);
+                }
+                State::Done | State::Fatal => unreachable!("handled above"),
+            }
+        }
+        (input.len(), DataStatus::NeedMore)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `chunk` bytes; returns the output, the
+    /// final status and the bytes left unused.
+    fn run(
+        input: &[u8],
+        limits: DataLimits,
+        chunk: usize,
+    ) -> (Vec<u8>, DataStatus, Vec<u8>, Option<DataError>) {
+        let mut d = DataDecoder::new(limits);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let mut status = DataStatus::NeedMore;
+        while pos < input.len() {
+            let end = (pos + chunk).min(input.len());
+            let (n, s) = d.feed(&input[pos..end], &mut out);
+            pos += n;
+            status = s;
+            if s != DataStatus::NeedMore {
+                break;
+            }
+        }
+        (out, status, input[pos..].to_vec(), d.error())
+    }
+
+    fn every_chunking(input: &[u8]) -> (Vec<u8>, DataStatus, Vec<u8>, Option<DataError>) {
+        let first = run(input, DataLimits::default(), input.len().max(1));
+        for chunk in 1..input.len().max(1) {
+            assert_eq!(
+                run(input, DataLimits::default(), chunk),
+                first,
+                "chunk {chunk}"
+            );
+        }
+        first
+    }
+
+    #[test]
+    fn smuggling_variants_never_end_data() {
+        // Each variant, followed by what a smuggler would put after it.
+        for v in [
+            &b"\n.\n"[..],
+            b"\r\n.\n",
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\rX",
+            b"\r\n.\r\r\n",
+            b"\n",
+            b"\r",
+            b"\rX",
+        ] {
+            let input = [
+                &b"Subject: x\r\n\r\nbody"[..],
+                v,
+                b"MAIL FROM:<evil@x>\r\n.\r\n",
+            ]
+            .concat();
+            let (out, status, _, err) = every_chunking(&input);
+            assert_eq!(status, DataStatus::Fatal, "variant {v:?}");
+            assert_eq!(err, Some(DataError::BareCrLf), "variant {v:?}");
+            assert!(!out.windows(4).any(|w| w == b"MAIL"), "variant {v:?}");
+        }
+    }
+
+    #[test]
+    fn bare_cr_at_the_start_of_data() {
+        for input in [&b"\n.\r\n"[..], b".\n", b"\r.\r\n", b".\r.\r\n"] {
+            let (_, status, _, _) = every_chunking(input);
+            assert_eq!(status, DataStatus::Fatal, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn dot_stuffing_is_removed() {
+        let input = b"a\r\n..\r\n...\r\n.x\r\n..y\r\n. \r\n.\r\nQUIT\r\n";
+        let (out, status, rest, err) = every_chunking(input);
+        assert_eq!(status, DataStatus::End);
+        assert_eq!(err, None);
+        assert_eq!(out, b"a\n.\n..\nx\n.y\n \n");
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn empty_message_and_nul_content() {
+        let (out, status, rest, _) = every_chunking(b".\r\n");
+        assert_eq!((out, status, rest), (vec![], DataStatus::End, vec![]));
+        let (out, status, _, _) = every_chunking(b"a\0b\r\n\0\r\n.\r\n");
+        assert_eq!(status, DataStatus::End);
+        assert_eq!(out, b"a\0b\n\0\n");
+    }
+
+    #[test]
+    fn line_length_limit_includes_crlf() {
+        let ok = [&vec![b'a'; 998][..], b"\r\n.\r\n"].concat();
+        let (out, status, _, err) = run(&ok, DataLimits::default(), 7);
+        assert_eq!((status, err, out.len()), (DataStatus::End, None, 999));
+        let dotted = [&b"."[..], &vec![b'a'; 997], b"\r\n.\r\n"].concat();
+        assert_eq!(run(&dotted, DataLimits::default(), 3).3, None);
+        let bad = [&vec![b'a'; 999][..], b"\r\nnext\r\n.\r\nNOOP\r\n"].concat();
+        let (out, status, rest, err) = run(&bad, DataLimits::default(), 64);
+        assert_eq!(status, DataStatus::End, "reads on to the end of data");
+        assert_eq!(err, Some(DataError::LineTooLong));
+        assert_eq!(rest, b"NOOP\r\n");
+        assert!(
+            out.len() <= 999 && !out.ends_with(b"next\n"),
+            "no output after the error"
+        );
+        let huge = [&b"x"[..], &vec![b'y'; 10_000], b"\r\n.\r\n"].concat();
+        assert_eq!(
+            run(&huge, DataLimits::default(), 100).3,
+            Some(DataError::LineTooLong)
+        );
+    }
+
+    #[test]
+    fn size_limit_counts_output_bytes() {
+        let limits = DataLimits {
+            max_bytes: Some(4),
+            ..DataLimits::default()
+        };
+        assert_eq!(run(b"abc\r\n.\r\n", limits, 1).3, None);
+        let (out, status, _, err) = run(b"abcd\r\n.\r\n", limits, 2);
+        assert_eq!((status, err), (DataStatus::End, Some(DataError::TooBig)));
+        assert!(out.len() <= 4);
+    }
+
+    #[test]
+    fn hop_count_in_header_only() {
+        let mut msg = Vec::new();
+        for _ in 0..99 {
+            msg.extend_from_slice(b"Received: x\r\n");
+        }
+        let body = b"\r\nReceived: in body\r\n.\r\n";
+        let input = [&msg[..], body].concat();
+        assert_eq!(run(&input, DataLimits::default(), 5).3, None);
+        let input = [&msg[..], b"DELIVERED-TO: y\r\n", body].concat();
+        assert_eq!(
+            run(&input, DataLimits::default(), 5).3,
+            Some(DataError::Looping)
+        );
+        let input = [&msg[..], b"..Received: y\r\n", body].concat();
+        assert_eq!(
+            run(&input, DataLimits::default(), 5).3,
+            None,
+            "dot-stuffed is not a header name"
+        );
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(
+            DataError::TooBig.reply().to_bytes(),
+            b"552 5.3.4 message too big\r\n"
+        );
+        assert_eq!(
+            DataError::BareCrLf.reply().to_bytes(),
+            b"554 5.6.0 bare CR or LF in message (SMTP smuggling protection)\r\n"
+        );
+        assert!(DataError::BareCrLf.is_fatal() && !DataError::Looping.is_fatal());
+    }
+
+    #[test]
+    fn after_the_end_nothing_more_is_read() {
+        let mut d = DataDecoder::new(DataLimits::default());
+        let mut out = Vec::new();
+        assert_eq!(d.feed(b".\r\nX", &mut out), (3, DataStatus::End));
+        assert_eq!(d.feed(b"X", &mut out), (0, DataStatus::End));
+        let mut d = DataDecoder::new(DataLimits::default());
+        assert_eq!(d.feed(b"a\nb", &mut out).1, DataStatus::Fatal);
+        assert_eq!(d.feed(b"\r\n.\r\n", &mut out), (0, DataStatus::Fatal));
+    }
+}
