@@ -183,6 +183,10 @@ impl Control {
         queuelifetime -> u64 = number;
         /// `timeoutsmtpd` in seconds (default 1200).
         timeoutsmtpd -> u64 = number;
+        /// `maxrcpt`: most recipients per SMTP message (default 100).
+        maxrcpt -> u64 = number;
+        /// `rcptcheck`: 1 = refuse unknown local recipients at RCPT (default 1).
+        rcptcheck -> u64 = number;
         /// `timeoutremote` in seconds (default 1200).
         timeoutremote -> u64 = number;
         /// `timeoutconnect` in seconds (default 60).

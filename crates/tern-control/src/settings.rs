@@ -155,6 +155,10 @@ pub static SETTINGS: &[Setting] = &[
         doc: "seconds one local delivery may run before tern-lspawn kills it (a temporary failure)" },
     Setting { name: "badmailfrom", kind: Kind::BadMailFrom, default: DefaultValue::Empty, readers: "tern-smtpd",
         doc: "envelope senders refused (every RCPT gets 553)" },
+    Setting { name: "maxrcpt", kind: Kind::Number { min: 1, max: 10_000 }, default: DefaultValue::Number(100), readers: "tern-smtpd",
+        doc: "most recipients accepted per SMTP message; further RCPTs get 452 4.5.3" },
+    Setting { name: "rcptcheck", kind: Kind::Number { min: 0, max: 1 }, default: DefaultValue::Number(1), readers: "tern-smtpd",
+        doc: "1: refuse unknown local recipients at RCPT (550 5.1.1); 0: accept every local address" },
     Setting { name: "defaultdelivery", kind: Kind::Lines, default: DefaultValue::Text("./Maildir/"), readers: "tern-lspawn",
         doc: "delivery instructions (dot-qmail lines) for users without a .qmail file" },
 ];
