@@ -212,6 +212,17 @@ impl Network {
     }
 }
 
+impl std::fmt::Display for Network {
+    /// The canonical form: empty for [`Network::Any`], else `address/len`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Network::Any => Ok(()),
+            Network::V4(a, len) => write!(f, "{a}/{len}"),
+            Network::V6(a, len) => write!(f, "{a}/{len}"),
+        }
+    }
+}
+
 fn mask32(len: u8) -> u32 {
     if len == 0 {
         0
@@ -263,6 +274,23 @@ pub struct Rule {
     pub network: Network,
     /// What it does.
     pub action: Action,
+}
+
+impl std::fmt::Display for Rule {
+    /// The rule as a line of a rules file (canonical network form), which
+    /// parses back to the same rule.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.action {
+            Action::Deny => write!(f, "{}:deny", self.network),
+            Action::Allow(vars) => {
+                write!(f, "{}:allow", self.network)?;
+                for (k, v) in vars {
+                    write!(f, ",{k}=\"{v}\"")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The outcome for one client.
@@ -570,6 +598,23 @@ mod tests {
             Network::V4(Ipv4Addr::new(192, 168, 0, 0), 16)
         );
         assert_eq!(rules[5].network, Network::Any);
+        let shown: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "127.0.0.1/32:allow,RELAYCLIENT=\"\"",
+                "10.0.0.0/8:allow",
+                "::1/128:allow,RELAYCLIENT=\"\",NOTE=\"a b:c,d=e\"",
+                "2001:db8::/32:deny",
+                "192.168.0.0/16:deny",
+                ":allow",
+                ":deny",
+            ]
+        );
+        let again = Rules::parse(shown.join("\n").as_bytes()).expect("round trip");
+        for (a, b) in again.rules().iter().zip(rules) {
+            assert_eq!((&a.network, &a.action), (&b.network, &b.action));
+        }
     }
 
     #[test]

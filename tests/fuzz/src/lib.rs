@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("cmdline", cmdline),
     ("control", control),
     ("dotqmail", dotqmail),
+    ("rules", rules),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -750,7 +751,12 @@ fn cmdline_bytes(data: &[u8]) {
                         .is_none_or(|s| s.is_empty() || from_args(s))
                 );
             }
-            Ok(SendmailCommand::ListQueue | SendmailCommand::Help | SendmailCommand::Version | SendmailCommand::RunQueue) => {}
+            Ok(
+                SendmailCommand::ListQueue
+                | SendmailCommand::Help
+                | SendmailCommand::Version
+                | SendmailCommand::RunQueue,
+            ) => {}
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
@@ -1070,4 +1076,82 @@ fn dotqmail_loop(data: &[u8]) {
         }
     }
     std::fs::remove_file(&path).expect("remove the scratch message");
+}
+
+/// Tokens of tern-listen rules files.
+const RULES_ALPHABET: &[&[u8]] = &[
+    b"127.0.0.1",
+    b"::1",
+    b"10.",
+    b"/",
+    b"8",
+    b"128",
+    b":",
+    b"allow",
+    b"deny",
+    b",",
+    b"RELAYCLIENT",
+    b"=",
+    b"\"",
+    b"\n",
+    b"#",
+    b" ",
+    b"ffff",
+    b".",
+];
+
+/// `tern_rules`: [`tern_rules::Rules::parse`], `decide`, `Network::parse`
+/// and `contains`, and the Display round trip of every parsed rule.
+pub fn rules(data: &[u8]) {
+    rules_bytes(data);
+    rules_bytes(&mapped(data, RULES_ALPHABET));
+}
+
+fn rules_bytes(data: &[u8]) {
+    use std::net::IpAddr;
+    use tern_rules::{Decision, Network, Rules};
+    let probes: [IpAddr; 5] = [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from([10, 1, 2, 3]),
+        IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        IpAddr::from([0u16, 0, 0, 0, 0, 0xffff, 0x7f00, 1]),
+        IpAddr::from([0x2001u16, 0xdb8, 0, 0, 0, 0, 0, 1]),
+    ];
+    let lines = data.split(|&b| b == b'\n').count();
+    match Rules::parse(data) {
+        Ok(rules) => {
+            assert!(rules.rules().len() <= tern_rules::MAX_RULES);
+            let text: Vec<String> = rules.rules().iter().map(|r| r.to_string()).collect();
+            let again = Rules::parse(text.join("\n").as_bytes()).expect("a shown rule parses");
+            assert_eq!(again.rules().len(), rules.rules().len());
+            for (a, b) in again.rules().iter().zip(rules.rules()) {
+                assert_eq!((&a.network, &a.action), (&b.network, &b.action));
+            }
+            for ip in probes {
+                match rules.decide(ip) {
+                    Decision::Allow { line, .. } | Decision::Deny { line } => {
+                        assert!(line <= lines)
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            assert!(e.line <= lines, "line {} of {lines}", e.line);
+            assert!(!e.to_string().is_empty());
+        }
+    }
+    let first = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    if let Ok(s) = std::str::from_utf8(first)
+        && let Ok(net) = Network::parse(s)
+    {
+        assert_eq!(Network::parse(&net.to_string()), Ok(net));
+        match net {
+            Network::Any => assert!(probes.iter().all(|&ip| net.contains(ip))),
+            Network::V4(a, _) => assert!(net.contains(IpAddr::V4(a))),
+            Network::V6(a, _) => assert!(net.contains(IpAddr::V6(a))),
+        }
+        for ip in probes {
+            let _ = net.contains(ip);
+        }
+    }
 }
