@@ -1,0 +1,211 @@
+//! `tern-smtpd`: Tern's SMTP server for one connection.
+//!
+//! It speaks SMTP on fd 0 (input) and fd 1 (output), which are a socket
+//! (tcpserver, inetd, systemd `Accept=yes`, tern-listen) or pipes
+//! (`sendmail -bs`, tests), and puts each accepted message into the queue
+//! through `tern-queue` (or `$QMAILQUEUE`), streaming it while it is read.
+//! Log lines (key=value) go to stderr; message content is never logged.
+//!
+//! The protocol itself (command parsing, DATA decoding, the session and
+//! its tarpit) is the sans-I/O crate tern-smtp; this program adds the
+//! file descriptors with deadlines, the control files, the environment,
+//! the `Received:` line and the queue.
+//!
+//! Security posture: runs as the unprivileged SMTP user (or the instance
+//! user); parses untrusted network input only through tern-smtp's bounded
+//! parsers; never does DNS; holds at most one input buffer (64 KiB) and
+//! one output chunk of a message in memory. `TERN_TARPIT_MS` is honoured
+//! only when the process is not running with elevated privileges.
+//!
+//! Reads: `$TERN_HOME/control/{me,smtpgreeting,rcpthosts,morercpthosts,
+//! databytes,timeoutsmtpd,badmailfrom,maxrcpt,rcptcheck,locals,
+//! virtualdomains,percenthack,envnoathost}`, `$TERN_HOME/users/assign`,
+//! and `.qmail` files in local users' homes (rcptcheck). Runs:
+//! `$TERN_HOME/bin/tern-queue` or `$QMAILQUEUE`.
+//!
+//! Exit codes: see [`exit::Exit`] and tern-smtpd(8).
+#![forbid(unsafe_code)]
+
+mod checks;
+mod conn;
+mod exit;
+mod serve;
+
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tern_control::{Assign, Control, Home};
+use tern_log::Event;
+use tern_sched::Rewriter;
+use tern_smtp::{Policy, Reply};
+
+use crate::checks::{FileChecks, LocalCheck};
+use crate::conn::Conn;
+use crate::exit::Exit;
+
+/// Program name for logs.
+pub(crate) const PROG: &str = "tern-smtpd";
+
+const USAGE: &str = "usage: tern-smtpd
+Speaks SMTP on fd 0/1 for one connection and queues accepted messages.
+Run by tcpserver, inetd, systemd (Accept=yes), tern-listen or sendmail -bs.
+Environment: TERN_HOME, TCPREMOTEIP, TCPREMOTEHOST, TCPREMOTEINFO, TCPLOCALIP,
+TCPLOCALHOST, TCPLOCALPORT, RELAYCLIENT, DATABYTES, QMAILQUEUE.
+See tern-smtpd(8).
+";
+
+/// The connection's endpoints, from the environment or the socket.
+pub(crate) struct Peer {
+    pub(crate) remote_ip: Vec<u8>,
+    pub(crate) remote_host: Vec<u8>,
+    pub(crate) remote_info: Vec<u8>,
+    pub(crate) local_ip: Vec<u8>,
+    pub(crate) local_port: Vec<u8>,
+}
+
+/// Everything the session loop needs.
+pub(crate) struct Setup {
+    pub(crate) home: Home,
+    pub(crate) me: String,
+    pub(crate) policy: Policy,
+    pub(crate) checks: FileChecks,
+    pub(crate) timeout: Duration,
+    pub(crate) peer: Peer,
+}
+
+fn env_bytes(name: &str) -> Option<Vec<u8>> {
+    std::env::var_os(name).map(|v: OsString| v.as_bytes().to_vec())
+}
+
+fn env_number(name: &str) -> Result<Option<u64>, String> {
+    match std::env::var_os(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| format!("{name} is not a number")),
+    }
+}
+
+/// TCP* variables, else the socket on fd 0, else "unknown".
+fn peer() -> Peer {
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd();
+    let sock = |local: bool| -> Option<std::net::SocketAddr> {
+        let any = if local {
+            rustix::net::getsockname(fd).ok()?
+        } else {
+            rustix::net::getpeername(fd).ok()??
+        };
+        std::net::SocketAddr::try_from(any).ok()
+    };
+    let remote_ip = env_bytes("TCPREMOTEIP")
+        .or_else(|| sock(false).map(|a| a.ip().to_string().into_bytes()))
+        .unwrap_or_else(|| b"unknown".to_vec());
+    let (local_ip, local_port) = match (env_bytes("TCPLOCALIP"), env_bytes("TCPLOCALPORT")) {
+        (Some(ip), port) => (ip, port.unwrap_or_default()),
+        (None, port) => match sock(true) {
+            Some(a) => (
+                a.ip().to_string().into_bytes(),
+                port.unwrap_or_else(|| a.port().to_string().into_bytes()),
+            ),
+            None => (b"unknown".to_vec(), port.unwrap_or_default()),
+        },
+    };
+    Peer {
+        remote_ip,
+        remote_host: env_bytes("TCPREMOTEHOST").unwrap_or_default(),
+        remote_info: env_bytes("TCPREMOTEINFO").unwrap_or_default(),
+        local_ip,
+        local_port,
+    }
+}
+
+/// Refuses to start: the 421 reply (best effort) and the log line.
+fn refuse_start(me: &str, event: &str, reason: &str) -> Exit {
+    Event::new(PROG, event).field("reason", reason).emit();
+    let mut conn = Conn::new(Duration::from_secs(30));
+    let r = Reply::plain(421, vec![format!("{me} service unavailable (#4.3.0)")]);
+    conn.send(&r.to_bytes());
+    let _ = conn.flush();
+    Exit::Trouble
+}
+
+fn setup() -> Result<Setup, Exit> {
+    let trouble =
+        |me: &str, e: &dyn std::fmt::Display| refuse_start(me, "startup_failed", &e.to_string());
+    let home = Home::from_env().map_err(|e| trouble("", &e))?;
+    let control = Control::new(&home);
+    let me = control.me().map_err(|e| trouble("", &e))?.to_string();
+    if !control.dir().join("rcpthosts").exists() {
+        return Err(refuse_start(
+            &me,
+            "refused_to_start",
+            "control/rcpthosts missing: refusing to run as an open relay",
+        ));
+    }
+    let c = |e: tern_control::Error| trouble(&me, &e);
+    let mut policy = Policy::new(&me);
+    policy.greeting = control.smtpgreeting().map_err(c)?;
+    policy.databytes = match env_number("DATABYTES").map_err(|e| trouble(&me, &e))? {
+        Some(n) => n,
+        None => control.databytes().map_err(c)?,
+    };
+    policy.relayclient = std::env::var_os("RELAYCLIENT").map(|v| v.to_string_lossy().into_owned());
+    policy.max_recipients = usize::try_from(control.maxrcpt().map_err(c)?).unwrap_or(usize::MAX);
+    if !tern_sys::secure::at_secure()
+        && let Some(ms) = env_number("TERN_TARPIT_MS").map_err(|e| trouble(&me, &e))?
+    {
+        policy.tarpit_base_ms = ms;
+    }
+    let local = if control.rcptcheck().map_err(c)? == 1 {
+        let rewriter = Rewriter {
+            locals: control.locals().map_err(c)?,
+            virtualdomains: control.virtualdomains().map_err(c)?,
+            percenthack: control.percenthack().map_err(c)?,
+            envnoathost: control.envnoathost().map_err(c)?.to_string(),
+        };
+        let assign = Assign::load(&home.assign_file()).map_err(c)?;
+        Some(LocalCheck::new(rewriter, assign, &home))
+    } else {
+        None
+    };
+    let checks = FileChecks {
+        rcpthosts: control.rcpthosts().map_err(c)?,
+        morercpthosts: control.morercpthosts().map_err(c)?,
+        badmailfrom: control.badmailfrom().map_err(c)?,
+        local,
+    };
+    let timeout = Duration::from_secs(control.timeoutsmtpd().map_err(c)?);
+    Ok(Setup {
+        home,
+        me,
+        policy,
+        checks,
+        timeout,
+        peer: peer(),
+    })
+}
+
+fn main() -> ExitCode {
+    tern_log::install_panic_hook(PROG, 111);
+    if let Some(a) = std::env::args_os().nth(1) {
+        if a == "--help" || a == "-h" {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        eprint!("{USAGE}");
+        Event::new(PROG, "usage_error")
+            .field("argument", a.as_bytes())
+            .emit();
+        return Exit::Usage.into();
+    }
+    match setup() {
+        Ok(s) => serve::run(s).into(),
+        Err(e) => e.into(),
+    }
+}

@@ -1,0 +1,276 @@
+//! The session loop: lines in, replies out, messages into the queue.
+
+use std::io::Write;
+use std::time::Duration;
+
+use tern_log::Event;
+use tern_smtp::received::{ReceivedFields, received};
+use tern_smtp::session::Step;
+use tern_smtp::{
+    Action, DataDecoder, DataError, DataStatus, LineEvent, LineSplitter, Reply, Session,
+};
+use tern_spool::{Envelope, QueueClient};
+
+use crate::conn::{Conn, ConnError};
+use crate::exit::Exit;
+use crate::{PROG, Peer, Setup};
+
+/// What a message needs to know about the connection.
+struct Ctx {
+    me: String,
+    peer: Peer,
+}
+
+/// Largest decoded chunk handed to the queue at once.
+const OUT_CHUNK: usize = 64 * 1024;
+
+/// How reading a message ended.
+enum DataEnd {
+    /// CRLF . CRLF read; the decoder says whether the message is good.
+    End,
+    /// Bare CR or LF.
+    Fatal,
+    /// End of input inside the message.
+    Lost,
+    /// Deadline passed.
+    Timeout,
+    /// Read error.
+    Io(std::io::Error),
+}
+
+fn end(exit: Exit, reason: &str) -> Exit {
+    Event::new(PROG, "end")
+        .field("exit", exit.name())
+        .field("reason", reason)
+        .emit();
+    exit
+}
+
+fn timeout_exit(conn: &mut Conn, me: &str) -> Exit {
+    conn.send(&Reply::new(421, "4.4.2", format!("{me} timeout, closing connection")).to_bytes());
+    let _ = conn.flush();
+    end(Exit::Timeout, "timeout")
+}
+
+fn conn_error(conn: &mut Conn, me: &str, e: ConnError) -> Exit {
+    match e {
+        ConnError::Timeout => timeout_exit(conn, me),
+        ConnError::Io(e) => end(Exit::Trouble, &format!("connection error: {e}")),
+    }
+}
+
+fn log_reply(verb: &[u8], reply: &Reply) {
+    if reply.is_failure() {
+        Event::new(PROG, "refused")
+            .field("command", verb)
+            .num("code", reply.code)
+            .field("reply", reply.lines.first().map_or("", String::as_str))
+            .emit();
+    }
+}
+
+/// Sends a step's reply after its tarpit delay.
+fn send_step(conn: &mut Conn, step: &Step) -> Result<(), ConnError> {
+    if step.delay_ms > 0 {
+        conn.flush()?;
+        std::thread::sleep(Duration::from_millis(step.delay_ms));
+    }
+    conn.send(&step.action.reply().to_bytes());
+    Ok(())
+}
+
+/// Reads message bytes through `decoder` until the end of data, writing
+/// decoded text to `sink` while it accepts it.
+fn pump(
+    conn: &mut Conn,
+    decoder: &mut DataDecoder,
+    mut sink: Option<&mut dyn Write>,
+    write_error: &mut Option<std::io::Error>,
+) -> DataEnd {
+    let mut out = Vec::with_capacity(OUT_CHUNK);
+    loop {
+        let pending = conn.pending();
+        let take = pending.len().min(OUT_CHUNK);
+        let (n, status) = decoder.feed(&pending[..take], &mut out);
+        conn.consume(n);
+        if !out.is_empty() {
+            if let Some(w) = sink.as_mut()
+                && let Err(e) = w.write_all(&out)
+            {
+                *write_error = Some(e);
+                sink = None;
+            }
+            out.clear();
+        }
+        match status {
+            DataStatus::End => return DataEnd::End,
+            DataStatus::Fatal => return DataEnd::Fatal,
+            DataStatus::NeedMore if !conn.pending().is_empty() => continue,
+            DataStatus::NeedMore => match conn.fill() {
+                Ok(0) => return DataEnd::Lost,
+                Ok(_) => {}
+                Err(ConnError::Timeout) => return DataEnd::Timeout,
+                Err(ConnError::Io(e)) => return DataEnd::Io(e),
+            },
+        }
+    }
+}
+
+fn now() -> i64 {
+    tern_date::now()
+}
+
+/// Reads and queues one message. Returns the step to take, or the exit.
+fn message(
+    s: &Ctx,
+    session: &mut Session,
+    conn: &mut Conn,
+    client: &QueueClient,
+) -> Result<Step, Exit> {
+    let envelope = Envelope {
+        sender: session.sender().to_vec(),
+        recipients: session.recipients().to_vec(),
+    };
+    let t = now();
+    let qp = std::process::id();
+    let header = received(&ReceivedFields {
+        helo: session.helo(),
+        remote_host: &s.peer.remote_host,
+        remote_ip: &s.peer.remote_ip,
+        me: &s.me,
+        protocol: session.protocol(),
+        id: &qp.to_string(),
+        date: &tern_date::rfc5322(t),
+    });
+    let mut decoder = DataDecoder::new(session.data_limits());
+    let mut data_end = None;
+    let mut write_error = None;
+    let queued = client.submit(&envelope, |w| {
+        let mut sink = Some(w);
+        if let Err(e) = sink.as_mut().expect("set").write_all(&header) {
+            write_error = Some(e);
+            sink = None;
+        }
+        let e = pump(
+            conn,
+            &mut decoder,
+            sink.map(|w| w as &mut dyn Write),
+            &mut write_error,
+        );
+        let good = matches!(e, DataEnd::End) && decoder.result().is_ok();
+        data_end = Some(e);
+        match (&write_error, good) {
+            (None, true) => Ok(()),
+            (Some(e), _) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            (None, false) => Err(std::io::Error::other("message refused")),
+        }
+    });
+    // The queue program could not even start: read the message anyway.
+    let data_end = match data_end {
+        Some(e) => e,
+        None => pump(conn, &mut decoder, None, &mut write_error),
+    };
+    match data_end {
+        DataEnd::End => {}
+        DataEnd::Fatal => {
+            let r = DataError::BareCrLf.reply();
+            log_reply(b"DATA", &r);
+            return Ok(session.end_data(r, true));
+        }
+        DataEnd::Lost => return Err(end(Exit::Lost, "end of input inside a message")),
+        DataEnd::Timeout => return Err(timeout_exit(conn, &s.me)),
+        DataEnd::Io(e) => return Err(end(Exit::Trouble, &format!("read error: {e}"))),
+    }
+    let reply = match (decoder.result(), queued) {
+        (Err(e), _) => e.reply(),
+        (Ok(()), Ok(())) => {
+            Event::new(PROG, "queued")
+                .num("qp", qp)
+                .field("from", &envelope.sender)
+                .num("recipients", envelope.recipients.len())
+                .num("bytes", decoder.bytes())
+                .emit();
+            Session::queued_reply(u64::try_from(t).unwrap_or(0), qp)
+        }
+        (Ok(()), Err(e)) if e.is_temporary() => Reply::new(451, "4.3.0", e.to_string()),
+        (Ok(()), Err(e)) => Reply::new(554, "5.3.0", e.to_string()),
+    };
+    log_reply(b"DATA", &reply);
+    Ok(session.end_data(reply, false))
+}
+
+/// Serves one connection.
+pub(crate) fn run(s: Setup) -> Exit {
+    let Setup {
+        home,
+        me,
+        policy,
+        mut checks,
+        timeout,
+        peer,
+    } = s;
+    let mut conn = Conn::new(timeout);
+    let client = QueueClient::for_home(home.root());
+    let relay = if policy.relayclient.is_some() {
+        "yes"
+    } else {
+        "no"
+    };
+    let mut session = Session::new(policy);
+    let s = Ctx { me, peer };
+    Event::new(PROG, "connect")
+        .field("remote_ip", &s.peer.remote_ip)
+        .field("remote_host", &s.peer.remote_host)
+        .field("remote_info", &s.peer.remote_info)
+        .field("local_ip", &s.peer.local_ip)
+        .field("local_port", &s.peer.local_port)
+        .field("relayclient", relay)
+        .emit();
+    conn.send(&session.greeting().to_bytes());
+    let mut splitter = LineSplitter::new();
+    loop {
+        let (n, event) = splitter.feed(conn.pending());
+        conn.consume(n);
+        let Some(event) = event else {
+            match conn.fill() {
+                Ok(0) if splitter.is_mid_line() => {
+                    return end(Exit::Lost, "end of input inside a command");
+                }
+                Ok(0) => return end(Exit::Done, "end of input"),
+                Ok(_) => continue,
+                Err(e) => return conn_error(&mut conn, &s.me, e),
+            }
+        };
+        let verb: Vec<u8> = match &event {
+            LineEvent::Line(l) => l
+                .iter()
+                .take_while(|&&b| b != b' ')
+                .take(16)
+                .copied()
+                .collect(),
+            LineEvent::Error(_) => b"(bad line)".to_vec(),
+        };
+        let mut step = session.handle(event, &mut checks);
+        log_reply(&verb, step.action.reply());
+        if let Action::StartData(_) = step.action {
+            if let Err(e) = send_step(&mut conn, &step) {
+                return conn_error(&mut conn, &s.me, e);
+            }
+            step = match message(&s, &mut session, &mut conn, &client) {
+                Ok(step) => step,
+                Err(exit) => return exit,
+            };
+        }
+        if let Err(e) = send_step(&mut conn, &step) {
+            return conn_error(&mut conn, &s.me, e);
+        }
+        if let Action::Close(r) = &step.action {
+            let _ = conn.flush();
+            return if r.code == 221 {
+                end(Exit::Done, "quit")
+            } else {
+                end(Exit::Refused, r.lines.first().map_or("", String::as_str))
+            };
+        }
+    }
+}
