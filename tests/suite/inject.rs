@@ -389,10 +389,6 @@ fn sendmail_refuses_modes_it_does_not_have() {
     let inst = instance("inject-modes");
     let table: &[(&[&str], &str)] = &[
         (
-            &["-bs"],
-            "sendmail: fatal: SMTP on standard input is not available yet (-bs)\n",
-        ),
-        (
             &["-bd"],
             "sendmail: fatal: unsupported mode -bd (only -bm, -bp and -bs exist)",
         ),

@@ -4,13 +4,15 @@
 //! SYNOPSIS
 //!   sendmail [ -t ] [ -i | -oi ] [ -f sender ] [ -F name ] [ ignored options ] [ -- ] [ recipient ... ]
 //!   sendmail -bp | mailq
+//!   sendmail -bs
 //!
 //! DESCRIPTION
 //!   Reads a message on standard input and queues it, like tern-inject:
 //!   without -t the recipients are the arguments; with -t they are the To,
 //!   Cc and Bcc addresses of the header plus the arguments. Without -i (or
 //!   -oi) a line consisting of a single `.` ends the input. `-bp` and
-//!   `mailq` run `ternctl queue`. The argument parser
+//!   `mailq` run `ternctl queue`; `-bs` runs `tern-smtpd` (SMTP on
+//!   standard input and output, as a relay client). The argument parser
 //!   (`tern_msg::cmdline::parse_sendmail`) is written by hand because clap
 //!   cannot express sendmail's option alphabet; docs/man/sendmail.8.md is
 //!   the contract.
@@ -25,7 +27,8 @@
 //!
 //! FILES
 //!   `$TERN_HOME/control/{me,defaulthost,defaultdomain,plusdomain,idhost}`,
-//!   `$TERN_HOME/bin/tern-queue`, `$TERN_HOME/bin/ternctl`.
+//!   `$TERN_HOME/bin/tern-queue`, `$TERN_HOME/bin/ternctl`,
+//!   `$TERN_HOME/bin/tern-smtpd`.
 //!
 //! SEE ALSO
 //!   tern-inject(8), ternctl(8)
@@ -97,7 +100,8 @@ fn run(name: &[u8], args: &[Vec<u8>]) -> Result<(), Fatal> {
             return Ok(());
         }
         Ok(SendmailCommand::RunQueue) => return run_queue(),
-        Err(e @ (UsageError::SmtpMode | UsageError::Newaliases)) => {
+        Ok(SendmailCommand::Smtp) => return smtp(),
+        Err(e @ UsageError::Newaliases) => {
             return Err(Fatal::new(false, e));
         }
         Err(e) => {
@@ -140,6 +144,32 @@ fn run_queue() -> Result<(), Fatal> {
     Err(Fatal::new(
         true,
         format!("cannot run {}: {err}", start.display()),
+    ))
+}
+
+/// `-bs`: replaces this process with `<home>/bin/tern-smtpd` on the same
+/// standard input and output. The local user may relay (`RELAYCLIENT` is
+/// set, empty); unless `PROTO` is already set (a launcher such as tcpserver
+/// described a real connection), the environment describes a loopback
+/// connection: `PROTO=TCP`, `TCPREMOTEIP` and `TCPLOCALIP` `127.0.0.1`,
+/// `TCPREMOTEINFO` the caller's login name.
+fn smtp() -> Result<(), Fatal> {
+    let home = tern_control::Home::from_env().map_err(|e| Fatal::new(e.is_temporary(), e))?;
+    let smtpd = home.bin_dir().join("tern-smtpd");
+    let mut cmd = std::process::Command::new(&smtpd);
+    cmd.env("RELAYCLIENT", "");
+    if std::env::var_os("PROTO").is_none() {
+        let uid = tern_sys::real_uid();
+        let login = tern_sys::user_name(uid).unwrap_or_else(|| uid.to_string());
+        cmd.env("PROTO", "TCP")
+            .env("TCPREMOTEIP", "127.0.0.1")
+            .env("TCPLOCALIP", "127.0.0.1")
+            .env("TCPREMOTEINFO", login);
+    }
+    let err = cmd.exec();
+    Err(Fatal::new(
+        true,
+        format!("cannot run {}: {err}", smtpd.display()),
     ))
 }
 

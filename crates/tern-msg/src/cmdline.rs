@@ -39,9 +39,6 @@ pub enum UsageError {
     /// sendmail `-b` with a mode other than `m`, `p`, `s`.
     #[error("unsupported mode -b{0} (only -bm, -bp and -bs exist)")]
     UnsupportedMode(char),
-    /// `-bs` (SMTP on standard input).
-    #[error("SMTP on standard input is not available yet (-bs)")]
-    SmtpMode,
     /// Invoked as `newaliases`.
     #[error("there is no alias database to rebuild: aliases are ~alias/.qmail-* files")]
     Newaliases,
@@ -148,6 +145,8 @@ pub enum SendmailCommand {
     /// `-q`, `-q`*anything*: run the queue once (an interval such as
     /// `-q15m` is ignored: the cron entry sets the rhythm).
     RunQueue,
+    /// `-bs`: speak SMTP on standard input and output (runs `tern-smtpd`).
+    Smtp,
 }
 
 /// The options of `sendmail` that matter.
@@ -246,7 +245,7 @@ pub fn parse_sendmail(name: &[u8], args: &[Vec<u8>]) -> Result<SendmailCommand, 
                     match v.as_slice() {
                         b"m" => list_queue = false,
                         b"p" => list_queue = true,
-                        b"s" => return Err(UsageError::SmtpMode),
+                        b"s" => return Ok(SendmailCommand::Smtp),
                         other => {
                             return Err(UsageError::UnsupportedMode(
                                 other.first().map_or('?', |&b| shown(b)),
@@ -325,7 +324,6 @@ mod tests {
             (&["-bi"], UnsupportedMode('i')),
             (&["-bv", "a@b"], UnsupportedMode('v')),
             (&["-bt"], UnsupportedMode('t')),
-            (&["-bs"], SmtpMode),
         ];
         for (args, want) in table {
             assert_eq!(sm(args).as_ref(), Err(want), "{args:?}");
@@ -445,6 +443,8 @@ mod tests {
             (&["-bp"], SendmailCommand::ListQueue),
             (&["-v", "-bp"], SendmailCommand::ListQueue),
             (&["--help"], SendmailCommand::Help),
+            (&["-bs"], SendmailCommand::Smtp),
+            (&["-oi", "-bs"], SendmailCommand::Smtp),
             (&["-q"], SendmailCommand::RunQueue),
             (&["-q15m"], SendmailCommand::RunQueue),
             (&["-v", "-qf"], SendmailCommand::RunQueue),

@@ -755,7 +755,8 @@ fn cmdline_bytes(data: &[u8]) {
                 SendmailCommand::ListQueue
                 | SendmailCommand::Help
                 | SendmailCommand::Version
-                | SendmailCommand::RunQueue,
+                | SendmailCommand::RunQueue
+                | SendmailCommand::Smtp,
             ) => {}
             Err(e) => assert!(!e.to_string().is_empty()),
         }
