@@ -196,6 +196,11 @@ impl DataDecoder {
         if let Some(max) = self.limits.max_bytes
             && self.out_bytes.saturating_add(bytes.len() as u64) > max
         {
+            // What fits is still output (the same bytes however the input
+            // was chunked); the message is refused anyway.
+            let room = usize::try_from(max - self.out_bytes).unwrap_or(usize::MAX);
+            self.out_bytes += room as u64;
+            out.extend_from_slice(&bytes[..room]);
             self.fail(DataError::TooBig);
             return;
         }
@@ -278,8 +283,12 @@ impl DataDecoder {
                 State::Mid => {
                     let rest = &input[i..];
                     let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    // Emit what fits in the line limit before counting, so
+                    // that the output does not depend on how the input was
+                    // cut into chunks.
+                    let room = self.limits.max_line.saturating_sub(self.line_wire);
+                    self.emit(&rest[..n.min(room)], out);
                     self.wire(n);
-                    self.emit(&rest[..n], out);
                     i += n;
                     if let Some(&c) = input.get(i) {
                         if c == b'\n' {
@@ -453,6 +462,26 @@ mod tests {
             None,
             "dot-stuffed is not a header name"
         );
+    }
+
+    #[test]
+    fn refused_output_does_not_depend_on_chunking() {
+        // Found by the smtp_data fuzz target: a long line or a size
+        // overflow used to cut the output at a chunk-dependent point.
+        let limits = DataLimits {
+            max_bytes: Some(7),
+            max_line: 5,
+            max_hops: 100,
+        };
+        for input in [
+            &b"yyyyyyyyyy\r\nnext\r\n.\r\n"[..],
+            b"abc\r\nabcd\r\nx\r\n.\r\n",
+        ] {
+            let whole = run(input, limits, input.len());
+            for chunk in 1..input.len() {
+                assert_eq!(run(input, limits, chunk), whole, "chunk {chunk}");
+            }
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("control", control),
     ("dotqmail", dotqmail),
     ("rules", rules),
+    ("smtp_command", smtp_command),
+    ("smtp_data", smtp_data),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -1155,4 +1157,334 @@ fn rules_bytes(data: &[u8]) {
             let _ = net.contains(ip);
         }
     }
+}
+
+// ------------------------------------------------------------ smtp_command
+
+const SMTP_COMMAND_ALPHABET: &[&[u8]] = &[
+    b"\r\n",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"\0",
+    b" ",
+    b"MAIL FROM:<",
+    b"RCPT TO:<",
+    b">",
+    b"<",
+    b"@",
+    b"a",
+    b"example.com",
+    b"localhost",
+    b"DATA",
+    b"EHLO x",
+    b"HELO",
+    b"RSET",
+    b"QUIT",
+    b"NOOP",
+    b"VRFY",
+    b"SIZE=",
+    b"9",
+    b"BODY=8BITMIME",
+    b"SMTPUTF8",
+    b"\"",
+    b"\\",
+    b"\xc3\xa4",
+    b"\xff",
+    b":",
+    b",",
+    b"=",
+    b"@r:",
+];
+
+/// Checks for the session: `example.com` may be relayed to; `a@...` is a
+/// known user; `bad@...` a bad sender.
+struct FuzzChecks;
+
+impl tern_smtp::Checks for FuzzChecks {
+    fn relay_allowed(&self, domain: &[u8]) -> bool {
+        domain.eq_ignore_ascii_case(b"example.com")
+    }
+    fn bad_sender(&self, sender: &[u8]) -> bool {
+        sender.starts_with(b"bad@")
+    }
+    fn recipient(&mut self, address: &[u8]) -> tern_smtp::RcptVerdict {
+        if address.starts_with(b"a@") {
+            tern_smtp::RcptVerdict::Accept
+        } else if address.starts_with(b"\"") {
+            tern_smtp::RcptVerdict::TempFail
+        } else {
+            tern_smtp::RcptVerdict::Unknown
+        }
+    }
+}
+
+/// The command side of `tern_smtp`: `LineSplitter` (whole input and
+/// chunked by sizes taken from the data must give the same events), the
+/// command parser and the `Session` on every event. Checks: lines are at
+/// most 510 bytes and hold no CR or LF; every reply is well formed (CRLF
+/// line ends only, a 3-digit code on each line); parsed paths respect
+/// their bounds; a closed session reads nothing more.
+pub fn smtp_command(data: &[u8]) {
+    smtp_command_bytes(data);
+    smtp_command_bytes(&mapped(data, SMTP_COMMAND_ALPHABET));
+}
+
+fn split_events(data: &[u8], chunk: impl Fn(usize) -> usize) -> Vec<tern_smtp::LineEvent> {
+    let mut s = tern_smtp::LineSplitter::new();
+    let mut events = Vec::new();
+    let mut pos = 0;
+    let mut call = 0;
+    while pos < data.len() {
+        let end = (pos + chunk(call)).min(data.len());
+        call += 1;
+        let mut part = &data[pos..end];
+        pos = end;
+        while !part.is_empty() {
+            let (n, ev) = s.feed(part);
+            assert!(n <= part.len());
+            part = &part[n..];
+            match ev {
+                Some(e @ tern_smtp::LineEvent::Error(tern_smtp::LineError::BareCrLf)) => {
+                    events.push(e);
+                    return events;
+                }
+                Some(e) => events.push(e),
+                None => assert!(part.is_empty(), "splitter stopped early"),
+            }
+        }
+    }
+    events
+}
+
+fn check_reply(r: &tern_smtp::Reply) {
+    let bytes = r.to_bytes();
+    assert!(bytes.ends_with(b"\r\n"));
+    for line in bytes[..bytes.len() - 2].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        assert!(!line.contains(&b'\r') && !line.contains(&b'\n'));
+        assert!(line.len() >= 4 && line[..3].iter().all(u8::is_ascii_digit));
+        assert!(line[3] == b' ' || line[3] == b'-');
+    }
+}
+
+fn smtp_command_bytes(data: &[u8]) {
+    use tern_smtp::command::{self, Command, MAX_PATH};
+    use tern_smtp::{Action, LineEvent, Policy, Session};
+    let whole = split_events(data, |_| usize::MAX);
+    let chunked = split_events(data, |i| 1 + usize::from(data[i % data.len()] % 13));
+    assert_eq!(whole, chunked, "chunking changed the lines");
+    let mut policy = Policy::new("mx.example");
+    policy.databytes = u64::from(data.first().copied().unwrap_or(0)) * 10;
+    policy.max_recipients = 3;
+    policy.relayclient = data.len().is_multiple_of(3).then(|| ".r".to_string());
+    let mut session = Session::new(policy);
+    let mut checks = FuzzChecks;
+    check_reply(&session.greeting());
+    for ev in whole {
+        if let LineEvent::Line(l) = &ev {
+            assert!(l.len() <= 510 && !l.contains(&b'\r') && !l.contains(&b'\n'));
+            match command::parse(l) {
+                Ok(Command::Mail(p, _)) => {
+                    assert!(p.0.len() <= MAX_PATH && !p.0.iter().any(|&b| b < 0x20));
+                }
+                Ok(Command::Rcpt(p)) => {
+                    assert!(p.0.len() <= MAX_PATH && !p.is_null() && p.domain().is_some());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let (code, _) = e.reply_code();
+                    assert!((500..600).contains(&code));
+                }
+            }
+        }
+        let step = session.handle(ev, &mut checks);
+        check_reply(step.action.reply());
+        assert!(step.delay_ms <= 8 * session.policy().tarpit_base_ms);
+        match step.action {
+            Action::Close(_) => return,
+            Action::StartData(_) => {
+                assert!(!session.recipients().is_empty());
+                let r = tern_smtp::Session::queued_reply(1, 2);
+                if let Action::Close(_) = session.end_data(r, false).action {
+                    return;
+                }
+                assert!(session.recipients().is_empty());
+            }
+            Action::Reply(_) => {}
+        }
+        assert!(session.recipients().len() <= 3);
+    }
+}
+
+// --------------------------------------------------------------- smtp_data
+
+const SMTP_DATA_ALPHABET: &[&[u8]] = &[
+    b"\r\n",
+    b"\r\n",
+    b"\r\n",
+    b".",
+    b".",
+    b"\r",
+    b"\n",
+    b"a",
+    b"xyz",
+    b"\0",
+    b"\r\n.\r\n",
+    b"Received: x\r\n",
+    b"Delivered-To: y\r\n",
+    b"\r\n\r\n",
+    b"..",
+];
+
+/// Reference decoder for `smtp_data`, written as plainly as possible:
+/// (status, bytes used, output) without any limits.
+fn data_reference(input: &[u8]) -> (tern_smtp::DataStatus, usize, Vec<u8>) {
+    use tern_smtp::DataStatus;
+    let mut out = Vec::new();
+    let mut p = 0;
+    loop {
+        let Some(off) = input[p..].iter().position(|&b| b == b'\r' || b == b'\n') else {
+            return (DataStatus::NeedMore, input.len(), out);
+        };
+        let at = p + off;
+        if input[at] == b'\n' {
+            return (DataStatus::Fatal, at, out);
+        }
+        match input.get(at + 1) {
+            None => return (DataStatus::NeedMore, input.len(), out),
+            Some(b'\n') => {}
+            Some(_) => return (DataStatus::Fatal, at + 1, out),
+        }
+        let line = &input[p..at];
+        if line == b"." {
+            return (DataStatus::End, at + 2, out);
+        }
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        out.push(b'\n');
+        p = at + 2;
+    }
+}
+
+/// Runs the decoder over `input` cut at the given chunk sizes. Checks on
+/// the way: no output after an error; nothing after End or Fatal is
+/// consumed. Returns (status, bytes used, output, error).
+fn data_run(
+    input: &[u8],
+    limits: tern_smtp::DataLimits,
+    chunk: impl Fn(usize) -> usize,
+) -> (
+    tern_smtp::DataStatus,
+    usize,
+    Vec<u8>,
+    Option<tern_smtp::DataError>,
+) {
+    use tern_smtp::{DataDecoder, DataStatus};
+    let mut d = DataDecoder::new(limits);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut call = 0;
+    let mut status = DataStatus::NeedMore;
+    while pos < input.len() {
+        let end = (pos + chunk(call)).min(input.len());
+        call += 1;
+        let before_err = d.error();
+        let before_len = out.len();
+        let (n, s) = d.feed(&input[pos..end], &mut out);
+        assert!(n <= end - pos);
+        if before_err.is_some() {
+            assert_eq!(out.len(), before_len, "output after an error");
+        }
+        pos += n;
+        status = s;
+        match s {
+            DataStatus::NeedMore => assert_eq!(pos, end, "NeedMore without using all input"),
+            DataStatus::End | DataStatus::Fatal => {
+                let again = d.feed(&input[pos..], &mut out);
+                assert_eq!(again, (0, s), "input used after the end");
+                break;
+            }
+        }
+    }
+    if status == DataStatus::Fatal {
+        assert_eq!(d.error(), Some(tern_smtp::DataError::BareCrLf));
+    }
+    if status == DataStatus::End {
+        assert_ne!(
+            d.error(),
+            Some(tern_smtp::DataError::BareCrLf),
+            "refused message ended"
+        );
+    }
+    if let Some(max) = limits.max_bytes {
+        assert!(out.len() as u64 <= max);
+    }
+    assert_eq!(d.bytes(), out.len() as u64);
+    (status, pos, out, d.error())
+}
+
+/// `tern_smtp::DataDecoder`, fed in several chunkings (whole, 1 byte,
+/// sizes taken from the data). Checks: every chunking gives the same
+/// result; no output after an error; a message with a bare CR or LF never
+/// yields an end of data (SMTP smuggling); without limits the status and
+/// bytes used equal a plain reference decoder's, and so does the output
+/// at the end of data (before it, the decoder may have streamed part of
+/// a line the reference has not output yet); an ended
+/// message was ended by CRLF `.` CRLF; with limits, the output is a prefix
+/// of the unlimited output and respects `max_bytes`.
+pub fn smtp_data(data: &[u8]) {
+    smtp_data_bytes(data);
+    smtp_data_bytes(&mapped(data, SMTP_DATA_ALPHABET));
+}
+
+fn smtp_data_bytes(data: &[u8]) {
+    use tern_smtp::{DataLimits, DataStatus};
+    let free = DataLimits {
+        max_bytes: None,
+        max_line: usize::MAX,
+        max_hops: usize::MAX,
+    };
+    let whole = data_run(data, free, |_| usize::MAX);
+    let (ref_status, ref_used, ref_out) = data_reference(data);
+    assert_eq!(
+        (whole.0, whole.1),
+        (ref_status, ref_used),
+        "differs from the reference"
+    );
+    // The decoder streams partial lines; the reference outputs whole
+    // lines only. At the end of data they must agree exactly.
+    if whole.0 == DataStatus::End {
+        assert_eq!(whole.2, ref_out, "output differs from the reference");
+    } else {
+        assert!(
+            whole.2.starts_with(&ref_out),
+            "output differs from the reference"
+        );
+    }
+    assert_eq!(whole.3.is_some(), whole.0 == DataStatus::Fatal);
+    if whole.0 == DataStatus::End {
+        let used = &data[..whole.1];
+        assert!(used == b".\r\n" || used.ends_with(b"\r\n.\r\n"));
+    }
+    assert_eq!(whole, data_run(data, free, |_| 1), "1-byte chunks differ");
+
+    let seed = data.first().copied().unwrap_or(0);
+    let limited = DataLimits {
+        max_bytes: (seed & 1 == 1).then_some(u64::from(seed) * 3),
+        max_line: 4 + usize::from(seed % 40),
+        max_hops: 1 + usize::from(seed % 5),
+    };
+    let a = data_run(data, limited, |_| usize::MAX);
+    let b = data_run(data, limited, |i| {
+        1 + usize::from(data[i % data.len()] % 17)
+    });
+    assert_eq!(a, b, "chunking changed the limited result");
+    assert_eq!(
+        (a.0, a.1),
+        (whole.0, whole.1),
+        "limits changed where data ends"
+    );
+    assert!(whole.2.starts_with(&a.2), "limited output is not a prefix");
+    let full = data_run(data, DataLimits::default(), |i| 1 + i % 5);
+    assert_eq!((full.0, full.1), (whole.0, whole.1));
 }
