@@ -527,3 +527,30 @@ fn usage_and_rules_errors() {
     let (code, _) = run_listen(&["--help"]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn missing_program_is_logged_and_the_client_closed() {
+    let dir = scratch_dir("listen-noprog");
+    let l = Listen::start(&dir, &[], "127.0.0.1", &["/nonexistent/tern-program"]);
+    assert_eq!(read_all("127.0.0.1", l.port), "");
+    assert!(
+        wait_until(10, || l.log().contains("cannot start program")),
+        "{}",
+        l.log()
+    );
+    // The listener goes on serving.
+    assert_eq!(read_all("127.0.0.1", l.port), "");
+    assert!(wait_until(10, || l.events("alert") == 2), "{}", l.log());
+    assert_eq!(l.events("start"), 0);
+}
+
+#[test]
+fn quiet_logs_no_connection_lines() {
+    let dir = scratch_dir("listen-quiet");
+    let l = Listen::start(&dir, &["-q"], "127.0.0.1", &["/bin/sh", "-c", "echo hi"]);
+    assert_eq!(read_all("127.0.0.1", l.port), "hi\n");
+    assert_eq!(read_all("127.0.0.1", l.port), "hi\n");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(l.events("start") + l.events("end"), 0, "{}", l.log());
+    assert_eq!(l.events("listening"), 1);
+}
