@@ -761,3 +761,59 @@ fn sendmail_bs_is_a_relay_client_on_loopback() {
         "{received}"
     );
 }
+
+#[test]
+fn queue_failures_are_451_or_554_per_the_queue_exit_code() {
+    use std::os::unix::fs::PermissionsExt;
+    let inst = Instance::new("smtp-qfail");
+    for (code, want) in [
+        ("53", "451 4.3.0 qq write error or disk full (#4.3.0)"),
+        (
+            "31",
+            "554 5.3.0 mail server permanently rejected message (#5.3.0)",
+        ),
+    ] {
+        let script = inst.scratch().join(format!("qq-{code}"));
+        std::fs::write(&script, format!("#!/bin/sh\ncat >/dev/null\nexit {code}\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let input = [
+            transaction("test@localhost", b"S: q\r\n\r\nbody\r\n.\r\n"),
+            b"NOOP\r\nQUIT\r\n".to_vec(),
+        ]
+        .concat();
+        let r = smtpd(&inst, &[("QMAILQUEUE", script.to_str().unwrap())], &input);
+        let lines = r.lines();
+        assert_eq!(lines[4], want, "{}", r.out);
+        assert_eq!(
+            r.codes()[5..],
+            ["250 2.0.0", "221 2.0.0"],
+            "the session goes on"
+        );
+        assert_eq!(r.code, 0);
+    }
+    assert!(queued(&inst).is_empty());
+}
+
+#[test]
+fn badmailfrom_refuses_every_recipient() {
+    let inst = Instance::new("smtp-badmailfrom");
+    control(&inst, "badmailfrom", "spam@bad.example\n@worse.example\n");
+    let r = smtpd(
+        &inst,
+        &[],
+        b"MAIL FROM:<spam@bad.example>\r\nRCPT TO:<test@localhost>\r\nRSET\r\nMAIL FROM:<x@WORSE.example>\r\nRCPT TO:<test@localhost>\r\nRSET\r\nMAIL FROM:<ok@bad.example>\r\nRCPT TO:<test@localhost>\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        r.codes()[1..9],
+        [
+            "250 2.1.0",
+            "553 5.7.1",
+            "250 2.0.0",
+            "250 2.1.0",
+            "553 5.7.1",
+            "250 2.0.0",
+            "250 2.1.0",
+            "250 2.1.5"
+        ]
+    );
+}

@@ -59,6 +59,11 @@ impl Conn {
         }
     }
 
+    /// Changes the deadline of each later read or write.
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// The bytes read and not yet consumed.
     pub(crate) fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]

@@ -46,7 +46,12 @@ fn end(exit: Exit, reason: &str) -> Exit {
     exit
 }
 
+/// How long the last reply (421) may take to write: a client that stopped
+/// reading must not hold the process for another full timeout.
+const LAST_WORDS: Duration = Duration::from_secs(5);
+
 fn timeout_exit(conn: &mut Conn, me: &str) -> Exit {
+    conn.set_timeout(LAST_WORDS);
     conn.send(&Reply::new(421, "4.4.2", format!("{me} timeout, closing connection")).to_bytes());
     let _ = conn.flush();
     end(Exit::Timeout, "timeout")
