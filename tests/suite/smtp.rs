@@ -120,7 +120,8 @@ fn control(inst: &Instance, name: &str, value: &str) {
 }
 
 /// Messages in the queue: (sender, recipients, stored bytes with
-/// tern-queue's Received line removed), oldest first.
+/// tern-queue's Received line removed), in no reliable order (ids are
+/// inode numbers; births have a one-second resolution).
 fn queued(inst: &Instance) -> Vec<(String, Vec<String>, Vec<u8>)> {
     let q = inst.queue();
     let mut list = q.list().unwrap();
@@ -271,10 +272,12 @@ fn several_transactions_rset_and_helo_protocol() {
             "221 2.0.0"
         ]
     );
-    let q = queued(&inst);
+    let mut q = queued(&inst);
+    q.sort_by(|a, b| b.1.cmp(&a.1));
     assert_eq!(q.len(), 2);
     assert_eq!(q[0].1, ["test@localhost"]);
     assert_eq!(q[1].1, ["postmaster@localhost"]);
+    assert_eq!(our_received(&q[1].2).1, b"Subject: 2\n\ntwo\n");
     let (received, body) = our_received(&q[0].2);
     assert!(
         received.contains("from c.example (unknown [127.0.0.1])"),
@@ -377,8 +380,10 @@ fn dot_lines_are_unstuffed() {
     assert_eq!(r.code, 0, "{}", r.log);
     let q = queued(&inst);
     assert_eq!(q.len(), 2);
-    assert_eq!(our_received(&q[0].2).1, b"A: b\n\n.\n..\n...\nx\n \nend\n");
-    assert_eq!(our_received(&q[1].2).1, b"");
+    let mut bodies: Vec<&[u8]> = q.iter().map(|m| our_received(&m.2).1).collect();
+    bodies.sort();
+    assert_eq!(bodies[0], b"");
+    assert_eq!(bodies[1], b"A: b\n\n.\n..\n...\nx\n \nend\n");
 }
 
 #[test]
@@ -816,4 +821,18 @@ fn badmailfrom_refuses_every_recipient() {
             "250 2.1.5"
         ]
     );
+}
+
+#[test]
+fn own_address_literal_is_localiphost() {
+    let inst = Instance::new("smtp-literal");
+    let me = me(&inst);
+    let input = [
+        transaction("test@[127.0.0.1]", b"S: l\r\n\r\n.\r\n"),
+        b"QUIT\r\n".to_vec(),
+    ]
+    .concat();
+    let r = smtpd(&inst, &[("TCPLOCALIP", "127.0.0.1")], &input);
+    assert_eq!(r.code, 0, "{} {}", r.out, r.log);
+    assert_eq!(queued(&inst)[0].1, [format!("test@{me}")]);
 }

@@ -18,7 +18,7 @@
 //! only when the process is not running with elevated privileges.
 //!
 //! Reads: `$TERN_HOME/control/{me,smtpgreeting,rcpthosts,morercpthosts,
-//! databytes,timeoutsmtpd,badmailfrom,maxrcpt,rcptcheck,locals,
+//! databytes,timeoutsmtpd,badmailfrom,maxrcpt,rcptcheck,localiphost,locals,
 //! virtualdomains,percenthack,envnoathost}`, `$TERN_HOME/users/assign`,
 //! and `.qmail` files in local users' homes (rcptcheck). Runs:
 //! `$TERN_HOME/bin/tern-queue` or `$QMAILQUEUE`.
@@ -181,13 +181,23 @@ fn setup() -> Result<Setup, Exit> {
         local,
     };
     let timeout = Duration::from_secs(control.timeoutsmtpd().map_err(c)?);
+    let peer = peer();
+    if let Ok(ip) = std::str::from_utf8(&peer.local_ip)
+        && let Ok(ip) = ip.parse::<std::net::IpAddr>()
+    {
+        let literal = match ip {
+            std::net::IpAddr::V4(v4) => format!("[{v4}]"),
+            std::net::IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+        };
+        policy.local_literal = Some((literal, control.localiphost().map_err(c)?.to_string()));
+    }
     Ok(Setup {
         home,
         me,
         policy,
         checks,
         timeout,
-        peer: peer(),
+        peer,
     })
 }
 

@@ -49,6 +49,10 @@ pub struct Policy {
     pub tarpit_close: u32,
     /// First tarpit delay in milliseconds.
     pub tarpit_base_ms: u64,
+    /// This server's own address literal (`[192.0.2.1]`) and the name
+    /// that replaces it in recipient addresses (`localiphost`), so that
+    /// `user@[192.0.2.1]` is treated as `user@localiphost`.
+    pub local_literal: Option<(String, String)>,
 }
 
 impl Policy {
@@ -65,6 +69,7 @@ impl Policy {
             tarpit_after: 3,
             tarpit_close: 10,
             tarpit_base_ms: 1000,
+            local_literal: None,
         }
     }
 }
@@ -399,6 +404,13 @@ impl Session {
         if self.recipients.len() >= self.policy.max_recipients {
             return ok(452, "4.5.3", "too many recipients");
         }
+        if let Some((literal, name)) = &self.policy.local_literal {
+            let at = address.iter().rposition(|&b| b == b'@').unwrap_or(0);
+            if address[at + 1..].eq_ignore_ascii_case(literal.as_bytes()) {
+                address.truncate(at + 1);
+                address.extend_from_slice(name.as_bytes());
+            }
+        }
         match &self.policy.relayclient {
             Some(suffix) => address.extend_from_slice(suffix.as_bytes()),
             None => {
@@ -582,6 +594,23 @@ mod tests {
         );
         assert_eq!(codes(&r), ["250 2.1.0", "250 2.1.5"]);
         assert_eq!(s.recipients(), [b"x@elsewhere.org.relay".to_vec()]);
+    }
+
+    #[test]
+    fn own_address_literal_becomes_localiphost() {
+        let mut p = Policy::new("mx");
+        p.local_literal = Some(("[192.0.2.1]".into(), "example.com".into()));
+        let mut s = Session::new(p);
+        let r = dialogue(
+            &mut s,
+            &[
+                b"MAIL FROM:<a@b.c>",
+                b"RCPT TO:<joe@[192.0.2.1]>",
+                b"RCPT TO:<joe@[192.0.2.2]>",
+            ],
+        );
+        assert_eq!(codes(&r), ["250 2.1.0", "250 2.1.5", "553 5.7.1"]);
+        assert_eq!(s.recipients(), [b"joe@example.com".to_vec()]);
     }
 
     #[test]
