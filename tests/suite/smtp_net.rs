@@ -166,7 +166,8 @@ const SMTPLIB_ONE: &str = r#"
 import smtplib, sys
 port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), sys.argv[4]
 msg = open(path, "rb").read()
-s = smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=60)
+host = sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1"
+s = smtplib.SMTP(host, port, local_hostname="client.test", timeout=60)
 s.ehlo("client.test")
 code, _ = s.mail(sender)
 print("mail", code)
@@ -564,4 +565,70 @@ fn relay_denied_then_session_continues_with_swaks() {
     assert!(transcript.contains("<** 553 5.7.1"), "{transcript}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(inst.queue().count().expect("count"), 0);
+}
+
+#[test]
+fn ipv6_loopback_under_tern_listen() {
+    let test = "smtp_net::ipv6_listen";
+    if !need(test, PYTHON, have_python()) {
+        return;
+    }
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        skip(test, "cannot bind ::1 (no IPv6 loopback)");
+        return;
+    }
+    let inst = Instance::new("smtp_net-ipv6_listen");
+    let rules = inst.scratch().join("rules6");
+    std::fs::write(&rules, "::1:allow,RELAYCLIENT=\"\"\n:deny\n").expect("rules");
+    let log = inst.scratch().join("listen6.log");
+    let child = inst
+        .command("tern-listen")
+        .arg("-x")
+        .arg(&rules)
+        .args(["::1", "0"])
+        .arg(bin("tern-smtpd"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("start tern-listen");
+    let mut port = 0;
+    assert!(wait_until(10, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("local_port="))
+            .map(|p| port = p.parse().expect("port"))
+            .is_some()
+    }));
+    let front = Front {
+        child: Some(child),
+        port,
+        log,
+    };
+    let path = inst.scratch().join("m6");
+    let wire = MESSAGE.replace('\n', "\r\n");
+    std::fs::write(&path, &wire).expect("message");
+    let (code, out, err) = python(
+        SMTPLIB_ONE,
+        &[
+            &port.to_string(),
+            "a@b",
+            "test@localhost,someone@example.net",
+            path.to_str().expect("utf-8 path"),
+            "::1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}\n{}", front.log());
+    // RELAYCLIENT from the ::1 rule: the foreign domain is accepted too.
+    assert_eq!(
+        out,
+        "mail 250\nrcpt test@localhost 250\nrcpt someone@example.net 250\ndata 250\n",
+        "{}",
+        front.log()
+    );
+    let msgs = delivered(&inst, 1);
+    let (received, body) = strip_smtp_received(&msgs[0]);
+    assert!(received.contains("[::1]"), "{received}");
+    assert_eq!(body, MESSAGE.as_bytes());
 }
