@@ -183,6 +183,7 @@ fn full_transaction_is_byte_exact_and_delivered() {
         "250-SIZE".into(),
         "250-ENHANCEDSTATUSCODES".into(),
         "250-SMTPUTF8".into(),
+        "250-CHUNKING".into(),
         "250 HELP".into(),
         "250 2.1.0 ok".into(),
         "250 2.1.5 ok".into(),
@@ -835,4 +836,132 @@ fn own_address_literal_is_localiphost() {
     let r = smtpd(&inst, &[("TCPLOCALIP", "127.0.0.1")], &input);
     assert_eq!(r.code, 0, "{} {}", r.out, r.log);
     assert_eq!(queued(&inst)[0].1, [format!("test@{me}")]);
+}
+
+fn bdat_start(rcpt: &str) -> Vec<u8> {
+    format!("MAIL FROM:<sender@example.org>\r\nRCPT TO:<{rcpt}>\r\n").into_bytes()
+}
+
+#[test]
+fn bdat_chunks_are_queued_with_crlf_split_across_chunks() {
+    let inst = Instance::new("smtp-bdat");
+    let input = [
+        b"EHLO b.example\r\n".as_slice(),
+        &bdat_start("test@localhost"),
+        b"BDAT 11\r\nSubject: x\r",
+        b"BDAT 11 LAST\r\n\n\r\n.body\r\n.",
+        b"QUIT\r\n",
+    ]
+    .concat();
+    let r = smtpd(&inst, &[], &input);
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(
+        r.codes()[2..],
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.0.0",
+            "250 2.0.0",
+            "221 2.0.0"
+        ]
+    );
+    assert!(
+        r.out.contains("250 2.0.0 11 octets received\r\n"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("250 2.0.0 ok "), "{}", r.out);
+    let q = queued(&inst);
+    assert_eq!(q.len(), 1);
+    let (received, body) = our_received(&q[0].2);
+    assert!(
+        received.contains("from b.example (unknown [127.0.0.1])"),
+        "{received}"
+    );
+    assert_eq!(
+        body, b"Subject: x\n\n.body\n.\n",
+        "no dot handling; a final LF is added"
+    );
+}
+
+#[test]
+fn bdat_refusals_discard_exactly_the_chunk() {
+    let inst = Instance::new("smtp-bdat-refuse");
+    // Before MAIL: the 6 octets "QUIT\r\n" are data, not a command.
+    let r = smtpd(&inst, &[], b"BDAT 6\r\nQUIT\r\nNOOP\r\nQUIT\r\n");
+    assert_eq!(r.codes(), ["220", "503 5.5.1", "250 2.0.0", "221 2.0.0"]);
+    // Bare LF in a chunk: refused, nothing queued, the session goes on.
+    let input = [
+        bdat_start("test@localhost"),
+        b"BDAT 6\r\nS: x\n\nBDAT 2 LAST\r\nb\n".to_vec(),
+        b"DATA\r\n".to_vec(),
+        transaction("test@localhost", b"S: y\r\n\r\n.\r\n"),
+        b"QUIT\r\n".to_vec(),
+    ]
+    .concat();
+    let r = smtpd(&inst, &[], &input);
+    assert_eq!(
+        r.codes()[1..],
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "554 5.6.0",
+            "503 5.5.1",
+            "503 5.5.1",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "221 2.0.0"
+        ]
+    );
+    assert_eq!(r.code, 0);
+    let q = queued(&inst);
+    assert_eq!(q.len(), 1);
+    assert_eq!(our_received(&q[0].2).1, b"S: y\n\n");
+}
+
+#[test]
+fn bdat_rset_size_eof_and_bad_syntax() {
+    let inst = Instance::new("smtp-bdat-misc");
+    // RSET abandons the message; DATA is refused inside a BDAT transaction.
+    let input = [
+        bdat_start("test@localhost"),
+        b"BDAT 6\r\nS: x\r\nDATA\r\nRSET\r\nBDAT 1 LAST\r\nxQUIT\r\n".to_vec(),
+    ]
+    .concat();
+    let r = smtpd(&inst, &[], &input);
+    assert_eq!(
+        r.codes()[1..],
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.0.0",
+            "503 5.5.1",
+            "250 2.0.0",
+            "503 5.5.1",
+            "221 2.0.0"
+        ]
+    );
+    // databytes.
+    let input = [
+        bdat_start("test@localhost"),
+        b"BDAT 20 LAST\r\n012345678901234567\r\nQUIT\r\n".to_vec(),
+    ]
+    .concat();
+    let r = smtpd(&inst, &[("DATABYTES", "10")], &input);
+    assert_eq!(r.codes()[3..], ["552 5.3.4", "221 2.0.0"]);
+    // End of input inside a chunk.
+    let input = [
+        bdat_start("test@localhost"),
+        b"BDAT 100\r\nS: x\r\n".to_vec(),
+    ]
+    .concat();
+    let r = smtpd(&inst, &[], &input);
+    assert_eq!(r.code, 114, "{}", r.log);
+    // A BDAT whose size cannot be read closes the connection.
+    let r = smtpd(&inst, &[], b"BDAT ten\r\nQUIT\r\n");
+    assert_eq!(r.codes(), ["220", "501 5.5.4"]);
+    assert_eq!(r.code, 113);
+    assert!(queued(&inst).is_empty());
 }

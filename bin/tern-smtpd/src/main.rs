@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod checks;
+mod chunks;
 mod conn;
 mod exit;
 mod serve;

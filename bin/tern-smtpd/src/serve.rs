@@ -11,6 +11,7 @@ use tern_smtp::{
 };
 use tern_spool::{Envelope, QueueClient};
 
+use crate::chunks::{ChunkError, Stream, read_exact};
 use crate::conn::{Conn, ConnError};
 use crate::exit::Exit;
 use crate::{PROG, Peer, Setup};
@@ -80,7 +81,9 @@ fn send_step(conn: &mut Conn, step: &Step) -> Result<(), ConnError> {
         conn.flush()?;
         std::thread::sleep(Duration::from_millis(step.delay_ms));
     }
-    conn.send(&step.action.reply().to_bytes());
+    if let Some(r) = step.action.reply() {
+        conn.send(&r.to_bytes());
+    }
     Ok(())
 }
 
@@ -136,17 +139,7 @@ fn message(
         sender: session.sender().to_vec(),
         recipients: session.recipients().to_vec(),
     };
-    let t = now();
-    let qp = std::process::id();
-    let header = received(&ReceivedFields {
-        helo: session.helo(),
-        remote_host: &s.peer.remote_host,
-        remote_ip: &s.peer.remote_ip,
-        me: &s.me,
-        protocol: session.protocol(),
-        id: &qp.to_string(),
-        date: &tern_date::rfc5322(t),
-    });
+    let (header, t, qp) = header(s, session);
     let mut decoder = DataDecoder::new(session.data_limits());
     let mut data_end = None;
     let mut write_error = None;
@@ -204,6 +197,97 @@ fn message(
     Ok(session.end_data(reply, false))
 }
 
+fn chunk_error(conn: &mut Conn, me: &str, e: ChunkError) -> Exit {
+    match e {
+        ChunkError::Lost => end(Exit::Lost, "end of input inside a BDAT chunk"),
+        ChunkError::Conn(e) => conn_error(conn, me, e),
+    }
+}
+
+/// The Received line for the current transaction, with its id and time.
+fn header(s: &Ctx, session: &Session) -> (Vec<u8>, i64, u32) {
+    let t = now();
+    let qp = std::process::id();
+    let h = received(&ReceivedFields {
+        helo: session.helo(),
+        remote_host: &s.peer.remote_host,
+        remote_ip: &s.peer.remote_ip,
+        me: &s.me,
+        protocol: session.protocol(),
+        id: &qp.to_string(),
+        date: &tern_date::rfc5322(t),
+    });
+    (h, t, qp)
+}
+
+/// One accepted BDAT chunk: read it into the message (started on the first
+/// chunk); after the last, queue the message or refuse it.
+#[allow(clippy::too_many_arguments)]
+fn chunk(
+    s: &Ctx,
+    session: &mut Session,
+    conn: &mut Conn,
+    client: &QueueClient,
+    stream: &mut Option<Stream>,
+    size: u64,
+    last: bool,
+) -> Result<Step, Exit> {
+    let st = stream.get_or_insert_with(|| {
+        let envelope = Envelope {
+            sender: session.sender().to_vec(),
+            recipients: session.recipients().to_vec(),
+        };
+        let (h, _, _) = header(s, session);
+        Stream::start(client, envelope, h, session.data_limits())
+    });
+    let mut out = Vec::new();
+    let read = read_exact(conn, size, |piece| {
+        st.decoder.feed(piece, &mut out);
+        st.send(std::mem::take(&mut out));
+    });
+    if let Err(e) = read {
+        *stream = None;
+        return Err(chunk_error(conn, &s.me, e));
+    }
+    if st.decoder.error() == Some(DataError::BareCrLf) {
+        // The sizes are exact, so the session can go on.
+        let r = DataError::BareCrLf.reply();
+        log_reply(b"BDAT", &r);
+        if let Some(st) = stream.take() {
+            let _ = st.finish(false);
+        }
+        return Ok(session.end_data(r, false));
+    }
+    if !last {
+        return Ok(session.chunk_received(size));
+    }
+    let status = st.decoder.finish(&mut out);
+    st.send(out);
+    let result = st.decoder.result();
+    let bytes = st.decoder.bytes();
+    let st = stream.take().expect("started above");
+    let good = status == DataStatus::End && result.is_ok();
+    let queued = st.finish(good);
+    let reply = match (result, queued) {
+        (Err(e), _) => e.reply(),
+        (Ok(()), Ok(())) => {
+            let qp = std::process::id();
+            Event::new(PROG, "queued")
+                .num("qp", qp)
+                .field("from", session.sender())
+                .num("recipients", session.recipients().len())
+                .num("bytes", bytes)
+                .field("via", "BDAT")
+                .emit();
+            Session::queued_reply(u64::try_from(now()).unwrap_or(0), qp)
+        }
+        (Ok(()), Err(f)) if f.temporary => Reply::new(451, "4.3.0", f.text),
+        (Ok(()), Err(f)) => Reply::new(554, "5.3.0", f.text),
+    };
+    log_reply(b"BDAT", &reply);
+    Ok(session.end_data(reply, false))
+}
+
 /// Serves one connection.
 pub(crate) fn run(s: Setup) -> Exit {
     let Setup {
@@ -233,6 +317,7 @@ pub(crate) fn run(s: Setup) -> Exit {
         .emit();
     conn.send(&session.greeting().to_bytes());
     let mut splitter = LineSplitter::new();
+    let mut stream: Option<Stream> = None;
     loop {
         let (n, event) = splitter.feed(conn.pending());
         conn.consume(n);
@@ -256,15 +341,45 @@ pub(crate) fn run(s: Setup) -> Exit {
             LineEvent::Error(_) => b"(bad line)".to_vec(),
         };
         let mut step = session.handle(event, &mut checks);
-        log_reply(&verb, step.action.reply());
-        if let Action::StartData(_) = step.action {
-            if let Err(e) = send_step(&mut conn, &step) {
-                return conn_error(&mut conn, &s.me, e);
+        if let Some(r) = step.action.reply() {
+            log_reply(&verb, r);
+        }
+        match step.action {
+            Action::StartData(_) => {
+                if let Err(e) = send_step(&mut conn, &step) {
+                    return conn_error(&mut conn, &s.me, e);
+                }
+                step = match message(&s, &mut session, &mut conn, &client) {
+                    Ok(step) => step,
+                    Err(exit) => return exit,
+                };
             }
-            step = match message(&s, &mut session, &mut conn, &client) {
-                Ok(step) => step,
-                Err(exit) => return exit,
-            };
+            Action::Chunk { size, last } => {
+                step = match chunk(
+                    &s,
+                    &mut session,
+                    &mut conn,
+                    &client,
+                    &mut stream,
+                    size,
+                    last,
+                ) {
+                    Ok(step) => step,
+                    Err(exit) => return exit,
+                };
+            }
+            Action::Discard { size, .. } => {
+                if let Err(e) = read_exact(&mut conn, size, |_| {}) {
+                    return chunk_error(&mut conn, &s.me, e);
+                }
+            }
+            _ => {}
+        }
+        if stream.is_some() && !session.chunking() {
+            // RSET, HELO, EHLO or an error ended the BDAT transaction.
+            if let Some(st) = stream.take() {
+                let _ = st.finish(false);
+            }
         }
         if let Err(e) = send_step(&mut conn, &step) {
             return conn_error(&mut conn, &s.me, e);

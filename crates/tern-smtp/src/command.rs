@@ -81,7 +81,15 @@ pub enum Command {
     Expn,
     /// `HELP [text]`.
     Help,
-    /// A verb Tern does not implement (`BDAT`, `STARTTLS`, `AUTH`, ...,
+    /// `BDAT size [LAST]` (RFC 3030): the next `size` octets are message
+    /// text.
+    Bdat {
+        /// Octets in this chunk.
+        size: u64,
+        /// `LAST`: this chunk ends the message.
+        last: bool,
+    },
+    /// A verb Tern does not implement (`STARTTLS`, `AUTH`, ...,
     /// or anything else made of letters).
     Unknown,
 }
@@ -126,6 +134,10 @@ pub enum CommandError {
     /// `SIZE=` or `BODY=` with a bad value.
     #[error("bad parameter value")]
     BadParameter,
+    /// `BDAT` without a valid size, or with something other than `LAST`
+    /// after it. The chunk cannot be found: the connection must be closed.
+    #[error("syntax: BDAT <octets> [LAST]")]
+    BadChunk,
     /// A verb that takes no argument was given one (`DATA x`, `RSET x`,
     /// `QUIT x`).
     #[error("this command takes no argument")]
@@ -218,8 +230,30 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         b"VRFY" => Ok(Command::Vrfy),
         b"EXPN" => Ok(Command::Expn),
         b"HELP" => Ok(Command::Help),
+        b"BDAT" => bdat(arg),
         _ => Ok(Command::Unknown),
     }
+}
+
+fn bdat(arg: &[u8]) -> Result<Command, CommandError> {
+    let mut words = arg.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let size = words.next().ok_or(CommandError::BadChunk)?;
+    if size.len() > MAX_SIZE_DIGITS || !size.iter().all(u8::is_ascii_digit) {
+        return Err(CommandError::BadChunk);
+    }
+    let size = std::str::from_utf8(size)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(CommandError::BadChunk)?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case(b"LAST") => true,
+        Some(_) => return Err(CommandError::BadChunk),
+    };
+    if words.next().is_some() {
+        return Err(CommandError::BadChunk);
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 fn keyword<'a>(arg: &'a [u8], kw: &[u8]) -> Result<&'a [u8], CommandError> {
@@ -370,6 +404,12 @@ mod tests {
             (b"DATA x", E::UnexpectedArgument),
             (b"RSET x", E::UnexpectedArgument),
             (b"QUIT now", E::UnexpectedArgument),
+            (b"BDAT", E::BadChunk),
+            (b"BDAT x", E::BadChunk),
+            (b"BDAT -1", E::BadChunk),
+            (b"BDAT 10 FIRST", E::BadChunk),
+            (b"BDAT 10 LAST x", E::BadChunk),
+            (b"BDAT 99999999999999999999", E::BadChunk),
         ];
         for (line, want) in cases {
             assert_eq!(p(line), Err(*want), "{:?}", String::from_utf8_lossy(line));
@@ -419,7 +459,27 @@ mod tests {
             (b"VRFY a", Command::Vrfy),
             (b"EXPN list", Command::Expn),
             (b"HELP", Command::Help),
-            (b"BDAT 10 LAST", Command::Unknown),
+            (
+                b"BDAT 10 LAST",
+                Command::Bdat {
+                    size: 10,
+                    last: true,
+                },
+            ),
+            (
+                b"bdat 0 last",
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+            ),
+            (
+                b"BDAT  7",
+                Command::Bdat {
+                    size: 7,
+                    last: false,
+                },
+            ),
             (b"STARTTLS", Command::Unknown),
         ];
         for (line, want) in cases {

@@ -17,6 +17,12 @@
 //!
 //! Output is appended to a caller's buffer chunk by chunk, so a message is
 //! never held whole in memory.
+//!
+//! For BDAT (RFC 3030), [`DataDecoder::chunked`] makes a decoder without
+//! dot handling and without an end marker: the caller hands it exactly the
+//! chunks' octets and calls [`DataDecoder::finish`] after the `LAST` one.
+//! CRLF still becomes LF and a bare CR or LF is still refused, so the
+//! stored form is the same.
 
 use crate::reply::Reply;
 
@@ -123,6 +129,7 @@ pub struct DataDecoder {
     in_header: bool,
     hops: usize,
     out_bytes: u64,
+    chunked: bool,
 }
 
 impl DataDecoder {
@@ -138,6 +145,36 @@ impl DataDecoder {
             in_header: true,
             hops: 0,
             out_bytes: 0,
+            chunked: false,
+        }
+    }
+
+    /// A decoder for BDAT chunks: no dot-stuffing, no end marker; never
+    /// reports [`DataStatus::End`] (see [`DataDecoder::finish`]).
+    pub fn chunked(limits: DataLimits) -> DataDecoder {
+        DataDecoder {
+            chunked: true,
+            ..DataDecoder::new(limits)
+        }
+    }
+
+    /// Ends a chunked message after its last octet: a message that does
+    /// not end with CRLF gets a final LF; a final CR alone is a bare CR.
+    /// Returns the status: [`DataStatus::End`] or [`DataStatus::Fatal`].
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> DataStatus {
+        match self.state {
+            State::Fatal => DataStatus::Fatal,
+            State::Done => DataStatus::End,
+            State::Cr | State::DotCr => self.fatal(0).1,
+            State::LineStart => {
+                self.state = State::Done;
+                DataStatus::End
+            }
+            State::Mid | State::Dot => {
+                self.end_of_line(out);
+                self.state = State::Done;
+                DataStatus::End
+            }
         }
     }
 
@@ -250,7 +287,7 @@ impl DataDecoder {
             let b = input[i];
             match self.state {
                 State::LineStart => match b {
-                    b'.' => {
+                    b'.' if !self.chunked => {
                         self.wire(1);
                         self.state = State::Dot;
                         i += 1;
@@ -482,6 +519,34 @@ mod tests {
                 assert_eq!(run(input, limits, chunk), whole, "chunk {chunk}");
             }
         }
+    }
+
+    #[test]
+    fn chunked_mode_has_no_dots_and_no_end_marker() {
+        let mut d = DataDecoder::chunked(DataLimits::default());
+        let mut out = Vec::new();
+        let input = b"a\r\n.\r\n..x\r\nlast";
+        for b in input.chunks(3) {
+            assert_eq!(d.feed(b, &mut out), (b.len(), DataStatus::NeedMore));
+        }
+        assert_eq!(d.finish(&mut out), DataStatus::End);
+        assert_eq!(out, b"a\n.\n..x\nlast\n");
+        for bad in [&b"a\nb"[..], b"a\rb", b"a\r"] {
+            let mut d = DataDecoder::chunked(DataLimits::default());
+            let mut out = Vec::new();
+            let (_, s) = d.feed(bad, &mut out);
+            let s = if s == DataStatus::NeedMore {
+                d.finish(&mut out)
+            } else {
+                s
+            };
+            assert_eq!(s, DataStatus::Fatal, "{bad:?}");
+            assert_eq!(d.error(), Some(DataError::BareCrLf));
+        }
+        let mut d = DataDecoder::chunked(DataLimits::default());
+        assert_eq!(d.feed(b"x\r\n", &mut out).1, DataStatus::NeedMore);
+        assert_eq!(d.finish(&mut out), DataStatus::End);
+        assert_eq!(d.finish(&mut out), DataStatus::End);
     }
 
     #[test]

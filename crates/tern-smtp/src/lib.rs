@@ -25,8 +25,11 @@
 //! Trust level: every byte handed in comes from the network. Every buffer
 //! is bounded; every bad input has its own typed error with a static hint.
 //!
-//! BDAT (CHUNKING) is not implemented, so it is not advertised and the
-//! verb is answered like any unknown command.
+//! BDAT (RFC 3030, CHUNKING) is supported: [`command::Command::Bdat`],
+//! [`session::Action::Chunk`] / [`session::Action::Discard`] and
+//! [`data::DataDecoder::chunked`]. The chunk octets are read by exact count
+//! (no dot handling, no end marker), but a bare CR or LF in them still
+//! refuses the message, so the stored form is the same as with DATA.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]

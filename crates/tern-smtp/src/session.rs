@@ -107,13 +107,33 @@ pub enum Action {
     /// Send the reply (354), then read the message with a
     /// [`crate::DataDecoder`].
     StartData(Reply),
+    /// BDAT accepted: read exactly `size` octets into the message (a
+    /// [`crate::DataDecoder::chunked`] decoder), then reply with
+    /// [`Session::chunk_received`] or, after `last`, end the message with
+    /// [`Session::end_data`].
+    Chunk {
+        /// Octets to read.
+        size: u64,
+        /// The message ends with this chunk.
+        last: bool,
+    },
+    /// BDAT refused: read and discard exactly `size` octets, then send the
+    /// reply.
+    Discard {
+        /// Octets to discard.
+        size: u64,
+        /// The reply to send after them.
+        reply: Reply,
+    },
 }
 
 impl Action {
-    /// The reply to send.
-    pub fn reply(&self) -> &Reply {
+    /// The reply to send (none yet for an accepted chunk).
+    pub fn reply(&self) -> Option<&Reply> {
         match self {
-            Action::Reply(r) | Action::Close(r) | Action::StartData(r) => r,
+            Action::Reply(r) | Action::Close(r) | Action::StartData(r) => Some(r),
+            Action::Discard { reply, .. } => Some(reply),
+            Action::Chunk { .. } => None,
         }
     }
 }
@@ -138,6 +158,7 @@ pub struct Session {
     recipients: Vec<Vec<u8>>,
     failures: u32,
     in_data: bool,
+    chunking: bool,
 }
 
 fn ok(code: u16, enhanced: &'static str, text: &str) -> (Reply, bool) {
@@ -160,6 +181,7 @@ impl Session {
             recipients: Vec::new(),
             failures: 0,
             in_data: false,
+            chunking: false,
         }
     }
 
@@ -224,7 +246,24 @@ impl Session {
         self.step(reply, failure, close)
     }
 
+    /// True while a message is being received with BDAT (accepted chunks,
+    /// no `LAST` yet). When this turns false without [`Session::end_data`]
+    /// (RSET, HELO, EHLO), the program must abandon the message.
+    pub fn chunking(&self) -> bool {
+        self.chunking
+    }
+
+    /// The reply after an accepted chunk that is not the last.
+    pub fn chunk_received(&mut self, size: u64) -> Step {
+        self.step(
+            Reply::new(250, "2.0.0", format!("{size} octets received")),
+            false,
+            false,
+        )
+    }
+
     fn clear_transaction(&mut self) {
+        self.chunking = false;
         self.mail = None;
         self.bad_sender = false;
         self.recipients.clear();
@@ -279,7 +318,10 @@ impl Session {
             Ok(c) => c,
             Err(e) => {
                 let (code, enh) = e.reply_code();
-                return self.step(Reply::new(code, enh, e.to_string()), true, false);
+                // A BDAT whose size cannot be read leaves no way to find
+                // the next command: close.
+                let close = e == command::CommandError::BadChunk;
+                return self.step(Reply::new(code, enh, e.to_string()), true, close);
             }
         };
         let (reply, failure) = match cmd {
@@ -297,6 +339,33 @@ impl Session {
             }
             Command::Mail(path, params) => self.mail(path.0, params, checks),
             Command::Rcpt(path) => self.rcpt(path.0, checks),
+            Command::Bdat { size, last } => {
+                let refusal = if self.mail.is_none() {
+                    Some("MAIL first")
+                } else if self.recipients.is_empty() {
+                    Some("RCPT first")
+                } else {
+                    None
+                };
+                if let Some(text) = refusal {
+                    let step = self.step(Reply::new(503, "5.5.1", text), true, false);
+                    return match step.action {
+                        Action::Reply(reply) => Step {
+                            action: Action::Discard { size, reply },
+                            delay_ms: step.delay_ms,
+                        },
+                        _ => step,
+                    };
+                }
+                self.chunking = true;
+                return Step {
+                    action: Action::Chunk { size, last },
+                    delay_ms: self.delay(),
+                };
+            }
+            Command::Data if self.chunking => {
+                bad(503, "5.5.1", "BDAT in progress; DATA not allowed")
+            }
             Command::Data => {
                 if self.mail.is_none() {
                     bad(503, "5.5.1", "MAIL first")
@@ -355,6 +424,7 @@ impl Session {
                 size,
                 "ENHANCEDSTATUSCODES".into(),
                 "SMTPUTF8".into(),
+                "CHUNKING".into(),
                 "HELP".into(),
             ],
         )
@@ -480,7 +550,7 @@ mod tests {
         let mut out = Vec::new();
         for l in lines {
             let step = s.handle(LineEvent::Line(l.to_vec()), &mut c);
-            let bytes = step.action.reply().to_bytes();
+            let bytes = step.action.reply().expect("not a chunk").to_bytes();
             let text = String::from_utf8(bytes).unwrap();
             let last = text.trim_end().rsplit("\r\n").next().unwrap().to_string();
             out.push(last);
@@ -689,7 +759,7 @@ mod tests {
         let s = Session::new(Policy::new("mx"));
         assert_eq!(
             s.ehlo_reply().to_bytes(),
-            b"250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 HELP\r\n"
+            b"250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 HELP\r\n"
         );
         assert_eq!(s.greeting().to_bytes(), b"220 mx ESMTP\r\n");
     }
@@ -707,6 +777,7 @@ mod tests {
                 !s.handle(LineEvent::Line(l.to_vec()), &mut c)
                     .action
                     .reply()
+                    .unwrap()
                     .is_failure()
             );
         }
@@ -742,6 +813,55 @@ mod tests {
             ]
         );
         assert_eq!(s.helo(), b"c.example");
+    }
+
+    #[test]
+    fn bdat_sequences() {
+        let mut s = Session::new(Policy::new("mx"));
+        let mut c = fake();
+        let mut h =
+            |s: &mut Session, l: &[u8]| s.handle(LineEvent::Line(l.to_vec()), &mut c).action;
+        assert!(matches!(
+            h(&mut s, b"BDAT 5"),
+            Action::Discard { size: 5, ref reply } if reply.code == 503
+        ));
+        assert!(matches!(h(&mut s, b"BDAT x"), Action::Close(ref r) if r.code == 501));
+        let mut s = Session::new(Policy::new("mx"));
+        h(&mut s, b"MAIL FROM:<a@b.c>");
+        assert!(matches!(
+            h(&mut s, b"BDAT 3"),
+            Action::Discard { size: 3, .. }
+        ));
+        h(&mut s, b"RCPT TO:<joe@example.com>");
+        assert_eq!(
+            h(&mut s, b"BDAT 3"),
+            Action::Chunk {
+                size: 3,
+                last: false
+            }
+        );
+        assert!(s.chunking());
+        assert_eq!(
+            s.chunk_received(3).action,
+            Action::Reply(Reply::new(250, "2.0.0", "3 octets received"))
+        );
+        assert!(matches!(h(&mut s, b"DATA"), Action::Reply(ref r) if r.code == 503));
+        assert!(matches!(h(&mut s, b"MAIL FROM:<x@y.z>"), Action::Reply(ref r) if r.code == 503));
+        assert_eq!(
+            h(&mut s, b"BDAT 0 LAST"),
+            Action::Chunk {
+                size: 0,
+                last: true
+            }
+        );
+        s.end_data(Session::queued_reply(1, 1), false);
+        assert!(!s.chunking());
+        h(&mut s, b"MAIL FROM:<a@b.c>");
+        h(&mut s, b"RCPT TO:<joe@example.com>");
+        h(&mut s, b"BDAT 1");
+        assert!(s.chunking());
+        h(&mut s, b"RSET");
+        assert!(!s.chunking(), "RSET abandons the message");
     }
 
     #[test]

@@ -1187,6 +1187,8 @@ const SMTP_COMMAND_ALPHABET: &[&[u8]] = &[
     b"9",
     b"BODY=8BITMIME",
     b"SMTPUTF8",
+    b"BDAT 3",
+    b" LAST",
     b"\"",
     b"\\",
     b"\xc3\xa4",
@@ -1299,7 +1301,9 @@ fn smtp_command_bytes(data: &[u8]) {
             }
         }
         let step = session.handle(ev, &mut checks);
-        check_reply(step.action.reply());
+        if let Some(r) = step.action.reply() {
+            check_reply(r);
+        }
         assert!(step.delay_ms <= 8 * session.policy().tarpit_base_ms);
         match step.action {
             Action::Close(_) => return,
@@ -1311,7 +1315,20 @@ fn smtp_command_bytes(data: &[u8]) {
                 }
                 assert!(session.recipients().is_empty());
             }
-            Action::Reply(_) => {}
+            Action::Chunk { last, size } => {
+                assert!(session.chunking() && !session.recipients().is_empty());
+                let step = if last {
+                    session.end_data(tern_smtp::Session::queued_reply(1, 2), false)
+                } else {
+                    session.chunk_received(size)
+                };
+                check_reply(step.action.reply().expect("a reply"));
+                if let Action::Close(_) = step.action {
+                    return;
+                }
+                assert_eq!(session.chunking(), !last);
+            }
+            Action::Discard { .. } | Action::Reply(_) => {}
         }
         assert!(session.recipients().len() <= 3);
     }
@@ -1431,7 +1448,8 @@ fn data_run(
 /// at the end of data (before it, the decoder may have streamed part of
 /// a line the reference has not output yet); an ended
 /// message was ended by CRLF `.` CRLF; with limits, the output is a prefix
-/// of the unlimited output and respects `max_bytes`.
+/// of the unlimited output and respects `max_bytes`. The BDAT (chunked)
+/// decoder is checked on the same input against its own reference.
 pub fn smtp_data(data: &[u8]) {
     smtp_data_bytes(data);
     smtp_data_bytes(&mapped(data, SMTP_DATA_ALPHABET));
@@ -1487,4 +1505,72 @@ fn smtp_data_bytes(data: &[u8]) {
     assert!(whole.2.starts_with(&a.2), "limited output is not a prefix");
     let full = data_run(data, DataLimits::default(), |i| 1 + i % 5);
     assert_eq!((full.0, full.1), (whole.0, whole.1));
+    smtp_chunked(data);
+}
+
+/// The BDAT decoder: the same input cut two ways gives the same result;
+/// a bare CR or LF anywhere (or a final lone CR) refuses the message;
+/// otherwise the output is the input with CRLF → LF and a final LF added
+/// when the last line has none.
+fn smtp_chunked(data: &[u8]) {
+    use tern_smtp::{DataDecoder, DataLimits, DataStatus};
+    let run = |cut: usize| {
+        let mut d = DataDecoder::chunked(DataLimits {
+            max_bytes: None,
+            max_line: usize::MAX,
+            max_hops: usize::MAX,
+        });
+        let mut out = Vec::new();
+        let mut fatal = false;
+        for piece in data.chunks(cut.max(1)) {
+            let before = out.len();
+            let (n, s) = d.feed(piece, &mut out);
+            if fatal {
+                assert_eq!((n, out.len()), (0, before), "input used after a refusal");
+            }
+            assert_ne!(s, DataStatus::End, "a chunked decoder never ends by itself");
+            fatal |= s == DataStatus::Fatal;
+        }
+        let s = d.finish(&mut out);
+        assert_eq!(s == DataStatus::Fatal, fatal || s == DataStatus::Fatal);
+        (
+            s,
+            if s == DataStatus::End {
+                out
+            } else {
+                Vec::new()
+            },
+        )
+    };
+    let a = run(data.len());
+    let b = run(1 + usize::from(data.first().copied().unwrap_or(0) % 7));
+    assert_eq!(a, b, "chunking changed the BDAT result");
+    let mut bare = false;
+    for (i, &c) in data.iter().enumerate() {
+        if c == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            bare = true;
+        }
+        if c == b'\r' && data.get(i + 1) != Some(&b'\n') {
+            bare = true;
+        }
+    }
+    if bare {
+        assert_eq!(a.0, DataStatus::Fatal);
+    } else {
+        let mut want: Vec<u8> = Vec::new();
+        let mut i = 0;
+        while i < data.len() {
+            if data[i] == b'\r' {
+                want.push(b'\n');
+                i += 2;
+            } else {
+                want.push(data[i]);
+                i += 1;
+            }
+        }
+        if !want.is_empty() && !want.ends_with(b"\n") {
+            want.push(b'\n');
+        }
+        assert_eq!(a, (DataStatus::End, want), "BDAT output");
+    }
 }
