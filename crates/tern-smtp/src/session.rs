@@ -402,7 +402,7 @@ impl Session {
             Command::Help => ok(
                 214,
                 "2.0.0",
-                "commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
+                "commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
             ),
             Command::Unknown => bad(502, "5.5.1", "command not recognized"),
         };
