@@ -632,3 +632,70 @@ fn ipv6_loopback_under_tern_listen() {
     assert!(received.contains("[::1]"), "{received}");
     assert_eq!(body, MESSAGE.as_bytes());
 }
+
+/// inetd / systemd `Accept=yes`: no TCP* environment, the connected socket
+/// is fd 0 and fd 1; tern-smtpd learns the addresses from
+/// getpeername/getsockname.
+#[test]
+fn socket_on_stdin_without_tcp_environment() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::OwnedFd;
+    let inst = Instance::new("smtp-inetd");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let fd_in: OwnedFd = server.try_clone().unwrap().into();
+    let fd_out: OwnedFd = server.into();
+    let mut child = inst
+        .command("tern-smtpd")
+        .env_remove("TCPREMOTEIP")
+        .env_remove("TCPLOCALIP")
+        .env_remove("TCPREMOTEHOST")
+        .env_remove("RELAYCLIENT")
+        .env_remove("PROTO")
+        .stdin(std::process::Stdio::from(fd_in))
+        .stdout(std::process::Stdio::from(fd_out))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut w = client;
+    let mut line = String::new();
+    let mut expect = |reader: &mut BufReader<std::net::TcpStream>, code: &str| {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with(code), "expected {code}, got {line:?}");
+            if line.as_bytes().get(3) == Some(&b' ') {
+                break;
+            }
+        }
+    };
+    expect(&mut reader, "220");
+    w.write_all(b"EHLO inetd.test\r\n").unwrap();
+    expect(&mut reader, "250");
+    w.write_all(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<test@localhost>\r\nDATA\r\n")
+        .unwrap();
+    expect(&mut reader, "250");
+    expect(&mut reader, "250");
+    expect(&mut reader, "354");
+    w.write_all(b"Subject: via inetd\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    expect(&mut reader, "250");
+    expect(&mut reader, "221");
+    assert!(child.wait().unwrap().success());
+    let list = inst.queue().list().unwrap();
+    assert_eq!(list.len(), 1);
+    let stored =
+        String::from_utf8_lossy(&inst.queue().read_message(list[0].id).unwrap()).into_owned();
+    assert!(
+        stored.contains("[127.0.0.1]"),
+        "peer address not learned from the socket: {stored}"
+    );
+    assert!(
+        stored.contains("Subject: via inetd\nhello\n")
+            || stored.contains("Subject: via inetd\n\nhello\n"),
+        "{stored}"
+    );
+}
