@@ -965,3 +965,76 @@ fn bdat_rset_size_eof_and_bad_syntax() {
     assert_eq!(r.code, 113);
     assert!(queued(&inst).is_empty());
 }
+
+#[test]
+fn bare_postmaster_is_accepted_and_delivered() {
+    // RFC 5321 4.5.1: RCPT TO:<Postmaster> without a domain MUST be
+    // accepted; it needs no rcpthosts entry and reaches the postmaster.
+    let inst = Instance::new("smtp-postmaster");
+    let input = [
+        transaction("Postmaster", b"Subject: pm\r\n\r\nhello\r\n.\r\n"),
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<postmasterx>\r\nRCPT TO:<postmaster@elsewhere.example>\r\nQUIT\r\n".to_vec(),
+    ]
+    .concat();
+    let r = smtpd(&inst, &[], &input);
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert_eq!(
+        r.codes(),
+        [
+            "220",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "250 2.1.0",
+            "501 5.1.3",
+            "553 5.7.1",
+            "221 2.0.0"
+        ]
+    );
+    let q = queued(&inst);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].1, ["Postmaster"]);
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mail = inst.maildir("postmaster");
+    assert_eq!(mail.len(), 1);
+    let (_, rest) = strip_delivery_headers(&mail[0]);
+    assert_eq!(our_received(rest).1, b"Subject: pm\n\nhello\n");
+}
+
+#[test]
+fn a_1000_byte_line_starting_with_a_dot_is_accepted() {
+    // RFC 5321 4.5.3.1.6: 1000 bytes with CRLF, "not counting the leading
+    // dot duplicated for transparency". 998 text bytes + CRLF is the most.
+    let inst = Instance::new("smtp-dotline");
+    let text = [&b"."[..], &vec![b'a'; 997]].concat();
+    let over = [&b"."[..], &vec![b'b'; 998]].concat();
+    let input = [
+        transaction(
+            "test@localhost",
+            &[b"S: d\r\n\r\n.".as_slice(), &text, b"\r\n.\r\n"].concat(),
+        ),
+        transaction(
+            "test@localhost",
+            &[b"S: e\r\n\r\n.".as_slice(), &over, b"\r\n.\r\n"].concat(),
+        ),
+        b"QUIT\r\n".to_vec(),
+    ]
+    .concat();
+    let r = smtpd(&inst, &[], &input);
+    assert_eq!(r.code, 0, "{}", r.log);
+    let codes = r.codes();
+    assert_eq!(codes[4], "250 2.0.0", "{codes:?}");
+    assert_eq!(codes[8], "554 5.6.0", "{codes:?}");
+    let q = queued(&inst);
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        our_received(&q[0].2).1,
+        [&b"S: d\n\n"[..], &text, b"\n"].concat()
+    );
+}

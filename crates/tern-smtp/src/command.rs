@@ -29,6 +29,13 @@ impl Path {
         !self.0.is_ascii()
     }
 
+    /// True for the bare `postmaster` (any case, no domain), the one
+    /// recipient RFC 5321 4.5.1 requires a server to take without a
+    /// domain.
+    pub fn is_postmaster(&self) -> bool {
+        self.0.eq_ignore_ascii_case(b"postmaster")
+    }
+
     /// The domain: what follows the last `@`, if any.
     pub fn domain(&self) -> Option<&[u8]> {
         let at = memchr::memrchr(b'@', &self.0)?;
@@ -220,6 +227,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             }
             match memchr::memrchr(b'@', &path.0) {
                 Some(at) if at > 0 && at + 1 < path.0.len() => Ok(Command::Rcpt(path)),
+                // RFC 5321 4.5.1: `<Postmaster>` without a domain MUST be
+                // accepted (the domain is added later: envnoathost).
+                None if path.is_postmaster() => Ok(Command::Rcpt(path)),
                 _ => Err(CommandError::NoDomain),
             }
         }
@@ -387,7 +397,8 @@ mod tests {
             (b"MAIL FROM:<\xff@b>", E::BadUtf8),
             (&long_path, E::PathTooLong),
             (b"RCPT TO:<>", E::EmptyRecipient),
-            (b"RCPT TO:<postmaster>", E::NoDomain),
+            (b"RCPT TO:<postmasterx>", E::NoDomain),
+            (b"RCPT TO:<postmaster@>", E::NoDomain),
             (b"RCPT TO:<a@>", E::NoDomain),
             (b"RCPT TO:<@b>", E::BadPath),
             (b"RCPT TO:<a@b> NOTIFY=NEVER", E::UnknownParameter),
@@ -442,6 +453,8 @@ mod tests {
                 ),
             ),
             (b"RCPT TO:<@r1,@r2:u@h>", Command::Rcpt(path("u@h"))),
+            (b"RCPT TO:<postmaster>", Command::Rcpt(path("postmaster"))),
+            (b"rcpt to:<PostMaster>", Command::Rcpt(path("PostMaster"))),
             (b"RCPT TO:<\"a >b\"@h>", Command::Rcpt(path("\"a >b\"@h"))),
             (
                 b"RCPT TO:<\"a\\\"b\"@h>",

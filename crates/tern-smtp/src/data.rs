@@ -38,7 +38,8 @@ pub const MAX_HOPS: usize = 100;
 pub struct DataLimits {
     /// Largest output (stored form, LF line ends) in bytes; `None` = none.
     pub max_bytes: Option<u64>,
-    /// Longest line on the wire, CRLF included.
+    /// Longest line on the wire, CRLF included, a stuffed leading dot
+    /// not counted.
     pub max_line: usize,
     /// Hop count at which the message is refused as looping.
     pub max_hops: usize,
@@ -287,8 +288,10 @@ impl DataDecoder {
             let b = input[i];
             match self.state {
                 State::LineStart => match b {
+                    // The stuffed dot does not count toward the line
+                    // length (RFC 5321 4.5.3.1.6: "not counting the leading
+                    // dot duplicated for transparency").
                     b'.' if !self.chunked => {
-                        self.wire(1);
                         self.state = State::Dot;
                         i += 1;
                     }
@@ -451,6 +454,16 @@ mod tests {
         assert_eq!((status, err, out.len()), (DataStatus::End, None, 999));
         let dotted = [&b"."[..], &vec![b'a'; 997], b"\r\n.\r\n"].concat();
         assert_eq!(run(&dotted, DataLimits::default(), 3).3, None);
+        // A 1000-byte text line (998 + CRLF) starting with a dot is 1001
+        // bytes on the wire once stuffed: still within the limit.
+        let stuffed = [&b".."[..], &vec![b'a'; 997], b"\r\n.\r\n"].concat();
+        let (out, status, _, err) = run(&stuffed, DataLimits::default(), 7);
+        assert_eq!((status, err, out.len()), (DataStatus::End, None, 999));
+        let stuffed_long = [&b".."[..], &vec![b'a'; 998], b"\r\n.\r\n"].concat();
+        assert_eq!(
+            run(&stuffed_long, DataLimits::default(), 7).3,
+            Some(DataError::LineTooLong)
+        );
         let bad = [&vec![b'a'; 999][..], b"\r\nnext\r\n.\r\nNOOP\r\n"].concat();
         let (out, status, rest, err) = run(&bad, DataLimits::default(), 64);
         assert_eq!(status, DataStatus::End, "reads on to the end of data");

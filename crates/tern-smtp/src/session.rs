@@ -483,6 +483,9 @@ impl Session {
         }
         match &self.policy.relayclient {
             Some(suffix) => address.extend_from_slice(suffix.as_bytes()),
+            // `<postmaster>` without a domain (the parser lets no other
+            // address without `@` through) is always this host's.
+            None if !address.contains(&b'@') => {}
             None => {
                 let at = address.iter().rposition(|&b| b == b'@').unwrap_or(0);
                 if !checks.relay_allowed(&address[at + 1..]) {
@@ -664,6 +667,21 @@ mod tests {
         );
         assert_eq!(codes(&r), ["250 2.1.0", "250 2.1.5"]);
         assert_eq!(s.recipients(), [b"x@elsewhere.org.relay".to_vec()]);
+    }
+
+    #[test]
+    fn bare_postmaster_is_accepted_without_relay_check() {
+        let mut s = Session::new(Policy::new("mx"));
+        let r = dialogue(
+            &mut s,
+            &[
+                b"MAIL FROM:<a@b.c>",
+                b"RCPT TO:<Postmaster>",
+                b"RCPT TO:<postmaster@elsewhere.org>",
+            ],
+        );
+        assert_eq!(codes(&r), ["250 2.1.0", "250 2.1.5", "553 5.7.1"]);
+        assert_eq!(s.recipients(), [b"Postmaster".to_vec()]);
     }
 
     #[test]

@@ -1291,7 +1291,11 @@ fn smtp_command_bytes(data: &[u8]) {
                     assert!(p.0.len() <= MAX_PATH && !p.0.iter().any(|&b| b < 0x20));
                 }
                 Ok(Command::Rcpt(p)) => {
-                    assert!(p.0.len() <= MAX_PATH && !p.is_null() && p.domain().is_some());
+                    assert!(
+                        p.0.len() <= MAX_PATH
+                            && !p.is_null()
+                            && (p.domain().is_some() || p.is_postmaster())
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => {
