@@ -119,7 +119,15 @@ impl Rewriter {
 /// and IP address literals replaced by `[address hidden]` so that a bounce
 /// never discloses an internal address.
 pub fn scrub_text(text: &[u8], max: usize) -> String {
-    let mut s: String = text
+    // Surrounding line breaks and blanks go before they are mapped, so that
+    // a report's own leading or trailing '/' (a path) is kept.
+    let blank = |b: &u8| matches!(b, b'\n' | b'\r' | b' ' | b'\t');
+    let start = text.iter().position(|b| !blank(b)).unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    let s: String = text[start..end]
         .iter()
         .map(|&b| match b {
             b'\n' | b'\r' => '/',
@@ -128,7 +136,6 @@ pub fn scrub_text(text: &[u8], max: usize) -> String {
             _ => '?',
         })
         .collect();
-    s = s.trim_matches(|c| c == '/' || c == ' ').to_string();
     let s = hide_ip_addresses(&s);
     if s.len() > max {
         let mut cut = s[..max].to_string();
@@ -299,5 +306,16 @@ mod tests {
         assert_eq!(scrub_text(b"(#5.1.1) 1.2.3.4.5", 100), "(#5.1.1) 1.2.3.4.5");
         assert_eq!(scrub_text(b"12:34:56 ok", 100), "12:34:56 ok");
         assert_eq!(scrub_text(&[b'a'; 50], 10), "aaaaaaaaaa...");
+        // A report that starts or ends with a path keeps its slashes; only
+        // the surrounding line breaks and blanks go.
+        assert_eq!(
+            scrub_text(b"\n /bin/sh: 1: /x/y: not found\n", 100),
+            "/bin/sh: 1: /x/y: not found"
+        );
+        assert_eq!(
+            scrub_text(b"cannot write /var/mail/\r\n", 100),
+            "cannot write /var/mail/"
+        );
+        assert_eq!(scrub_text(b"\n\n", 100), "");
     }
 }
