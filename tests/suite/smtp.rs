@@ -1038,3 +1038,38 @@ fn a_1000_byte_line_starting_with_a_dot_is_accepted() {
         [&b"S: d\n\n"[..], &text, b"\n"].concat()
     );
 }
+
+#[test]
+fn a_client_that_never_reads_replies_is_timed_out() {
+    // Pipelined commands from a client that reads no reply: the replies
+    // fill the pipe, and the blocked write must still end at the deadline
+    // (timeoutsmtpd, then at most 5 s for the 421), not hold the process
+    // forever.
+    let inst = Instance::new("smtp-noread");
+    control(&inst, "timeoutsmtpd", "1\n");
+    let mut child = spawn_interactive(&inst, &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap(); // kept open, never read
+    let start = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let chunk = b"HELP\r\n".repeat(10_000);
+        // Ends when tern-smtpd exits (broken pipe).
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern-smtpd still running after 30 s with a client that does not read");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = start.elapsed();
+    drop(stdout);
+    writer.join().unwrap();
+    assert_eq!(status.code(), Some(112), "exit for a timeout");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}

@@ -10,6 +10,12 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 /// Input buffer size: one read gets at most this much.
 const IN_BUF: usize = 64 * 1024;
 
+/// Most bytes handed to one `write`. fd 1 is blocking: after poll says it
+/// is writable, a larger write can still block until the client reads
+/// (a pipe only promises room for one page, PIPE_BUF), which would escape
+/// the deadline. A write of at most this much does not block.
+const MAX_WRITE: usize = 4096;
+
 /// Why a read or write did not happen.
 #[derive(Debug)]
 pub(crate) enum ConnError {
@@ -88,7 +94,8 @@ impl Conn {
         let mut done = 0;
         while done < self.out.len() {
             wait(fd, PollFlags::OUT, Instant::now() + self.timeout)?;
-            match rustix::io::write(fd, &self.out[done..]) {
+            let end = self.out.len().min(done + MAX_WRITE);
+            match rustix::io::write(fd, &self.out[done..end]) {
                 Ok(n) => done += n,
                 Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
                 Err(e) => {
