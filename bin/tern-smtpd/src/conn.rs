@@ -1,8 +1,11 @@
 //! The connection: buffered reads from fd 0 and writes to fd 1, each
-//! bounded by the `timeoutsmtpd` deadline (poll).
+//! bounded by the `timeoutsmtpd` deadline (poll), in plain text or, after
+//! [`Conn::start_tls`], through a rustls server connection (blocking,
+//! driven by hand: `read_tls`/`write_tls` on the raw descriptors).
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
@@ -23,6 +26,8 @@ pub(crate) enum ConnError {
     Timeout,
     /// A read or write error.
     Io(io::Error),
+    /// The TLS handshake failed or the client sent bad TLS records.
+    Tls(rustls::Error),
 }
 
 /// fd 0 and fd 1 with buffers.
@@ -32,6 +37,73 @@ pub(crate) struct Conn {
     end: usize,
     out: Vec<u8>,
     timeout: Duration,
+    tls: Option<Box<rustls::ServerConnection>>,
+}
+
+/// fd 0 as a reader, for rustls (poll first: it may block).
+struct RawIn;
+
+impl Read for RawIn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(rustix::io::read(io::stdin().as_fd(), buf)?)
+    }
+}
+
+/// fd 1 as a writer, for rustls (poll first: it may block).
+struct RawOut;
+
+impl Write for RawOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(rustix::io::write(io::stdout().as_fd(), buf)?)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Writes every TLS record rustls has queued, each write within the
+/// deadline.
+fn push_tls(tls: &mut rustls::ServerConnection, timeout: Duration) -> Result<(), ConnError> {
+    while tls.wants_write() {
+        wait(
+            io::stdout().as_fd(),
+            PollFlags::OUT,
+            Instant::now() + timeout,
+        )?;
+        match tls.write_tls(&mut RawOut) {
+            Ok(_) => {}
+            Err(e) if retry(&e) => {}
+            Err(e) => return Err(ConnError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads TLS records from fd 0 (within the deadline) and processes them.
+/// `Ok(false)`: end of input.
+fn pull_tls(tls: &mut rustls::ServerConnection, timeout: Duration) -> Result<bool, ConnError> {
+    loop {
+        wait(io::stdin().as_fd(), PollFlags::IN, Instant::now() + timeout)?;
+        match tls.read_tls(&mut RawIn) {
+            Ok(0) => return Ok(false),
+            Ok(_) => break,
+            Err(e) if retry(&e) => {}
+            Err(e) => return Err(ConnError::Io(e)),
+        }
+    }
+    if let Err(e) = tls.process_new_packets() {
+        // Tell the client why (an alert), best effort.
+        let _ = push_tls(tls, timeout);
+        return Err(ConnError::Tls(e));
+    }
+    Ok(true)
 }
 
 fn wait(fd: impl AsFd, flags: PollFlags, deadline: Instant) -> Result<(), ConnError> {
@@ -62,7 +134,40 @@ impl Conn {
             end: 0,
             out: Vec::with_capacity(4096),
             timeout,
+            tls: None,
         }
+    }
+
+    /// The TLS connection, once [`Conn::start_tls`] succeeded.
+    pub(crate) fn tls(&self) -> Option<&rustls::ServerConnection> {
+        self.tls.as_deref()
+    }
+
+    /// Flushes the queued replies (the `220` to STARTTLS), discards every
+    /// byte read and not yet consumed (sent before the handshake: the
+    /// STARTTLS command injection, CVE-2011-0411), and runs the TLS
+    /// handshake as the server. Returns how many bytes were discarded.
+    pub(crate) fn start_tls(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<usize, ConnError> {
+        debug_assert!(self.tls.is_none(), "TLS started twice");
+        self.flush()?;
+        let discarded = self.end - self.start;
+        self.start = 0;
+        self.end = 0;
+        let mut tls = rustls::ServerConnection::new(config).map_err(ConnError::Tls)?;
+        while tls.is_handshaking() {
+            if tls.wants_write() {
+                push_tls(&mut tls, self.timeout)?;
+            } else if !pull_tls(&mut tls, self.timeout)? {
+                return Err(ConnError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+        // TLS 1.3 session tickets and the like.
+        push_tls(&mut tls, self.timeout)?;
+        self.tls = Some(Box::new(tls));
+        Ok(discarded)
     }
 
     /// Changes the deadline of each later read or write.
@@ -89,6 +194,25 @@ impl Conn {
 
     /// Writes everything queued, each write within the deadline.
     pub(crate) fn flush(&mut self) -> Result<(), ConnError> {
+        if let Some(tls) = self.tls.as_mut() {
+            let mut done = 0;
+            while done < self.out.len() {
+                // rustls takes at most its buffer limit at once.
+                match tls.writer().write(&self.out[done..]) {
+                    Ok(n) => done += n,
+                    Err(e) => {
+                        self.out.clear();
+                        return Err(ConnError::Io(e));
+                    }
+                }
+                if let Err(e) = push_tls(tls, self.timeout) {
+                    self.out.clear();
+                    return Err(e);
+                }
+            }
+            self.out.clear();
+            return push_tls(tls, self.timeout);
+        }
         let stdout = io::stdout();
         let fd = stdout.as_fd();
         let mut done = 0;
@@ -115,6 +239,26 @@ impl Conn {
         self.flush()?;
         self.start = 0;
         self.end = 0;
+        if let Some(tls) = self.tls.as_mut() {
+            let mut eof = false;
+            loop {
+                match tls.reader().read(&mut self.buf[..]) {
+                    // 0: the client sent close_notify.
+                    Ok(n) => {
+                        self.end = n;
+                        return Ok(n);
+                    }
+                    // Closed without close_notify: an end of input too.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && eof => return Ok(0),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(ConnError::Io(e)),
+                }
+                eof = !pull_tls(tls, self.timeout)?;
+                // Alerts, key updates.
+                push_tls(tls, self.timeout)?;
+            }
+        }
         let stdin = io::stdin();
         let fd = stdin.as_fd();
         loop {

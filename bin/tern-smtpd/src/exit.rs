@@ -23,6 +23,8 @@ pub(crate) enum Exit {
     /// 114: the client closed the connection in the middle of a command
     /// line or a message (nothing of that message is queued).
     Lost = 114,
+    /// 115: the TLS handshake failed, or the client sent bad TLS records.
+    Tls = 115,
 }
 
 impl Exit {
@@ -40,6 +42,7 @@ impl Exit {
             Exit::Timeout => "timeout",
             Exit::Refused => "refused",
             Exit::Lost => "lost",
+            Exit::Tls => "tls",
         }
     }
 }

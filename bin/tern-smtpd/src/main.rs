@@ -19,9 +19,15 @@
 //!
 //! Reads: `$TERN_HOME/control/{me,smtpgreeting,rcpthosts,morercpthosts,
 //! databytes,timeoutsmtpd,badmailfrom,maxrcpt,rcptcheck,localiphost,locals,
-//! virtualdomains,percenthack,envnoathost}`, `$TERN_HOME/users/assign`,
+//! virtualdomains,percenthack,envnoathost,servercert.pem}`,
+//! `$TERN_HOME/users/assign`,
 //! and `.qmail` files in local users' homes (rcptcheck). Runs:
 //! `$TERN_HOME/bin/tern-queue` or `$QMAILQUEUE`.
+//!
+//! TLS (rustls, TLS 1.2 and 1.3): STARTTLS is offered when
+//! `control/servercert.pem` (chain and key) is readable; with `SMTPS` set
+//! in the environment the handshake comes first, before the greeting
+//! (implicit TLS, port 465). See [`tls`].
 //!
 //! Exit codes: see [`exit::Exit`] and tern-smtpd(8).
 #![forbid(unsafe_code)]
@@ -31,11 +37,13 @@ mod chunks;
 mod conn;
 mod exit;
 mod serve;
+mod tls;
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tern_control::{Assign, Control, Home};
@@ -54,7 +62,9 @@ const USAGE: &str = "usage: tern-smtpd
 Speaks SMTP on fd 0/1 for one connection and queues accepted messages.
 Run by tcpserver, inetd, systemd (Accept=yes), tern-listen or sendmail -bs.
 Environment: TERN_HOME, TCPREMOTEIP, TCPREMOTEHOST, TCPREMOTEINFO, TCPLOCALIP,
-TCPLOCALHOST, TCPLOCALPORT, RELAYCLIENT, DATABYTES, QMAILQUEUE.
+TCPLOCALHOST, TCPLOCALPORT, RELAYCLIENT, DATABYTES, QMAILQUEUE,
+SMTPS (set and not empty: implicit TLS, the handshake before the greeting).
+STARTTLS is offered when control/servercert.pem (chain and key) is readable.
 See tern-smtpd(8).
 ";
 
@@ -75,6 +85,10 @@ pub(crate) struct Setup {
     pub(crate) checks: FileChecks,
     pub(crate) timeout: Duration,
     pub(crate) peer: Peer,
+    /// The TLS configuration, when `control/servercert.pem` is usable.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// `SMTPS`: the handshake before the greeting.
+    pub(crate) implicit_tls: bool,
 }
 
 fn env_bytes(name: &str) -> Option<Vec<u8>> {
@@ -182,6 +196,25 @@ fn setup() -> Result<Setup, Exit> {
         local,
     };
     let timeout = Duration::from_secs(control.timeoutsmtpd().map_err(c)?);
+    let implicit_tls = std::env::var_os("SMTPS").is_some_and(|v| !v.is_empty());
+    let tls = match tls::load(control.dir()) {
+        Ok(t) => t,
+        Err(e) => {
+            // A broken certificate must not stop plain SMTP: no STARTTLS.
+            Event::new(PROG, "tls_unavailable")
+                .field("reason", e.to_string().as_str())
+                .emit();
+            None
+        }
+    };
+    if implicit_tls && tls.is_none() {
+        return Err(refuse_start(
+            &me,
+            "refused_to_start",
+            "SMTPS is set but control/servercert.pem is missing or unusable",
+        ));
+    }
+    policy.starttls = tls.is_some() && !implicit_tls;
     let peer = peer();
     if let Ok(ip) = std::str::from_utf8(&peer.local_ip)
         && let Ok(ip) = ip.parse::<std::net::IpAddr>()
@@ -199,6 +232,8 @@ fn setup() -> Result<Setup, Exit> {
         checks,
         timeout,
         peer,
+        tls,
+        implicit_tls,
     })
 }
 

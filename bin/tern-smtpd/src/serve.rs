@@ -20,6 +20,8 @@ use crate::{PROG, Peer, Setup};
 struct Ctx {
     me: String,
     peer: Peer,
+    /// `TLS1.3 TLS_AES_256_GCM_SHA384` once TLS is up.
+    tls: Option<String>,
 }
 
 /// Largest decoded chunk handed to the queue at once.
@@ -62,6 +64,7 @@ fn conn_error(conn: &mut Conn, me: &str, e: ConnError) -> Exit {
     match e {
         ConnError::Timeout => timeout_exit(conn, me),
         ConnError::Io(e) => end(Exit::Trouble, &format!("connection error: {e}")),
+        ConnError::Tls(e) => end(Exit::Tls, &format!("TLS error: {e}")),
     }
 }
 
@@ -119,6 +122,7 @@ fn pump(
                 Ok(_) => {}
                 Err(ConnError::Timeout) => return DataEnd::Timeout,
                 Err(ConnError::Io(e)) => return DataEnd::Io(e),
+                Err(ConnError::Tls(e)) => return DataEnd::Io(std::io::Error::other(e)),
             },
         }
     }
@@ -214,6 +218,7 @@ fn header(s: &Ctx, session: &Session) -> (Vec<u8>, i64, u32) {
         remote_ip: &s.peer.remote_ip,
         me: &s.me,
         protocol: session.protocol(),
+        tls: s.tls.as_deref().unwrap_or(""),
         id: &qp.to_string(),
         date: &tern_date::rfc5322(t),
     });
@@ -288,6 +293,34 @@ fn chunk(
     Ok(session.end_data(reply, false))
 }
 
+/// Runs the TLS handshake (after the `220` to STARTTLS, or before the
+/// greeting) and resets the session.
+fn handshake(
+    s: &mut Ctx,
+    conn: &mut Conn,
+    session: &mut Session,
+    config: &std::sync::Arc<rustls::ServerConfig>,
+) -> Result<(), Exit> {
+    let discarded = match conn.start_tls(config.clone()) {
+        Ok(n) => n,
+        Err(ConnError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(end(Exit::Lost, "end of input during the TLS handshake"));
+        }
+        Err(e) => return Err(conn_error(conn, &s.me, e)),
+    };
+    session.tls_started();
+    let desc = conn.tls().map(crate::tls::describe).unwrap_or_default();
+    let mut ev = Event::new(PROG, "tls").field("tls", desc.as_str());
+    if discarded > 0 {
+        // The client pipelined plain text after STARTTLS (CVE-2011-0411):
+        // it was thrown away, never read as commands.
+        ev = ev.num("discarded", discarded);
+    }
+    ev.emit();
+    s.tls = Some(desc);
+    Ok(())
+}
+
 /// Serves one connection.
 pub(crate) fn run(s: Setup) -> Exit {
     let Setup {
@@ -297,6 +330,8 @@ pub(crate) fn run(s: Setup) -> Exit {
         mut checks,
         timeout,
         peer,
+        tls,
+        implicit_tls,
     } = s;
     let mut conn = Conn::new(timeout);
     let client = QueueClient::for_home(home.root());
@@ -306,7 +341,11 @@ pub(crate) fn run(s: Setup) -> Exit {
         "no"
     };
     let mut session = Session::new(policy);
-    let s = Ctx { me, peer };
+    let mut s = Ctx {
+        me,
+        peer,
+        tls: None,
+    };
     Event::new(PROG, "connect")
         .field("remote_ip", &s.peer.remote_ip)
         .field("remote_host", &s.peer.remote_host)
@@ -315,6 +354,12 @@ pub(crate) fn run(s: Setup) -> Exit {
         .field("local_port", &s.peer.local_port)
         .field("relayclient", relay)
         .emit();
+    if implicit_tls
+        && let Some(config) = &tls
+        && let Err(e) = handshake(&mut s, &mut conn, &mut session, config)
+    {
+        return e;
+    }
     conn.send(&session.greeting().to_bytes());
     let mut splitter = LineSplitter::new();
     let mut stream: Option<Stream> = None;
@@ -383,6 +428,14 @@ pub(crate) fn run(s: Setup) -> Exit {
         }
         if let Err(e) = send_step(&mut conn, &step) {
             return conn_error(&mut conn, &s.me, e);
+        }
+        if let (Action::StartTls(_), Some(config)) = (&step.action, &tls) {
+            if let Err(e) = handshake(&mut s, &mut conn, &mut session, config) {
+                return e;
+            }
+            // Nothing said in plain text counts: a fresh line splitter.
+            splitter = LineSplitter::new();
+            continue;
         }
         if let Action::Close(r) = &step.action {
             let _ = conn.flush();

@@ -96,7 +96,9 @@ pub enum Command {
         /// `LAST`: this chunk ends the message.
         last: bool,
     },
-    /// A verb Tern does not implement (`STARTTLS`, `AUTH`, ...,
+    /// `STARTTLS` (RFC 3207), without argument.
+    Starttls,
+    /// A verb Tern does not implement (`AUTH`, ...,
     /// or anything else made of letters).
     Unknown,
 }
@@ -241,6 +243,7 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         b"EXPN" => Ok(Command::Expn),
         b"HELP" => Ok(Command::Help),
         b"BDAT" => bdat(arg),
+        b"STARTTLS" => no_arg(Command::Starttls),
         _ => Ok(Command::Unknown),
     }
 }
@@ -415,6 +418,7 @@ mod tests {
             (b"DATA x", E::UnexpectedArgument),
             (b"RSET x", E::UnexpectedArgument),
             (b"QUIT now", E::UnexpectedArgument),
+            (b"STARTTLS now", E::UnexpectedArgument),
             (b"BDAT", E::BadChunk),
             (b"BDAT x", E::BadChunk),
             (b"BDAT -1", E::BadChunk),
@@ -493,7 +497,9 @@ mod tests {
                     last: false,
                 },
             ),
-            (b"STARTTLS", Command::Unknown),
+            (b"STARTTLS", Command::Starttls),
+            (b"starttls", Command::Starttls),
+            (b"AUTH PLAIN", Command::Unknown),
         ];
         for (line, want) in cases {
             assert_eq!(

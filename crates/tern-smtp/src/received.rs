@@ -3,6 +3,7 @@
 //! ```text
 //! Received: from <helo> (<remote host> [<remote ip>])
 //!   by <me> with <SMTP|ESMTP> id <id>; <date>
+//!   by <me> with ESMTPS (TLS1.3 TLS_AES_256_GCM_SHA384) id <id>; <date>
 //! ```
 //!
 //! Every value that came from the client or the environment is
@@ -43,8 +44,13 @@ pub struct ReceivedFields<'a> {
     pub remote_ip: &'a [u8],
     /// This host (`control/me`).
     pub me: &'a str,
-    /// `SMTP` or `ESMTP`.
+    /// `SMTP` or `ESMTP` (`SMTPS`, `ESMTPS` over TLS).
     pub protocol: &'a str,
+    /// Over TLS: the version and cipher suite (`TLS1.3
+    /// TLS_AES_256_GCM_SHA384`), written in parentheses after the
+    /// protocol; empty otherwise. Letters, digits, `.`, `_`, `-` and
+    /// spaces are kept, other bytes become `?`.
+    pub tls: &'a str,
     /// The transaction id (the `qp` of the reply).
     pub id: &'a str,
     /// The date, RFC 5322 form.
@@ -53,13 +59,31 @@ pub struct ReceivedFields<'a> {
 
 /// The header line, two physical lines, LF-terminated.
 pub fn received(f: &ReceivedFields<'_>) -> Vec<u8> {
+    let tls = if f.tls.is_empty() {
+        String::new()
+    } else {
+        let t: String = f
+            .tls
+            .bytes()
+            .take(MAX_FIELD)
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b' ') {
+                    char::from(b)
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        format!(" ({t})")
+    };
     format!(
-        "Received: from {} ({} [{}])\n  by {} with {} id {}; {}\n",
+        "Received: from {} ({} [{}])\n  by {} with {}{} id {}; {}\n",
         sanitize(f.helo),
         sanitize(f.remote_host),
         sanitize(f.remote_ip),
         sanitize(f.me.as_bytes()),
         sanitize(f.protocol.as_bytes()),
+        tls,
         sanitize(f.id.as_bytes()),
         f.date
     )
@@ -88,12 +112,27 @@ mod tests {
             remote_ip: b"127.0.0.1",
             me: "mx.example",
             protocol: "ESMTP",
+            tls: "",
             id: "1234",
             date: "Fri, 27 Nov 2026 09:16:24 +0000",
         });
         assert_eq!(
             line,
             b"Received: from client.example (unknown [127.0.0.1])\n  by mx.example with ESMTP id 1234; Fri, 27 Nov 2026 09:16:24 +0000\n"
+        );
+        let line = received(&ReceivedFields {
+            helo: b"client.example",
+            remote_host: b"",
+            remote_ip: b"127.0.0.1",
+            me: "mx.example",
+            protocol: "ESMTPS",
+            tls: "TLS1.3 TLS_AES_256_GCM_SHA384\n)(",
+            id: "1234",
+            date: "Fri, 27 Nov 2026 09:16:24 +0000",
+        });
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "Received: from client.example (unknown [127.0.0.1])\n  by mx.example with ESMTPS (TLS1.3 TLS_AES_256_GCM_SHA384???) id 1234; Fri, 27 Nov 2026 09:16:24 +0000\n"
         );
     }
 }

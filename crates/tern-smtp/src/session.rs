@@ -53,6 +53,8 @@ pub struct Policy {
     /// that replaces it in recipient addresses (`localiphost`), so that
     /// `user@[192.0.2.1]` is treated as `user@localiphost`.
     pub local_literal: Option<(String, String)>,
+    /// STARTTLS is offered (a certificate is configured and readable).
+    pub starttls: bool,
 }
 
 impl Policy {
@@ -70,6 +72,7 @@ impl Policy {
             tarpit_close: 10,
             tarpit_base_ms: 1000,
             local_literal: None,
+            starttls: false,
         }
     }
 }
@@ -125,13 +128,19 @@ pub enum Action {
         /// The reply to send after them.
         reply: Reply,
     },
+    /// STARTTLS accepted: send the reply (220), discard every byte the
+    /// client sent after the command (CVE-2011-0411), run the TLS
+    /// handshake, then call [`Session::tls_started`].
+    StartTls(Reply),
 }
 
 impl Action {
     /// The reply to send (none yet for an accepted chunk).
     pub fn reply(&self) -> Option<&Reply> {
         match self {
-            Action::Reply(r) | Action::Close(r) | Action::StartData(r) => Some(r),
+            Action::Reply(r) | Action::Close(r) | Action::StartData(r) | Action::StartTls(r) => {
+                Some(r)
+            }
             Action::Discard { reply, .. } => Some(reply),
             Action::Chunk { .. } => None,
         }
@@ -159,6 +168,7 @@ pub struct Session {
     failures: u32,
     in_data: bool,
     chunking: bool,
+    tls: bool,
 }
 
 fn ok(code: u16, enhanced: &'static str, text: &str) -> (Reply, bool) {
@@ -182,6 +192,7 @@ impl Session {
             failures: 0,
             in_data: false,
             chunking: false,
+            tls: false,
         }
     }
 
@@ -200,9 +211,31 @@ impl Session {
         self.helo.as_deref().unwrap_or(b"")
     }
 
-    /// `ESMTP` after EHLO, `SMTP` otherwise.
+    /// `ESMTP` after EHLO, `SMTP` otherwise; with an `S` appended once
+    /// TLS is up (`ESMTPS`, RFC 3848).
     pub fn protocol(&self) -> &'static str {
-        if self.esmtp { "ESMTP" } else { "SMTP" }
+        match (self.esmtp, self.tls) {
+            (true, false) => "ESMTP",
+            (false, false) => "SMTP",
+            (true, true) => "ESMTPS",
+            (false, true) => "SMTPS",
+        }
+    }
+
+    /// True once the TLS handshake is done ([`Session::tls_started`]).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The TLS handshake is done (after STARTTLS, or before the greeting
+    /// for implicit TLS): the session forgets everything the client said
+    /// before (HELO/EHLO and any transaction, RFC 3207 4.2), stops
+    /// offering STARTTLS, and wants EHLO or HELO before MAIL.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.clear_transaction();
     }
 
     /// The envelope sender of the current transaction (empty for `<>` or
@@ -380,6 +413,17 @@ impl Session {
                     };
                 }
             }
+            Command::Starttls if self.tls => bad(503, "5.5.1", "TLS already active"),
+            Command::Starttls if !self.policy.starttls => {
+                bad(502, "5.5.1", "STARTTLS not available")
+            }
+            Command::Starttls => {
+                self.clear_transaction();
+                return Step {
+                    action: Action::StartTls(Reply::new(220, "2.0.0", "ready to start TLS")),
+                    delay_ms: self.delay(),
+                };
+            }
             Command::Rset => {
                 self.clear_transaction();
                 ok(250, "2.0.0", "ok")
@@ -425,14 +469,20 @@ impl Session {
                 "ENHANCEDSTATUSCODES".into(),
                 "SMTPUTF8".into(),
                 "CHUNKING".into(),
-                "HELP".into(),
-            ],
+            ]
+            .into_iter()
+            .chain((self.policy.starttls && !self.tls).then(|| "STARTTLS".to_string()))
+            .chain(["HELP".to_string()])
+            .collect(),
         )
     }
 
     fn mail(&mut self, sender: Vec<u8>, params: MailParams, checks: &impl Checks) -> (Reply, bool) {
         if self.mail.is_some() {
             return bad(503, "5.5.1", "nested MAIL command");
+        }
+        if self.tls && self.helo.is_none() {
+            return bad(503, "5.5.1", "EHLO first: the session was reset by TLS");
         }
         if !sender.is_ascii() && !params.smtputf8 {
             return bad(
@@ -567,6 +617,58 @@ mod tests {
 
     fn codes(replies: &[String]) -> Vec<&str> {
         replies.iter().map(|r| &r[..r.len().min(9)]).collect()
+    }
+
+    #[test]
+    fn starttls() {
+        // Not offered without a certificate.
+        let mut s = Session::new(Policy::new("mx.example.com"));
+        let r = dialogue(&mut s, &[b"EHLO c", b"STARTTLS"]);
+        assert!(!r[0].contains("STARTTLS"));
+        assert_eq!(codes(&r)[1], "502 5.5.1");
+
+        let mut p = Policy::new("mx.example.com");
+        p.starttls = true;
+        let mut s = Session::new(p);
+        let mut c = fake();
+        let ehlo = s.handle(LineEvent::Line(b"EHLO c".to_vec()), &mut c);
+        let text = String::from_utf8(ehlo.action.reply().unwrap().to_bytes()).unwrap();
+        assert!(text.contains("250-STARTTLS\r\n250 HELP\r\n"), "{text}");
+        dialogue(
+            &mut s,
+            &[b"MAIL FROM:<a@b.c>", b"RCPT TO:<joe@example.com>"],
+        );
+        let step = s.handle(LineEvent::Line(b"STARTTLS".to_vec()), &mut c);
+        match step.action {
+            Action::StartTls(r) => assert_eq!(r.code, 220),
+            other => panic!("{other:?}"),
+        }
+        // STARTTLS itself ends the transaction; the handshake resets the rest.
+        assert!(s.recipients().is_empty() && s.sender().is_empty());
+        s.tls_started();
+        assert!(s.is_tls() && s.helo().is_empty());
+        let r = dialogue(
+            &mut s,
+            &[
+                b"MAIL FROM:<a@b.c>",
+                b"RCPT TO:<joe@example.com>",
+                b"STARTTLS",
+            ],
+        );
+        assert_eq!(codes(&r), ["503 5.5.1", "503 5.5.1", "503 5.5.1"]);
+        let ehlo = s.handle(LineEvent::Line(b"EHLO again".to_vec()), &mut c);
+        let text = String::from_utf8(ehlo.action.reply().unwrap().to_bytes()).unwrap();
+        assert!(
+            !text.contains("STARTTLS") && text.ends_with("250 HELP\r\n"),
+            "{text}"
+        );
+        assert_eq!(s.protocol(), "ESMTPS");
+        let r = dialogue(
+            &mut s,
+            &[b"MAIL FROM:<a@b.c>", b"HELO h", b"MAIL FROM:<a@b.c>"],
+        );
+        assert_eq!(codes(&r), ["250 2.1.0", "250 mx.ex", "250 2.1.0"]);
+        assert_eq!(s.protocol(), "SMTPS");
     }
 
     #[test]

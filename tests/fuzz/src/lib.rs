@@ -1332,6 +1332,10 @@ fn smtp_command_bytes(data: &[u8]) {
                 }
                 assert_eq!(session.chunking(), !last);
             }
+            Action::StartTls(_) => {
+                session.tls_started();
+                assert!(session.is_tls() && session.recipients().is_empty());
+            }
             Action::Discard { .. } | Action::Reply(_) => {}
         }
         assert!(session.recipients().len() <= 3);
