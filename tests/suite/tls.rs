@@ -240,6 +240,16 @@ fn swaks_tls(test: &str, tcpserver: bool) {
     if !need(test, &["swaks", "openssl"]) {
         return;
     }
+    let ssleay = Command::new("perl")
+        .args(["-MNet::SSLeay", "-e", "1"])
+        .status();
+    if !ssleay.is_ok_and(|s| s.success()) {
+        skip(
+            test,
+            "perl Net::SSLeay missing (libnet-ssleay-perl): swaks --tls",
+        );
+        return;
+    }
     let inst = Instance::new(&test.replace("::", "-"));
     make_cert(&inst, "mx.tls.test");
     let front = if tcpserver {

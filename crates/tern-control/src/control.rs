@@ -137,6 +137,7 @@ impl Control {
             (DefaultValue::Empty, Kind::SmtpRoutes) => Value::SmtpRoutes(SmtpRoutes::default()),
             (DefaultValue::Empty, Kind::BadMailFrom) => Value::BadMailFrom(BadMailFrom::default()),
             (DefaultValue::Empty, Kind::Lines) => Value::Lines(Vec::new()),
+            (DefaultValue::Empty, Kind::Pem) => Value::Pem { certificates: 0 },
             _ => unreachable!(
                 "SETTINGS table: the default of {} does not fit its kind",
                 setting.name

@@ -35,6 +35,8 @@ pub enum Kind {
     BadMailFrom,
     /// Lines of text (`#` lines and blank lines skipped).
     Lines,
+    /// A PEM certificate chain and private key; reports never show it.
+    Pem,
 }
 
 impl Kind {
@@ -59,6 +61,7 @@ impl Kind {
             Kind::SmtpRoutes => "domain:relay[:port], .suffix:relay, :relay lines",
             Kind::BadMailFrom => "user@domain or @domain lines",
             Kind::Lines => "lines",
+            Kind::Pem => "PEM certificate chain and private key",
         }
     }
 }
@@ -159,6 +162,8 @@ pub static SETTINGS: &[Setting] = &[
         doc: "most recipients accepted per SMTP message; further RCPTs get 452 4.5.3" },
     Setting { name: "rcptcheck", kind: Kind::Number { min: 0, max: 1 }, default: DefaultValue::Number(1), readers: "tern-smtpd",
         doc: "1: refuse unknown local recipients at RCPT (550 5.1.1); 0: accept every local address" },
+    Setting { name: "servercert.pem", kind: Kind::Pem, default: DefaultValue::Empty, readers: "tern-smtpd",
+        doc: "TLS certificate chain and private key (PEM, one file); missing means no STARTTLS" },
     Setting { name: "defaultdelivery", kind: Kind::Lines, default: DefaultValue::Text("./Maildir/"), readers: "tern-lspawn",
         doc: "delivery instructions (dot-qmail lines) for users without a .qmail file" },
 ];
@@ -187,6 +192,11 @@ pub enum Value {
     BadMailFrom(BadMailFrom),
     /// [`Kind::Lines`].
     Lines(Vec<String>),
+    /// [`Kind::Pem`]: how many certificates; the key is not kept.
+    Pem {
+        /// `CERTIFICATE` sections.
+        certificates: usize,
+    },
 }
 
 impl Value {
@@ -201,6 +211,10 @@ impl Value {
             Value::SmtpRoutes(r) => r.entries().to_vec(),
             Value::BadMailFrom(b) => b.entries().to_vec(),
             Value::Lines(l) => l.clone(),
+            Value::Pem { certificates: 0 } => Vec::new(),
+            Value::Pem { certificates } => vec![format!(
+                "{certificates} certificate(s) and a private key (not shown)"
+            )],
         }
     }
 }
@@ -275,6 +289,29 @@ pub fn parse_value(kind: Kind, text: &str) -> Result<Option<Value>, Error> {
         Kind::VirtualDomains => Value::VirtualDomains(VirtualDomains::parse(text)?),
         Kind::SmtpRoutes => Value::SmtpRoutes(SmtpRoutes::parse(text)?),
         Kind::BadMailFrom => Value::BadMailFrom(BadMailFrom::parse(text)?),
+        Kind::Pem => {
+            let begins = || {
+                text.lines()
+                    .filter_map(|l| l.trim_end().strip_prefix("-----BEGIN "))
+            };
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            let certificates = begins().filter(|l| *l == "CERTIFICATE-----").count();
+            if certificates == 0 {
+                return Err(Error::at_line(
+                    1,
+                    ErrorKind::Syntax("no CERTIFICATE section"),
+                ));
+            }
+            if !begins().any(|l| l.ends_with("PRIVATE KEY-----")) {
+                return Err(Error::at_line(
+                    1,
+                    ErrorKind::Syntax("no PRIVATE KEY section"),
+                ));
+            }
+            Value::Pem { certificates }
+        }
         _ => {
             let lines: Vec<String> = list_lines(text).map(|(_, l)| l.to_string()).collect();
             if lines.is_empty() {
@@ -346,6 +383,20 @@ mod tests {
             parse_value(Kind::Lines, "# only a comment\n").unwrap(),
             None
         );
+        let pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n\
+                   -----BEGIN EC PRIVATE KEY-----\nsecret\n-----END EC PRIVATE KEY-----\n";
+        let v = parse_value(Kind::Pem, pem).unwrap().unwrap();
+        assert_eq!(v, Value::Pem { certificates: 2 });
+        assert!(!v.display_lines().concat().contains("secret"));
+        assert_eq!(parse_value(Kind::Pem, "\n").unwrap(), None);
+        for bad in [
+            "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+            "junk\n",
+        ] {
+            assert!(parse_value(Kind::Pem, bad).is_err(), "{bad}");
+        }
         // a list file without entries is an empty list, not "unset"
         match parse_value(Kind::DomainList { suffixes: false }, "# none\n").unwrap() {
             Some(Value::Domains(l)) => assert!(l.is_empty()),
