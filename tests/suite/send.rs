@@ -443,6 +443,52 @@ fn sigterm_stops_the_manager_cleanly() {
     );
 }
 
+/// SIGTERM while deliveries run: tern-start lets them finish (the
+/// programs complete, their results are recorded, the messages are
+/// removed), starts no new one, and leaves nothing running.
+#[test]
+fn sigterm_lets_running_deliveries_finish() {
+    let inst = Instance::new("send-term-busy");
+    let done = inst.scratch().join("done");
+    std::fs::create_dir(&done).unwrap();
+    let started = inst.scratch().join("started");
+    std::fs::create_dir(&started).unwrap();
+    std::fs::write(
+        inst.home().join("mail/test/.qmail-slow-default"),
+        format!(
+            "|touch {s}/$DEFAULT; sleep 2; cat > {d}/$DEFAULT\n",
+            s = started.display(),
+            d = done.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&inst);
+    for i in 0..3 {
+        let to = format!("test-slow-{i}@localhost");
+        let (code, err) = inst.sendmail(
+            &[&to],
+            format!("Subject: slow {i}\n\nbody {i}\n").as_bytes(),
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(
+        wait_until(30, || std::fs::read_dir(&started).unwrap().count() == 3),
+        "{}",
+        daemon.log()
+    );
+    let status = daemon.stop(60).expect("tern-start stopped");
+    assert!(status.success(), "{}", daemon.log());
+    let log = daemon.log();
+    for i in 0..3 {
+        let text = std::fs::read_to_string(done.join(i.to_string()))
+            .unwrap_or_else(|e| panic!("delivery {i} cut short ({e}): {log}"));
+        assert!(text.contains(&format!("body {i}")), "{text}");
+    }
+    assert_eq!(log.matches("status=delivered").count(), 6, "{log}");
+    assert_eq!(inst.queue().count().unwrap(), 0, "{log}");
+    assert!(inst.pids_of("").is_empty(), "{:?}", inst.pids_of(""));
+}
+
 #[test]
 fn a_failed_double_bounce_is_dropped_and_logged() {
     let inst = Instance::new("send-triple");
