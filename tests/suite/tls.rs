@@ -328,7 +328,9 @@ print("mail-before-ehlo", s.docmd("MAIL FROM:<a@b>")[0])
 s.ehlo()
 print("tls starttls", s.has_extn("starttls"))
 print("again", s.docmd("STARTTLS")[0])
-s.sendmail("a@b", ["test@localhost"], b"Subject: py\r\n\r\nsmtplib over TLS\r\n")
+# Larger than every buffer on the way (64 KiB input, TLS records).
+big = b"".join(b"%07d " % i + b"x" * 70 + b"\r\n" for i in range(5000))
+s.sendmail("a@b", ["test@localhost"], b"Subject: py\r\n\r\n" + big + b"smtplib over TLS\r\n")
 print("sent")
 s.quit()
 "#
@@ -349,7 +351,45 @@ s.quit()
     let msgs = delivered(&inst, 1);
     check_esmtps(&msgs[0]);
     assert!(msgs[0].contains("(TLS1.3 TLS_AES_"), "{}", msgs[0]);
-    assert!(msgs[0].ends_with("smtplib over TLS\n"), "{}", msgs[0]);
+    assert!(msgs[0].ends_with("x\nsmtplib over TLS\n"), "{}", msgs[0]);
+    assert!(msgs[0].contains("0004999 xxx"));
+    // Received (2 lines), Subject, blank line, 5000 lines, the last line.
+    assert_eq!(
+        msgs[0].matches('\n').count(),
+        2 + 2 + 5000 + 1,
+        "lines lost"
+    );
+}
+
+#[test]
+fn tls_1_2_is_served_and_named() {
+    let test = "tls::tls_1_2_is_served_and_named";
+    if !need(test, &["python3", "openssl"]) {
+        return;
+    }
+    let inst = Instance::new("tls-12");
+    make_cert(&inst, "mx.tls.test");
+    let front = start(&inst, &[]);
+    let script = format!(
+        "{CTX}{}",
+        r#"
+ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+s = smtplib.SMTP("127.0.0.1", port, local_hostname="py12.test", timeout=30)
+s.starttls(context=ctx)
+print("version", s.sock.version())
+s.quit()
+"#
+    );
+    let (code, out) = python(&script, &[&front.port.to_string()]);
+    assert_eq!(code, 0, "{out}\n{}", front.log());
+    assert!(out.contains("version TLSv1.2\n"), "{out}");
+    assert!(
+        wait_until(5, || front
+            .log()
+            .contains("event=tls tls=\"TLS1.2 TLS_ECDHE_ECDSA_WITH_")),
+        "{}",
+        front.log()
+    );
 }
 
 #[test]
@@ -598,4 +638,36 @@ s.quit()
     assert_eq!(code, 0, "{second}\n{}", front.log());
     assert!(second.ends_with(" same\n"), "{second}");
     assert_ne!(first, second, "the old certificate was served");
+}
+
+#[test]
+fn plain_text_instead_of_a_handshake_ends_the_connection() {
+    let test = "tls::plain_text_instead_of_a_handshake_ends_the_connection";
+    if !need(test, &["openssl"]) {
+        return;
+    }
+    let inst = Instance::new("tls-garbage");
+    make_cert(&inst, "mx.tls.test");
+    let front = start(&inst, &[]);
+    let s = TcpStream::connect(("127.0.0.1", front.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut w = s;
+    assert!(reply(&mut r).starts_with("220 "));
+    w.write_all(b"EHLO g.test\r\n").expect("write");
+    assert!(reply(&mut r).contains("250-STARTTLS\r\n"));
+    w.write_all(b"STARTTLS\r\n").expect("write");
+    assert!(reply(&mut r).starts_with("220 2.0.0 "));
+    w.write_all(b"MAIL FROM:<a@b>\r\n").expect("write");
+    // A TLS alert, then the end: never an SMTP reply.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut r, &mut rest);
+    assert!(rest.first() == Some(&21), "not an alert: {rest:?}");
+    assert!(
+        wait_until(5, || front.log().contains("exit=tls")),
+        "{}",
+        front.log()
+    );
+    assert!(!front.log().contains("command=MAIL"), "{}", front.log());
 }

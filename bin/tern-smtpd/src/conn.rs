@@ -143,6 +143,15 @@ impl Conn {
         self.tls.as_deref()
     }
 
+    /// Over TLS, tells the client the stream ends here (close_notify),
+    /// best effort, before the server closes the connection.
+    pub(crate) fn close_notify(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = push_tls(tls, self.timeout.min(Duration::from_secs(5)));
+        }
+    }
+
     /// Flushes the queued replies (the `220` to STARTTLS), discards every
     /// byte read and not yet consumed (sent before the handshake: the
     /// STARTTLS command injection, CVE-2011-0411), and runs the TLS

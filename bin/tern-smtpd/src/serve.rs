@@ -306,6 +306,10 @@ fn handshake(
         Err(ConnError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             return Err(end(Exit::Lost, "end of input during the TLS handshake"));
         }
+        // No 421: plain text in the middle of a handshake helps nobody.
+        Err(ConnError::Timeout) => {
+            return Err(end(Exit::Timeout, "timeout during the TLS handshake"));
+        }
         Err(e) => return Err(conn_error(conn, &s.me, e)),
     };
     session.tls_started();
@@ -439,6 +443,7 @@ pub(crate) fn run(s: Setup) -> Exit {
         }
         if let Action::Close(r) = &step.action {
             let _ = conn.flush();
+            conn.close_notify();
             return if r.code == 221 {
                 end(Exit::Done, "quit")
             } else {
