@@ -699,3 +699,62 @@ fn socket_on_stdin_without_tcp_environment() {
         "{stored}"
     );
 }
+
+/// systemd's `ListenStream=25` is a dual-stack `[::]` socket: an IPv4
+/// client's address comes from getpeername as `::ffff:a.b.c.d`. tern-smtpd
+/// must record it as the IPv4 address it is (as tern-listen does).
+#[test]
+fn ipv4_mapped_peer_on_a_dual_stack_socket_is_plain_ipv4() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::OwnedFd;
+    let test = "smtp_net::ipv4_mapped";
+    let Ok(listener) = std::net::TcpListener::bind("[::]:0") else {
+        skip(test, "cannot bind [::] (no IPv6)");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let Ok(client) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        skip(test, "[::] is not dual-stack here (net.ipv6.bindv6only=1)");
+        return;
+    };
+    let (server, peer) = listener.accept().unwrap();
+    assert!(peer.ip().to_string().starts_with("::ffff:"), "{peer}");
+    let inst = Instance::new("smtp-mapped");
+    let fd_in: OwnedFd = server.try_clone().unwrap().into();
+    let fd_out: OwnedFd = server.into();
+    let mut child = inst
+        .command("tern-smtpd")
+        .env_remove("TCPREMOTEIP")
+        .env_remove("TCPLOCALIP")
+        .env_remove("TCPLOCALPORT")
+        .env_remove("TCPREMOTEHOST")
+        .env_remove("RELAYCLIENT")
+        .env_remove("PROTO")
+        .stdin(std::process::Stdio::from(fd_in))
+        .stdout(std::process::Stdio::from(fd_out))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut w = client.try_clone().unwrap();
+    // A recipient at the server's own address literal is local only when
+    // the local address is known as 127.0.0.1.
+    w.write_all(b"HELO v4.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<test@[127.0.0.1]>\r\nDATA\r\nSubject: mapped\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let replies: Vec<String> = BufReader::new(client).lines().map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success());
+    let codes: Vec<&str> = replies.iter().map(|l| &l[..3]).collect();
+    assert_eq!(
+        codes,
+        ["220", "250", "250", "250", "354", "250", "221"],
+        "{replies:?}"
+    );
+    let list = inst.queue().list().unwrap();
+    assert_eq!(list.len(), 1);
+    let stored =
+        String::from_utf8_lossy(&inst.queue().read_message(list[0].id).unwrap()).into_owned();
+    assert!(
+        stored.contains("Received: from v4.test (unknown [127.0.0.1])"),
+        "{stored}"
+    );
+    assert!(!stored.contains("ffff"), "{stored}");
+}

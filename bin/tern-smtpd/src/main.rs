@@ -116,7 +116,11 @@ fn peer() -> Peer {
         } else {
             rustix::net::getpeername(fd).ok()??
         };
-        std::net::SocketAddr::try_from(any).ok()
+        let mut a = std::net::SocketAddr::try_from(any).ok()?;
+        // A dual-stack [::] socket (systemd ListenStream=25) gives IPv4
+        // clients as ::ffff:a.b.c.d: record them as the IPv4 they are.
+        a.set_ip(a.ip().to_canonical());
+        Some(a)
     };
     let remote_ip = env_bytes("TCPREMOTEIP")
         .or_else(|| sock(false).map(|a| a.ip().to_string().into_bytes()))
