@@ -49,12 +49,16 @@ impl Read for RawIn {
     }
 }
 
-/// fd 1 as a writer, for rustls (poll first: it may block).
+/// fd 1 as a writer, for rustls (poll first: it may block). Each write is
+/// at most [`MAX_WRITE`] bytes, as for plain replies, so that a write after a
+/// successful poll does not block past the deadline on a client that has
+/// stopped reading.
 struct RawOut;
 
 impl Write for RawOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(rustix::io::write(io::stdout().as_fd(), buf)?)
+        let n = buf.len().min(MAX_WRITE);
+        Ok(rustix::io::write(io::stdout().as_fd(), &buf[..n])?)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
