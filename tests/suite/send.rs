@@ -33,7 +33,7 @@ fn has_ip_address(text: &str) -> bool {
 #[test]
 fn thousand_messages_delivered_exactly_once_byte_exact() {
     let inst = Instance::new("send-1000");
-    let _daemon = Daemon::start(&inst);
+    let daemon = Daemon::start(&inst);
     let n = 1000;
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -67,8 +67,20 @@ fn thousand_messages_delivered_exactly_once_byte_exact() {
     }
     assert!(
         wait_until(180, || inst.maildir_count("test") >= n),
-        "only {} of {n} delivered",
-        inst.maildir_count("test")
+        "only {} of {n} delivered; queue: {:?}; unusual log lines:\n{}",
+        inst.maildir_count("test"),
+        inst.queue()
+            .list()
+            .map(|l| l.iter().map(|m| m.id).collect::<Vec<_>>()),
+        daemon
+            .log()
+            .lines()
+            .filter(|l| !l.contains("status=delivered")
+                && !l.contains("event=delivery_start")
+                && !l.contains("event=new ")
+                && !l.contains("event=end "))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     // Give a duplicate the chance to show up.
     std::thread::sleep(std::time::Duration::from_millis(500));
