@@ -19,9 +19,10 @@
 //!     a pipe as its stdin and sends every program's log lines (stderr) into
 //!     it; it is the last to stop.
 //!     In a single-user instance (`$TERN_HOME/single-user` exists) every
-//!     program runs as the invoking user. A system instance (root install,
-//!     per-program uids) is set up by the install issue; until then
-//!     `tern-start` refuses it with a clear message.
+//!     program runs as the invoking user. A system instance must be started
+//!     by root: tern-send runs as `terns`, tern-clean as `ternq`, tern-rspawn
+//!     as `ternr`, the logger as `ternl`, and tern-lspawn stays root to
+//!     become each recipient.
 //!
 //! EXIT CODES
 //!     0 tern-send stopped cleanly; 111 trouble (could not start a program,
@@ -38,6 +39,7 @@ use nix::unistd::Pid;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use tern_control::Home;
@@ -60,6 +62,47 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 struct Started {
     name: &'static str,
     child: Child,
+}
+
+/// The uid and gid each program runs as; `None` = as the caller.
+#[derive(Default)]
+struct Ids {
+    send: Option<(u32, u32)>,
+    clean: Option<(u32, u32)>,
+    remote: Option<(u32, u32)>,
+    logger: Option<(u32, u32)>,
+}
+
+impl Ids {
+    /// The system instance's users: `terns` (tern-send), `ternq`
+    /// (tern-clean), `ternr` (tern-rspawn), `ternl` (the logger).
+    /// tern-lspawn stays root: it must become each recipient.
+    fn system() -> Result<Ids, String> {
+        let user = |name: &str| -> Result<(u32, u32), String> {
+            match nix::unistd::User::from_name(name) {
+                Ok(Some(u)) if u.uid.as_raw() != 0 => Ok((u.uid.as_raw(), u.gid.as_raw())),
+                Ok(Some(_)) => Err(format!("user {name} has uid 0; refusing")),
+                Ok(None) => Err(format!(
+                    "user {name} does not exist: a system instance needs the Tern users (see docs/architecture.md)"
+                )),
+                Err(e) => Err(format!("cannot look up user {name}: {e}")),
+            }
+        };
+        Ok(Ids {
+            send: Some(user("terns")?),
+            clean: Some(user("ternq")?),
+            remote: Some(user("ternr")?),
+            logger: user("ternl").ok(),
+        })
+    }
+}
+
+/// Runs `c` as `ids` (gid first; std clears the supplementary groups when
+/// root changes uid).
+fn run_as(c: &mut Command, ids: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = ids {
+        c.gid(gid).uid(uid);
+    }
 }
 
 fn main() -> ExitCode {
@@ -95,14 +138,35 @@ fn main() -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(e),
     };
-    if !home.is_single_user() {
-        return fail(format!(
-            "{} is not a single-user instance (no {} marker); system instances with per-program \
-             uids need the root install, which is not available yet",
-            home.root().display(),
-            tern_control::SINGLE_USER_MARKER
-        ));
-    }
+    // Who runs what. A single-user instance runs everything as the caller;
+    // a system instance (no marker) must be started by root and runs each
+    // program under its own uid (docs/architecture.md).
+    let ids = if home.is_single_user() {
+        let me = tern_sys::real_uid();
+        if me == 0 {
+            Event::new(PROG, "warning")
+                .field(
+                    "reason",
+                    "a single-user instance started by root: every delivery, \
+                     |program lines included, runs as root",
+                )
+                .emit();
+        }
+        Ids::default()
+    } else {
+        if tern_sys::effective_uid() != 0 {
+            return fail(format!(
+                "{} is a system instance (no {} marker): tern-start must be started by root",
+                home.root().display(),
+                tern_control::SINGLE_USER_MARKER
+            ));
+        }
+        match Ids::system() {
+            Ok(ids) => ids,
+            Err(e) => return fail(e),
+        }
+    };
+
     // Signals are handled through a signalfd; children start with a clean
     // mask (std resets it in the child).
     let mut mask = SigSet::empty();
@@ -133,6 +197,7 @@ fn main() -> ExitCode {
         };
         let mut c = Command::new(&logger[0]);
         c.args(&logger[1..]).stdin(Stdio::from(r));
+        run_as(&mut c, ids.logger);
         match c.spawn() {
             Ok(child) => logger_child = Some(child),
             Err(e) => return fail(format!("cannot start the logger {}: {e}", logger[0])),
@@ -156,25 +221,28 @@ fn main() -> ExitCode {
             let _ = s.child.wait();
         }
     };
-    let spawn_helper =
-        |name: &'static str, started: &mut Vec<Started>| -> Result<(OwnedFd, OwnedFd), String> {
+    let spawn_helper = |name: &'static str,
+                        as_ids: Option<(u32, u32)>,
+                        started: &mut Vec<Started>|
+     -> Result<(OwnedFd, OwnedFd), String> {
             let (req_r, req_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
             let (rep_r, rep_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
             let mut c = Command::new(bin.join(name));
             env(&mut c);
+            run_as(&mut c, as_ids);
             c.stdin(Stdio::from(req_r)).stdout(Stdio::from(rep_w));
             let child = c.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
             started.push(Started { name, child });
             Ok((req_w, rep_r))
         };
-    let (l_to, l_from) = match spawn_helper("tern-lspawn", &mut started) {
+    let (l_to, l_from) = match spawn_helper("tern-lspawn", None, &mut started) {
         Ok(p) => p,
         Err(e) => {
             stop_all(&mut started);
             return fail(e);
         }
     };
-    let (c_to, c_from) = match spawn_helper("tern-clean", &mut started) {
+    let (c_to, c_from) = match spawn_helper("tern-clean", ids.clean, &mut started) {
         Ok(p) => p,
         Err(e) => {
             stop_all(&mut started);
@@ -182,7 +250,7 @@ fn main() -> ExitCode {
         }
     };
     let remote = if bin.join("tern-rspawn").is_file() {
-        match spawn_helper("tern-rspawn", &mut started) {
+        match spawn_helper("tern-rspawn", ids.remote, &mut started) {
             Ok(p) => Some(p),
             Err(e) => {
                 stop_all(&mut started);
@@ -194,6 +262,7 @@ fn main() -> ExitCode {
     };
     let mut send = Command::new(bin.join("tern-send"));
     env(&mut send);
+    run_as(&mut send, ids.send);
     if once {
         send.arg("--once");
     }
