@@ -352,6 +352,10 @@ fn once_with_a_running_manager_flushes_it() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("flush_running"), "{log}");
     assert!(
+        !log.contains("event=alert"),
+        "a second runner must start nothing: {log}"
+    );
+    assert!(
         wait_until(10, || daemon.log().contains("event=flush")),
         "{}",
         daemon.log()

@@ -198,6 +198,11 @@ pub struct Manager {
     damaged_logged: HashSet<u64>,
     once: bool,
     stopping: bool,
+    /// Set when a spawner or the cleaner was lost: the manager stops as for
+    /// SIGTERM (collecting the reports of deliveries still running, so
+    /// they are not repeated) and then exits with this reason.
+    trouble: Option<String>,
+    cleaner_ok: bool,
 }
 
 fn fatal(e: impl std::fmt::Display) -> Exit {
@@ -234,6 +239,8 @@ impl Manager {
             damaged_logged: HashSet::new(),
             once,
             stopping: false,
+            trouble: None,
+            cleaner_ok: true,
         };
         let ids: Vec<u64> = m.state.messages.keys().copied().collect();
         for id in ids {
@@ -290,8 +297,19 @@ impl Manager {
         if ids.is_empty() {
             return Ok(());
         }
+        if !self.cleaner_ok {
+            self.not_taken.extend(ids);
+            return Ok(());
+        }
         let ops = ids.iter().map(|&id| CleanOp::Accept(id)).collect();
-        let ok = self.cleaner.run(ops).map_err(fatal)?;
+        let ok = match self.cleaner.run(ops) {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.not_taken.extend(ids);
+                self.lose_cleaner(e);
+                return Ok(());
+            }
+        };
         for (id, ok) in ids.into_iter().zip(ok) {
             if ok {
                 self.not_taken.remove(&id);
@@ -559,9 +577,15 @@ impl Manager {
             removable.push(id);
         }
         self.journal.commit().map_err(fatal)?;
-        if !removable.is_empty() {
+        if !removable.is_empty() && self.cleaner_ok {
             let ops = removable.iter().map(|&id| CleanOp::Remove(id)).collect();
-            let ok = self.cleaner.run(ops).map_err(fatal)?;
+            let ok = match self.cleaner.run(ops) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    self.lose_cleaner(e);
+                    return Ok(injected);
+                }
+            };
             for (id, ok) in removable.into_iter().zip(ok) {
                 if ok {
                     let rec = Record::Removed { id };
@@ -576,6 +600,38 @@ impl Manager {
             }
         }
         Ok(injected)
+    }
+
+    /// A spawner is gone: its running deliveries' results are lost (they
+    /// will be repeated after the restart); stop like SIGTERM.
+    fn lose_spawner(&mut self, ci: usize, reason: String) {
+        if let Some(sp) = self.spawners[ci].take() {
+            for slot in sp.slots.into_iter().flatten() {
+                self.inflight.remove(&(slot.id, slot.index));
+            }
+        }
+        Event::new(PROG, "alert")
+            .field(
+                "reason",
+                format!("{reason}; stopping after running deliveries"),
+            )
+            .emit();
+        self.trouble.get_or_insert(reason);
+        self.stopping = true;
+    }
+
+    /// The cleaner is gone: nothing more is moved or removed; stop like
+    /// SIGTERM.
+    fn lose_cleaner(&mut self, reason: String) {
+        Event::new(PROG, "alert")
+            .field(
+                "reason",
+                format!("{reason}; stopping after running deliveries"),
+            )
+            .emit();
+        self.cleaner_ok = false;
+        self.trouble.get_or_insert(reason);
+        self.stopping = true;
     }
 
     fn flush_all(&mut self, now: i64) {
@@ -657,20 +713,21 @@ impl Manager {
         loop {
             let now = tern_date::now();
             match self.finish(now) {
-                Ok(true) => {
+                Ok(true) if !self.stopping => {
                     // A bounce was queued: pick it up now (its wake-up may
                     // come after we decide to sleep).
                     if let Err(e) = self.scan_new() {
                         return e;
                     }
                 }
+                Ok(true) => {}
                 Ok(false) => {}
                 Err(e) => return e,
             }
             self.start_deliveries(now);
-            for sp in self.spawners.iter_mut().flatten() {
-                if let Err(e) = sp.flush() {
-                    return fatal(e);
+            for ci in 0..2 {
+                if let Some(Err(e)) = self.spawners[ci].as_mut().map(Spawner::flush) {
+                    self.lose_spawner(ci, e);
                 }
             }
             if self.stopping && self.inflight.is_empty() {
@@ -762,8 +819,8 @@ impl Manager {
                 let reports = match self.spawners[ci].as_mut().map(Spawner::read_reports) {
                     Some(Ok(r)) => r,
                     Some(Err(e)) => {
-                        let _ = self.journal.commit();
-                        return fatal(e);
+                        self.lose_spawner(ci, e);
+                        continue;
                     }
                     None => continue,
                 };
@@ -793,6 +850,9 @@ impl Manager {
             return fatal(e);
         }
         self.status_line();
+        if let Some(reason) = self.trouble.take() {
+            return Exit::Trouble(reason);
+        }
         Event::new(PROG, "exiting").emit();
         Exit::Done
     }

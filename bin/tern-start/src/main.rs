@@ -142,16 +142,6 @@ fn main() -> ExitCode {
     // a system instance (no marker) must be started by root and runs each
     // program under its own uid (docs/architecture.md).
     let ids = if home.is_single_user() {
-        let me = tern_sys::real_uid();
-        if me == 0 {
-            Event::new(PROG, "warning")
-                .field(
-                    "reason",
-                    "a single-user instance started by root: every delivery, \
-                     |program lines included, runs as root",
-                )
-                .emit();
-        }
         Ids::default()
     } else {
         if tern_sys::effective_uid() != 0 {
@@ -166,6 +156,30 @@ fn main() -> ExitCode {
             Err(e) => return fail(e),
         }
     };
+
+    // --once while a long-running manager holds the queue: ask it to retry
+    // now, and start nothing (the helpers would only see a manager that
+    // leaves at once).
+    if once {
+        let state = home.queue_dir().join("state");
+        if let Ok(lock) = std::fs::File::open(state.join("lock"))
+            && rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
+        {
+            let pid = std::fs::read_to_string(state.join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGALRM);
+            }
+            Event::new(PROG, "flush_running")
+                .field(
+                    "reason",
+                    "a queue manager is running; asked it to retry now",
+                )
+                .emit();
+            return ExitCode::SUCCESS;
+        }
+    }
 
     // Signals are handled through a signalfd; children start with a clean
     // mask (std resets it in the child).
@@ -208,6 +222,16 @@ fn main() -> ExitCode {
         }
     }
 
+    if home.is_single_user() && tern_sys::real_uid() == 0 {
+        Event::new(PROG, "warning")
+            .field(
+                "reason",
+                "a single-user instance started by root: every delivery, \
+                 |program lines included, runs as root",
+            )
+            .emit();
+    }
+
     let bin = home.bin_dir();
     let env = |c: &mut Command| {
         c.env_clear()
@@ -225,16 +249,16 @@ fn main() -> ExitCode {
                         as_ids: Option<(u32, u32)>,
                         started: &mut Vec<Started>|
      -> Result<(OwnedFd, OwnedFd), String> {
-            let (req_r, req_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-            let (rep_r, rep_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-            let mut c = Command::new(bin.join(name));
-            env(&mut c);
-            run_as(&mut c, as_ids);
-            c.stdin(Stdio::from(req_r)).stdout(Stdio::from(rep_w));
-            let child = c.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
-            started.push(Started { name, child });
-            Ok((req_w, rep_r))
-        };
+        let (req_r, req_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (rep_r, rep_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let mut c = Command::new(bin.join(name));
+        env(&mut c);
+        run_as(&mut c, as_ids);
+        c.stdin(Stdio::from(req_r)).stdout(Stdio::from(rep_w));
+        let child = c.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+        started.push(Started { name, child });
+        Ok((req_w, rep_r))
+    };
     let (l_to, l_from) = match spawn_helper("tern-lspawn", None, &mut started) {
         Ok(p) => p,
         Err(e) => {
