@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             .iter()
             .map(|op| match *op {
                 CleanOp::Accept(id) => Op::TakeOver(id),
-                CleanOp::Remove(id) => Op::Remove(id),
+                CleanOp::Remove { id, birth, qpid } => Op::Remove { id, birth, qpid },
             })
             .collect();
         let ok = queue.clean(&ops);

@@ -578,7 +578,18 @@ impl Manager {
         }
         self.journal.commit().map_err(fatal)?;
         if !removable.is_empty() && self.cleaner_ok {
-            let ops = removable.iter().map(|&id| CleanOp::Remove(id)).collect();
+            removable.retain(|id| self.state.messages.contains_key(id));
+            let ops = removable
+                .iter()
+                .map(|&id| {
+                    let m = &self.state.messages[&id];
+                    CleanOp::Remove {
+                        id,
+                        birth: m.birth,
+                        qpid: m.qpid,
+                    }
+                })
+                .collect();
             let ok = match self.cleaner.run(ops) {
                 Ok(ok) => ok,
                 Err(e) => {

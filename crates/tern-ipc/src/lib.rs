@@ -342,9 +342,18 @@ pub enum CleanOp {
     /// Move message `id` from `queue/new/` to `queue/cur/` (the manager has
     /// durably recorded it).
     Accept(u64),
-    /// Remove message `id` from `queue/cur/` (or `new/`) for good: every
-    /// recipient is done and that is durable.
-    Remove(u64),
+    /// Remove message `id` for good: every recipient is done and that is
+    /// durable. `birth` and `qpid` (the acceptance time and tern-queue pid
+    /// from its header) identify the message: inode numbers are reused, so a
+    /// file named `id` that is a later message is left alone.
+    Remove {
+        /// Message id.
+        id: u64,
+        /// Acceptance time from the queue-file header.
+        birth: i64,
+        /// tern-queue pid from the queue-file header.
+        qpid: u32,
+    },
 }
 
 /// Send → clean: a batch of operations, made durable together.
@@ -361,7 +370,9 @@ impl CleanRequest {
         for op in &self.ops {
             e = match op {
                 CleanOp::Accept(id) => e.u8(b'A').u64(*id),
-                CleanOp::Remove(id) => e.u8(b'X').u64(*id),
+                CleanOp::Remove { id, birth, qpid } => {
+                    e.u8(b'X').u64(*id).u64(*birth as u64).u32(*qpid)
+                }
             };
         }
         e.0
@@ -377,7 +388,11 @@ impl CleanRequest {
         for _ in 0..n {
             let op = match d.u8()? {
                 b'A' => CleanOp::Accept(d.u64()?),
-                b'X' => CleanOp::Remove(d.u64()?),
+                b'X' => CleanOp::Remove {
+                    id: d.u64()?,
+                    birth: d.u64()? as i64,
+                    qpid: d.u32()?,
+                },
                 _ => return Err(Error::Bad("unknown clean operation")),
             };
             ops.push(op);
@@ -516,7 +531,14 @@ mod tests {
         };
         assert_eq!(Report::decode(&long.encode()).unwrap().text.len(), MAX_TEXT);
         let c = CleanRequest {
-            ops: vec![CleanOp::Accept(1), CleanOp::Remove(u64::MAX)],
+            ops: vec![
+                CleanOp::Accept(1),
+                CleanOp::Remove {
+                    id: u64::MAX,
+                    birth: -5,
+                    qpid: 42,
+                },
+            ],
         };
         assert_eq!(CleanRequest::decode(&c.encode()).unwrap(), c);
         let r = CleanReply {

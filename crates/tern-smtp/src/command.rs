@@ -98,9 +98,27 @@ pub enum Command {
     },
     /// `STARTTLS` (RFC 3207), without argument.
     Starttls,
-    /// A verb Tern does not implement (`AUTH`, ...,
+    /// `AUTH mechanism [initial-response]` (RFC 4954). The mechanism is
+    /// `None` when it is neither PLAIN nor LOGIN; the initial response is
+    /// the raw (base64) text, decoded by the session.
+    Auth {
+        /// The mechanism, if Tern supports it.
+        mechanism: Option<Mechanism>,
+        /// The initial response, undecoded.
+        initial: Option<Vec<u8>>,
+    },
+    /// A verb Tern does not implement (
     /// or anything else made of letters).
     Unknown,
+}
+
+/// The SASL mechanisms Tern offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// PLAIN (RFC 4616).
+    Plain,
+    /// LOGIN (the de facto username/password exchange).
+    Login,
 }
 
 /// A command line that cannot be parsed. Each variant's message is the
@@ -151,6 +169,10 @@ pub enum CommandError {
     /// `QUIT x`).
     #[error("this command takes no argument")]
     UnexpectedArgument,
+    /// `AUTH` without a mechanism, or with more than an initial response
+    /// after it.
+    #[error("syntax: AUTH mechanism [initial-response]")]
+    BadAuth,
 }
 
 impl CommandError {
@@ -244,8 +266,26 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         b"HELP" => Ok(Command::Help),
         b"BDAT" => bdat(arg),
         b"STARTTLS" => no_arg(Command::Starttls),
+        b"AUTH" => auth(arg),
         _ => Ok(Command::Unknown),
     }
+}
+
+fn auth(arg: &[u8]) -> Result<Command, CommandError> {
+    let mut words = arg.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let mech = words.next().ok_or(CommandError::BadAuth)?;
+    let initial = words.next().map(<[u8]>::to_vec);
+    if words.next().is_some() {
+        return Err(CommandError::BadAuth);
+    }
+    let mechanism = if mech.eq_ignore_ascii_case(b"PLAIN") {
+        Some(Mechanism::Plain)
+    } else if mech.eq_ignore_ascii_case(b"LOGIN") {
+        Some(Mechanism::Login)
+    } else {
+        None
+    };
+    Ok(Command::Auth { mechanism, initial })
 }
 
 fn bdat(arg: &[u8]) -> Result<Command, CommandError> {
@@ -425,10 +465,38 @@ mod tests {
             (b"BDAT 10 FIRST", E::BadChunk),
             (b"BDAT 10 LAST x", E::BadChunk),
             (b"BDAT 99999999999999999999", E::BadChunk),
+            (b"AUTH", E::BadAuth),
+            (b"AUTH   ", E::BadAuth),
+            (b"AUTH PLAIN abc def", E::BadAuth),
         ];
         for (line, want) in cases {
             assert_eq!(p(line), Err(*want), "{:?}", String::from_utf8_lossy(line));
         }
+    }
+
+    #[test]
+    fn auth_commands() {
+        assert_eq!(
+            p(b"auth plain AGpvZQBz"),
+            Ok(Command::Auth {
+                mechanism: Some(Mechanism::Plain),
+                initial: Some(b"AGpvZQBz".to_vec())
+            })
+        );
+        assert_eq!(
+            p(b"AUTH LOGIN"),
+            Ok(Command::Auth {
+                mechanism: Some(Mechanism::Login),
+                initial: None
+            })
+        );
+        assert_eq!(
+            p(b"AUTH CRAM-MD5"),
+            Ok(Command::Auth {
+                mechanism: None,
+                initial: None
+            })
+        );
     }
 
     #[test]

@@ -14,8 +14,17 @@ use std::path::PathBuf;
 pub enum Op {
     /// Move `id` from `new/` to `cur/`.
     TakeOver(u64),
-    /// Remove `id` for good.
-    Remove(u64),
+    /// Remove `id` for good, if the file named `id` is still the message
+    /// accepted at `birth` by tern-queue pid `qpid` (inode numbers are
+    /// reused: a later message under the same name is left alone).
+    Remove {
+        /// Message id.
+        id: u64,
+        /// Acceptance time from the header.
+        birth: i64,
+        /// tern-queue pid from the header.
+        qpid: u32,
+    },
 }
 
 fn exists(p: &std::path::Path) -> bool {
@@ -69,10 +78,27 @@ impl Queue {
                         Err(_) => false,
                     }
                 }
-                Op::Remove(id) => {
+                Op::Remove { id, birth, qpid } => {
                     let mut ok = true;
                     for stage in [crate::Stage::Active, crate::Stage::New] {
                         let p = self.path(id, stage);
+                        let same = match File::open(&p) {
+                            Ok(f) => match f.metadata() {
+                                Ok(md) => crate::qfile::read_header(&f, md.len())
+                                    .map(|h| h.origin.time == birth && h.origin.pid == qpid)
+                                    .unwrap_or(false),
+                                Err(_) => false,
+                            },
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(_) => {
+                                ok = false;
+                                continue;
+                            }
+                        };
+                        if !same {
+                            // Another message now has this name.
+                            continue;
+                        }
                         match std::fs::remove_file(&p) {
                             Ok(()) => {
                                 touched.insert(p.parent().expect("has parent").to_path_buf());
@@ -80,6 +106,8 @@ impl Queue {
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                             Err(_) => ok = false,
                         }
+                        // One file per message: stop at the first match.
+                        break;
                     }
                     ok
                 }
@@ -92,7 +120,7 @@ impl Queue {
                 // unreliable: report them failed so the manager retries.
                 for (op, r) in ops.iter().zip(results.iter_mut()) {
                     let id = match *op {
-                        Op::TakeOver(id) | Op::Remove(id) => id,
+                        Op::TakeOver(id) | Op::Remove { id, .. } => id,
                     };
                     let b = self.layout().bucket(id).to_string();
                     if dir.file_name().and_then(|n| n.to_str()) == Some(b.as_str()) {
@@ -117,12 +145,24 @@ mod tests {
         let q = dir.join("queue");
         crate::layout::create(&q, 3).unwrap();
         let queue = Queue::open(&q).unwrap();
-        // A stand-in file named by its inode.
-        let tmp = q.join("tmp/x");
-        std::fs::write(&tmp, b"x").unwrap();
-        use std::os::unix::fs::MetadataExt;
-        let id = std::fs::metadata(&tmp).unwrap().ino();
-        std::fs::rename(&tmp, queue.path(id, Stage::New)).unwrap();
+        // Stand-in queue files named by their inodes.
+        let make = |name: &str, time: i64, pid: u32| -> u64 {
+            let origin = crate::qfile::Origin { uid: 0, pid, time };
+            let env = crate::Envelope {
+                sender: b"a@b".to_vec(),
+                recipients: vec![b"c@d".to_vec()],
+            };
+            let mut bytes = crate::qfile::encode_header(&origin, &env, 4096);
+            bytes.resize(4096, 0);
+            bytes.extend_from_slice(b"message\n");
+            let tmp = q.join("tmp").join(name);
+            std::fs::write(&tmp, &bytes).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            let id = std::fs::metadata(&tmp).unwrap().ino();
+            std::fs::rename(&tmp, queue.path(id, Stage::New)).unwrap();
+            id
+        };
+        let id = make("x", 100, 7);
         assert_eq!(queue.clean(&[Op::TakeOver(id)]), vec![true]);
         assert!(queue.path(id, Stage::Active).exists());
         assert!(!queue.path(id, Stage::New).exists());
@@ -136,11 +176,35 @@ mod tests {
             vec![false],
             "unknown id"
         );
-        assert_eq!(
-            queue.clean(&[Op::Remove(id), Op::Remove(id)]),
-            vec![true, true]
+        // A removal that names another message (a reused inode) leaves it.
+        let other = Op::Remove {
+            id,
+            birth: 100,
+            qpid: 8,
+        };
+        assert_eq!(queue.clean(&[other]), vec![true]);
+        assert!(
+            queue.path(id, Stage::Active).exists(),
+            "a different message was removed"
         );
+        let mine = Op::Remove {
+            id,
+            birth: 100,
+            qpid: 7,
+        };
+        assert_eq!(queue.clean(&[mine, mine]), vec![true, true]);
         assert!(!queue.path(id, Stage::Active).exists());
+        // Not yet taken over: removed from new/.
+        let id2 = make("y", 200, 9);
+        assert_eq!(
+            queue.clean(&[Op::Remove {
+                id: id2,
+                birth: 200,
+                qpid: 9
+            }]),
+            vec![true]
+        );
+        assert!(!queue.path(id2, Stage::New).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
