@@ -564,3 +564,24 @@ fn logger_receives_every_programs_log_lines() {
     }
     assert_eq!(inst.maildir_count("test"), 1);
 }
+
+#[test]
+fn a_message_in_cur_unknown_to_the_journal_is_adopted_and_delivered() {
+    let inst = Instance::new("send-orphan");
+    let (code, err) = inst.sendmail(&["test@localhost"], b"Subject: orphan\n\nadopt me\n");
+    assert_eq!(code, 0, "{err}");
+    // Stand in for a lost journal record: move the file to cur/ by hand.
+    let q = inst.queue();
+    let id = q.list().unwrap()[0].id;
+    std::fs::rename(
+        q.path(id, tern_spool::Stage::New),
+        q.path(id, tern_spool::Stage::Active),
+    )
+    .unwrap();
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("event=adopted"), "{log}");
+    assert_eq!(inst.maildir_count("test"), 1);
+    assert_eq!(q.count().unwrap(), 0);
+}

@@ -272,6 +272,23 @@ impl Manager {
             }
             m.schedule_message(id);
         }
+        // Orphans: committed messages in cur/ the journal does not know
+        // (its record was lost, or an id was reused while a removal failed).
+        // Adopted as new: at worst a repeated delivery, never a lost one.
+        for b in 0..m.queue.layout().split {
+            let dir = m.queue.dir().join("cur").join(b.to_string());
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let Some(id) = ent.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                    continue;
+                };
+                if !m.state.messages.contains_key(&id) && m.pick_up(id, true) {
+                    Event::new(PROG, "adopted").num("qid", id).emit();
+                }
+            }
+        }
         m.journal.commit().map_err(fatal)?;
         let pending: Vec<u64> = m.not_taken.iter().copied().collect();
         m.take_over(pending)?;
@@ -343,11 +360,31 @@ impl Manager {
                 let Some(id) = ent.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
                     continue;
                 };
-                if self.state.messages.contains_key(&id) {
-                    self.not_taken.insert(id);
-                    batch.push(id);
-                } else if self.pick_up(id) {
-                    batch.push(id);
+                let stale = match self.state.messages.get(&id) {
+                    None => None,
+                    Some(known) => Some(match self.queue.open_message(id) {
+                        Ok(open) => !known.is_same_file(&open.header),
+                        Err(_) => false,
+                    }),
+                };
+                match stale {
+                    // Known, still in new/: its move to cur/ is (re)done.
+                    Some(false) => {
+                        self.not_taken.insert(id);
+                        batch.push(id);
+                    }
+                    // The id now names a later message: the old one is gone.
+                    Some(true) => {
+                        self.forget(id);
+                        if self.pick_up(id, false) {
+                            batch.push(id);
+                        }
+                    }
+                    None => {
+                        if self.pick_up(id, false) {
+                            batch.push(id);
+                        }
+                    }
                 }
                 if batch.len() >= PICKUP_BATCH {
                     self.journal.commit().map_err(fatal)?;
@@ -359,8 +396,18 @@ impl Manager {
         self.take_over(batch)
     }
 
-    /// Records one new message in the journal (not yet flushed).
-    fn pick_up(&mut self, id: u64) -> bool {
+    /// Drops a journal entry whose message is gone.
+    fn forget(&mut self, id: u64) {
+        let rec = Record::Removed { id };
+        self.journal.append(&rec);
+        self.state.apply(&rec);
+        self.finished.remove(&id);
+        self.not_taken.remove(&id);
+    }
+
+    /// Records one new message in the journal (not yet flushed). `taken`:
+    /// the file is already in `cur/` (an orphan adopted at start).
+    fn pick_up(&mut self, id: u64, taken: bool) -> bool {
         let open = match self.queue.open_message(id) {
             Ok(m) => m,
             Err(tern_spool::Error::NotFound(_)) => return false,
@@ -407,7 +454,9 @@ impl Manager {
         let rec = Record::Accept { id, message: msg };
         self.journal.append(&rec);
         self.state.apply(&rec);
-        self.not_taken.insert(id);
+        if !taken {
+            self.not_taken.insert(id);
+        }
         self.schedule_message(id);
         true
     }
