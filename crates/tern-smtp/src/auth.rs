@@ -129,7 +129,7 @@ pub fn decode_base64(text: &[u8]) -> Result<Vec<u8>, AuthError> {
     if text == b"=" {
         return Ok(Vec::new());
     }
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return Err(AuthError::BadBase64);
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
@@ -204,8 +204,8 @@ mod tests {
             b"YW\tJ",
             b"YWJ\xff",
             b"Zm9vYg=",
-            b"Zh==",  // non-canonical: unused bits set
-            b"Zm9=",  // non-canonical
+            b"Zh==", // non-canonical: unused bits set
+            b"Zm9=", // non-canonical
             b"Zm9vYmFy\r\n",
             b"-_==",
         ] {
@@ -265,7 +265,10 @@ mod tests {
     #[test]
     fn good_plain_messages() {
         let c = parse_plain(b"\0joe\0secret").unwrap();
-        assert_eq!((&c.login[..], &c.password[..]), (&b"joe"[..], &b"secret"[..]));
+        assert_eq!(
+            (&c.login[..], &c.password[..]),
+            (&b"joe"[..], &b"secret"[..])
+        );
         let c = parse_plain(b"joe\0joe\0").unwrap();
         assert_eq!(c.password, b"");
         assert!(!format!("{c:?}").contains("secret"));

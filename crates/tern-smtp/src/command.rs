@@ -567,7 +567,7 @@ mod tests {
             ),
             (b"STARTTLS", Command::Starttls),
             (b"starttls", Command::Starttls),
-            (b"AUTH PLAIN", Command::Unknown),
+            (b"ETRN example.com", Command::Unknown),
         ];
         for (line, want) in cases {
             assert_eq!(

@@ -16,7 +16,10 @@
 //!   transaction (MAIL, RCPTs), the tarpit counters, driven by a plain-data
 //!   [`session::Policy`] and a [`session::Checks`] implementation that the
 //!   program supplies;
-//! * [`received`]: the `Received:` line `tern-smtpd` puts on top.
+//! * [`received`]: the `Received:` line `tern-smtpd` puts on top;
+//! * [`auth`]: SMTP AUTH (RFC 4954) PLAIN and LOGIN: strict base64 and
+//!   the PLAIN message; the exchange itself is part of the session
+//!   ([`session::Action::Auth`], [`session::Session::auth_result`]).
 //!
 //! Who calls it: `tern-smtpd`, which owns the file descriptors, the clock,
 //! the control files and the queue. This crate reads no files, no
@@ -34,6 +37,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod auth;
 pub mod command;
 pub mod data;
 pub mod line;
@@ -45,4 +49,4 @@ pub use command::{Command, CommandError, MailParams, Path};
 pub use data::{DataDecoder, DataError, DataLimits, DataStatus};
 pub use line::{LineError, LineEvent, LineSplitter};
 pub use reply::Reply;
-pub use session::{Action, Checks, Policy, RcptVerdict, Session};
+pub use session::{Action, AuthOffer, AuthVerdict, Checks, Policy, RcptVerdict, Session};

@@ -19,7 +19,8 @@
 //! times that; at [`Policy::tarpit_close`] the session answers
 //! `421 4.7.0` and closes.
 
-use crate::command::{self, Command, MailParams};
+use crate::auth::{self, AuthError, Credentials};
+use crate::command::{self, Command, MailParams, Mechanism};
 use crate::data::DataLimits;
 use crate::data::MAX_HOPS;
 use crate::data::MAX_TEXT_LINE;
@@ -55,6 +56,56 @@ pub struct Policy {
     pub local_literal: Option<(String, String)>,
     /// STARTTLS is offered (a certificate is configured and readable).
     pub starttls: bool,
+    /// When SMTP AUTH is offered.
+    pub auth: AuthOffer,
+    /// Milliseconds to wait before answering a failed AUTH.
+    pub auth_delay_ms: u64,
+    /// Failed AUTH attempts at which the session is closed.
+    pub auth_max_failures: u32,
+    /// Submission mode (port 587): AUTH is required before MAIL.
+    pub submission: bool,
+    /// In submission mode, the envelope sender must belong to the
+    /// authenticated user (see [`sender_belongs`]).
+    pub submission_senders: bool,
+}
+
+/// When SMTP AUTH is offered and accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOffer {
+    /// Never (no password checker configured).
+    Never,
+    /// Only once TLS is up.
+    TlsOnly,
+    /// Also in plain text (a loopback client and `authplainloopback`).
+    Always,
+}
+
+/// The answer of the password checker for [`Session::auth_result`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthVerdict {
+    /// Login and password are good.
+    Accepted,
+    /// Wrong login or password.
+    Rejected,
+    /// The checker could not decide (it failed or timed out).
+    TempFail,
+}
+
+/// True when `sender` belongs to the user `login`: the whole address
+/// equals the login when the login holds an `@`, else the sender's local
+/// part equals the login (ASCII case ignored in both).
+pub fn sender_belongs(login: &[u8], sender: &[u8]) -> bool {
+    if login.contains(&b'@') {
+        return sender.eq_ignore_ascii_case(login);
+    }
+    if sender.is_empty() {
+        return false;
+    }
+    let at = sender
+        .iter()
+        .rposition(|&b| b == b'@')
+        .unwrap_or(sender.len());
+    sender[..at].eq_ignore_ascii_case(login)
 }
 
 impl Policy {
@@ -73,6 +124,11 @@ impl Policy {
             tarpit_base_ms: 1000,
             local_literal: None,
             starttls: false,
+            auth: AuthOffer::Never,
+            auth_delay_ms: 2000,
+            auth_max_failures: 3,
+            submission: false,
+            submission_senders: true,
         }
     }
 }
@@ -132,6 +188,9 @@ pub enum Action {
     /// client sent after the command (CVE-2011-0411), run the TLS
     /// handshake, then call [`Session::tls_started`].
     StartTls(Reply),
+    /// AUTH credentials to check: run the password checker, then call
+    /// [`Session::auth_result`] (no reply yet). Never log the password.
+    Auth(Credentials),
 }
 
 impl Action {
@@ -142,7 +201,7 @@ impl Action {
                 Some(r)
             }
             Action::Discard { reply, .. } => Some(reply),
-            Action::Chunk { .. } => None,
+            Action::Chunk { .. } | Action::Auth(_) => None,
         }
     }
 }
@@ -169,6 +228,30 @@ pub struct Session {
     in_data: bool,
     chunking: bool,
     tls: bool,
+    auth_user: Option<Vec<u8>>,
+    auth_pending: Option<Pending>,
+    auth_failures: u32,
+}
+
+/// An AUTH exchange waiting for the client's next line.
+#[derive(Clone)]
+enum Pending {
+    /// PLAIN without an initial response: the credentials come next.
+    Plain,
+    /// LOGIN: the user name comes next.
+    LoginUser,
+    /// LOGIN: the password for this user comes next.
+    LoginPassword(Vec<u8>),
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pending::Plain => "Plain",
+            Pending::LoginUser => "LoginUser",
+            Pending::LoginPassword(_) => "LoginPassword",
+        })
+    }
 }
 
 fn ok(code: u16, enhanced: &'static str, text: &str) -> (Reply, bool) {
@@ -193,6 +276,9 @@ impl Session {
             in_data: false,
             chunking: false,
             tls: false,
+            auth_user: None,
+            auth_pending: None,
+            auth_failures: 0,
         }
     }
 
@@ -213,12 +299,176 @@ impl Session {
 
     /// `ESMTP` after EHLO, `SMTP` otherwise; with an `S` appended once
     /// TLS is up (`ESMTPS`, RFC 3848).
+    /// After AUTH: `ESMTPA`, or `ESMTPSA` over TLS (RFC 3848).
     pub fn protocol(&self) -> &'static str {
-        match (self.esmtp, self.tls) {
-            (true, false) => "ESMTP",
-            (false, false) => "SMTP",
-            (true, true) => "ESMTPS",
-            (false, true) => "SMTPS",
+        match (self.esmtp, self.tls, self.auth_user.is_some()) {
+            (_, false, true) => "ESMTPA",
+            (_, true, true) => "ESMTPSA",
+            (true, false, false) => "ESMTP",
+            (false, false, false) => "SMTP",
+            (true, true, false) => "ESMTPS",
+            (false, true, false) => "SMTPS",
+        }
+    }
+
+    /// The authenticated login, once AUTH succeeded.
+    pub fn auth_user(&self) -> Option<&[u8]> {
+        self.auth_user.as_deref()
+    }
+
+    /// True while an AUTH exchange waits for the client's next line (that
+    /// line is a credential: never log it).
+    pub fn auth_pending(&self) -> bool {
+        self.auth_pending.is_some()
+    }
+
+    /// True when AUTH is offered now.
+    fn auth_available(&self) -> bool {
+        match self.policy.auth {
+            AuthOffer::Never => false,
+            AuthOffer::TlsOnly => self.tls,
+            AuthOffer::Always => true,
+        }
+    }
+
+    /// The password checker's answer for [`Action::Auth`] credentials
+    /// with this `login`: `235` (the session may now relay), `454`
+    /// (temporary), or `535` after [`Policy::auth_delay_ms`]; at
+    /// [`Policy::auth_max_failures`] failures `421 4.7.0` and close.
+    pub fn auth_result(&mut self, login: &[u8], verdict: AuthVerdict) -> Step {
+        match verdict {
+            AuthVerdict::Accepted => {
+                self.auth_user = Some(login.to_vec());
+                let r = Reply::new(235, "2.7.0", "authentication successful");
+                self.step(r, false, false)
+            }
+            AuthVerdict::TempFail => {
+                let r = Reply::new(454, "4.7.0", "temporary authentication failure");
+                self.step(r, false, false)
+            }
+            AuthVerdict::Rejected => {
+                self.auth_failures += 1;
+                let delay_ms = self.policy.auth_delay_ms.max(self.delay());
+                let action = if self.auth_failures >= self.policy.auth_max_failures {
+                    Action::Close(Reply::new(
+                        421,
+                        "4.7.0",
+                        format!(
+                            "{} too many authentication failures, closing connection",
+                            self.policy.me
+                        ),
+                    ))
+                } else {
+                    Action::Reply(Reply::new(
+                        535,
+                        "5.7.8",
+                        "authentication credentials invalid",
+                    ))
+                };
+                Step { action, delay_ms }
+            }
+        }
+    }
+
+    fn auth_error(&mut self, e: AuthError) -> Step {
+        let (code, enh) = e.reply_code();
+        self.step(Reply::new(code, enh, e.to_string()), true, false)
+    }
+
+    fn auth_ask(&mut self, pending: Pending, prompt: &[u8]) -> Step {
+        self.auth_pending = Some(pending);
+        let r = Reply::plain(334, vec![auth::encode_base64(prompt)]);
+        self.step(r, false, false)
+    }
+
+    fn auth_check(&mut self, c: Result<Credentials, AuthError>) -> Step {
+        match c {
+            Ok(c) => Step {
+                action: Action::Auth(c),
+                delay_ms: self.delay(),
+            },
+            Err(e) => self.auth_error(e),
+        }
+    }
+
+    /// One client line while an AUTH exchange is pending.
+    fn auth_response(&mut self, pending: Pending, event: LineEvent) -> Step {
+        let line = match event {
+            LineEvent::Line(l) => l,
+            LineEvent::Error(LineError::TooLong) => {
+                let r = Reply::new(500, "5.5.2", "AUTH line too long, authentication aborted");
+                return self.step(r, true, false);
+            }
+            LineEvent::Error(LineError::BareCrLf) => {
+                let r = Reply::new(500, "5.5.2", LineError::BareCrLf.to_string());
+                return self.step(r, true, true);
+            }
+        };
+        let decoded = match auth::response(&line) {
+            Ok(d) => d,
+            Err(e) => return self.auth_error(e),
+        };
+        match pending {
+            Pending::Plain => self.auth_check(auth::parse_plain(&decoded)),
+            Pending::LoginUser => {
+                if decoded.is_empty() || decoded.len() > auth::MAX_LOGIN || decoded.contains(&0) {
+                    return self.auth_error(AuthError::BadLength);
+                }
+                self.auth_ask(Pending::LoginPassword(decoded), b"Password:")
+            }
+            Pending::LoginPassword(user) => self.auth_check(Credentials::new(user, decoded)),
+        }
+    }
+
+    fn auth_command(&mut self, mechanism: Option<Mechanism>, initial: Option<Vec<u8>>) -> Step {
+        let refuse = |s: &mut Session, code, enh, text: &str| {
+            s.step(Reply::new(code, enh, text), true, false)
+        };
+        if self.policy.auth == AuthOffer::Never {
+            return refuse(self, 502, "5.5.1", "command not recognized");
+        }
+        if !self.auth_available() {
+            return refuse(
+                self,
+                538,
+                "5.7.11",
+                "encryption required for requested authentication mechanism",
+            );
+        }
+        if !self.esmtp {
+            return refuse(self, 503, "5.5.1", "EHLO first");
+        }
+        if self.auth_user.is_some() {
+            return refuse(self, 503, "5.5.1", "already authenticated");
+        }
+        if self.mail.is_some() {
+            return refuse(
+                self,
+                503,
+                "5.5.1",
+                "AUTH not allowed during a mail transaction",
+            );
+        }
+        let Some(mechanism) = mechanism else {
+            return self.auth_error(AuthError::Mechanism);
+        };
+        let initial = match initial.as_deref().map(auth::response).transpose() {
+            Ok(i) => i,
+            Err(e) => return self.auth_error(e),
+        };
+        match (mechanism, initial) {
+            (Mechanism::Plain, Some(msg)) => self.auth_check(auth::parse_plain(&msg)),
+            (Mechanism::Plain, None) => {
+                self.auth_pending = Some(Pending::Plain);
+                self.step(Reply::plain(334, vec![String::new()]), false, false)
+            }
+            (Mechanism::Login, None) => self.auth_ask(Pending::LoginUser, b"Username:"),
+            (Mechanism::Login, Some(user)) => {
+                if user.is_empty() || user.len() > auth::MAX_LOGIN || user.contains(&0) {
+                    return self.auth_error(AuthError::BadLength);
+                }
+                self.auth_ask(Pending::LoginPassword(user), b"Password:")
+            }
         }
     }
 
@@ -233,6 +483,8 @@ impl Session {
     /// offering STARTTLS, and wants EHLO or HELO before MAIL.
     pub fn tls_started(&mut self) {
         self.tls = true;
+        self.auth_user = None;
+        self.auth_pending = None;
         self.helo = None;
         self.esmtp = false;
         self.clear_transaction();
@@ -336,6 +588,9 @@ impl Session {
     /// Handles one command line (or line error).
     pub fn handle(&mut self, event: LineEvent, checks: &mut impl Checks) -> Step {
         assert!(!self.in_data, "a command while the message is being read");
+        if let Some(p) = self.auth_pending.take() {
+            return self.auth_response(p, event);
+        }
         let line = match event {
             LineEvent::Error(LineError::BareCrLf) => {
                 let r = Reply::new(500, "5.5.2", LineError::BareCrLf.to_string());
@@ -448,6 +703,9 @@ impl Session {
                 "2.0.0",
                 "commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
             ),
+            Command::Auth { mechanism, initial } => {
+                return self.auth_command(mechanism, initial);
+            }
             Command::Unknown => bad(502, "5.5.1", "command not recognized"),
         };
         self.step(reply, failure, false)
@@ -472,6 +730,10 @@ impl Session {
             ]
             .into_iter()
             .chain((self.policy.starttls && !self.tls).then(|| "STARTTLS".to_string()))
+            .chain(
+                self.auth_available()
+                    .then(|| "AUTH PLAIN LOGIN".to_string()),
+            )
             .chain(["HELP".to_string()])
             .collect(),
         )
@@ -483,6 +745,18 @@ impl Session {
         }
         if self.tls && self.helo.is_none() {
             return bad(503, "5.5.1", "EHLO first: the session was reset by TLS");
+        }
+        if self.policy.submission {
+            let Some(user) = &self.auth_user else {
+                return bad(530, "5.7.0", "authentication required");
+            };
+            if self.policy.submission_senders && !sender_belongs(user, &sender) {
+                return bad(
+                    553,
+                    "5.7.1",
+                    "sender address does not belong to the authenticated user",
+                );
+            }
         }
         if !sender.is_ascii() && !params.smtputf8 {
             return bad(
@@ -536,6 +810,8 @@ impl Session {
             // `<postmaster>` without a domain (the parser lets no other
             // address without `@` through) is always this host's.
             None if !address.contains(&b'@') => {}
+            // An authenticated client may relay (nothing appended).
+            None if self.auth_user.is_some() => {}
             None => {
                 let at = address.iter().rposition(|&b| b == b'@').unwrap_or(0);
                 if !checks.relay_allowed(&address[at + 1..]) {
@@ -669,6 +945,219 @@ mod tests {
         );
         assert_eq!(codes(&r), ["250 2.1.0", "250 mx.ex", "250 2.1.0"]);
         assert_eq!(s.protocol(), "SMTPS");
+    }
+
+    fn auth_session(offer: AuthOffer) -> Session {
+        let mut p = Policy::new("mx");
+        p.auth = offer;
+        p.auth_delay_ms = 7;
+        p.tarpit_after = 100;
+        p.tarpit_close = 100;
+        Session::new(p)
+    }
+
+    fn creds(step: Step) -> Credentials {
+        match step.action {
+            Action::Auth(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn auth_refusals() {
+        // Not configured: not offered, not recognized.
+        let mut s = auth_session(AuthOffer::Never);
+        let r = dialogue(&mut s, &[b"EHLO c", b"AUTH PLAIN AGpvZQBwdw=="]);
+        assert!(!r[0].contains("AUTH"));
+        assert_eq!(codes(&r)[1], "502 5.5.1");
+        // Configured but no TLS: not offered, 538.
+        let mut s = auth_session(AuthOffer::TlsOnly);
+        let mut c = fake();
+        let e = s.handle(LineEvent::Line(b"EHLO c".to_vec()), &mut c);
+        let text = String::from_utf8(e.action.reply().unwrap().to_bytes()).unwrap();
+        assert!(!text.contains("AUTH"), "{text}");
+        let r = dialogue(&mut s, &[b"AUTH PLAIN AGpvZQBwdw=="]);
+        assert_eq!(codes(&r), ["538 5.7.1"]);
+        // Over TLS: bad inputs.
+        let mut s = auth_session(AuthOffer::TlsOnly);
+        s.tls_started();
+        let r = dialogue(
+            &mut s,
+            &[
+                b"AUTH PLAIN AGpvZQBwdw==",
+                b"EHLO c",
+                b"AUTH CRAM-MD5",
+                b"AUTH PLAIN AGpvZQBwdw=",
+                b"AUTH PLAIN !!!!",
+                b"AUTH PLAIN am9l",
+                b"AUTH PLAIN YW5uAGpvZQBwdw==",
+                b"AUTH PLAIN",
+                b"*",
+                b"AUTH LOGIN",
+                b"not base64",
+                b"AUTH LOGIN",
+                b"am9l",
+                b"*",
+                b"AUTH LOGIN =",
+                b"MAIL FROM:<a@b.c>",
+                b"AUTH LOGIN",
+            ],
+        );
+        assert_eq!(
+            codes(&r),
+            [
+                "503 5.5.1", // before EHLO
+                "250 HELP",
+                "504 5.5.4",
+                "501 5.5.2",
+                "501 5.5.2",
+                "501 5.5.2", // no NULs
+                "501 5.5.2", // authzid of another user
+                "334",
+                "501 5.0.0",
+                "334 VXNlc",
+                "501 5.5.2",
+                "334 VXNlc",
+                "334 UGFzc",
+                "501 5.0.0",
+                "501 5.5.2", // empty user
+                "250 2.1.0",
+                "503 5.5.1", // in a transaction
+            ]
+        );
+        assert_eq!(s.auth_user(), None);
+    }
+
+    #[test]
+    fn auth_plain_and_login_then_relay() {
+        let mut s = auth_session(AuthOffer::TlsOnly);
+        let mut c = fake();
+        s.tls_started();
+        let e = s.handle(LineEvent::Line(b"EHLO c".to_vec()), &mut c);
+        let text = String::from_utf8(e.action.reply().unwrap().to_bytes()).unwrap();
+        assert!(text.contains("250-AUTH PLAIN LOGIN\r\n"), "{text}");
+        // Relay refused before AUTH.
+        let r = dialogue(
+            &mut s,
+            &[b"MAIL FROM:<a@b.c>", b"RCPT TO:<x@elsewhere.org>", b"RSET"],
+        );
+        assert_eq!(codes(&r)[1], "553 5.7.1");
+        let st = s.handle(LineEvent::Line(b"AUTH PLAIN".to_vec()), &mut c);
+        assert!(s.auth_pending());
+        assert_eq!(st.action.reply().unwrap().to_bytes(), b"334 \r\n");
+        let cr = creds(s.handle(LineEvent::Line(b"AGpvZQBzZWNyZXQ=".to_vec()), &mut c));
+        assert_eq!(
+            (&cr.login[..], &cr.password[..]),
+            (&b"joe"[..], &b"secret"[..])
+        );
+        let st = s.auth_result(b"joe", AuthVerdict::Rejected);
+        assert_eq!(st.delay_ms, 7);
+        assert!(
+            matches!(st.action, Action::Reply(ref r) if r.code == 535 && r.enhanced == Some("5.7.8"))
+        );
+        let st = s.handle(LineEvent::Line(b"AUTH LOGIN am9l".to_vec()), &mut c);
+        assert_eq!(
+            st.action.reply().unwrap().to_bytes(),
+            b"334 UGFzc3dvcmQ6\r\n"
+        );
+        let cr = creds(s.handle(LineEvent::Line(b"c2VjcmV0".to_vec()), &mut c));
+        assert_eq!(cr.login, b"joe");
+        let st = s.auth_result(b"joe", AuthVerdict::TempFail);
+        assert!(matches!(st.action, Action::Reply(ref r) if r.code == 454));
+        s.handle(LineEvent::Line(b"AUTH LOGIN".to_vec()), &mut c);
+        s.handle(LineEvent::Line(b"am9l".to_vec()), &mut c);
+        creds(s.handle(LineEvent::Line(b"c2VjcmV0".to_vec()), &mut c));
+        let st = s.auth_result(b"joe", AuthVerdict::Accepted);
+        assert!(
+            matches!(st.action, Action::Reply(ref r) if r.code == 235 && r.enhanced == Some("2.7.0"))
+        );
+        assert_eq!(s.auth_user(), Some(&b"joe"[..]));
+        assert_eq!(s.protocol(), "ESMTPSA");
+        let r = dialogue(
+            &mut s,
+            &[
+                b"AUTH PLAIN AGpvZQBzZWNyZXQ=",
+                b"MAIL FROM:<a@b.c>",
+                b"RCPT TO:<x@elsewhere.org>",
+            ],
+        );
+        assert_eq!(codes(&r), ["503 5.5.1", "250 2.1.0", "250 2.1.5"]);
+        // Nothing appended without RELAYCLIENT.
+        assert_eq!(s.recipients(), [b"x@elsewhere.org".to_vec()]);
+    }
+
+    #[test]
+    fn auth_failures_close() {
+        let mut s = auth_session(AuthOffer::Always);
+        let mut c = fake();
+        dialogue(&mut s, &[b"EHLO c"]);
+        for i in 1..=3 {
+            creds(s.handle(LineEvent::Line(b"AUTH PLAIN AGpvZQB4".to_vec()), &mut c));
+            let st = s.auth_result(b"joe", AuthVerdict::Rejected);
+            assert_eq!(st.delay_ms, 7);
+            match (i, st.action) {
+                (1 | 2, Action::Reply(r)) => assert_eq!(r.code, 535),
+                (3, Action::Close(r)) => assert_eq!((r.code, r.enhanced), (421, Some("4.7.0"))),
+                (_, other) => panic!("{i}: {other:?}"),
+            }
+        }
+        assert_eq!(s.protocol(), "ESMTP");
+    }
+
+    #[test]
+    fn submission_requires_auth_and_own_sender() {
+        let mut p = Policy::new("mx");
+        p.auth = AuthOffer::Always;
+        p.submission = true;
+        let mut s = Session::new(p);
+        let mut c = fake();
+        let r = dialogue(&mut s, &[b"EHLO c", b"MAIL FROM:<joe@b.c>"]);
+        assert_eq!(codes(&r)[1], "530 5.7.0");
+        creds(s.handle(LineEvent::Line(b"AUTH PLAIN AGpvZQB4".to_vec()), &mut c));
+        s.auth_result(b"joe", AuthVerdict::Accepted);
+        assert_eq!(s.protocol(), "ESMTPA");
+        let r = dialogue(
+            &mut s,
+            &[
+                b"MAIL FROM:<ann@b.c>",
+                b"MAIL FROM:<>",
+                b"MAIL FROM:<Joe@other.example>",
+                b"RCPT TO:<x@elsewhere.org>",
+            ],
+        );
+        assert_eq!(
+            codes(&r),
+            ["553 5.7.1", "553 5.7.1", "250 2.1.0", "250 2.1.5"]
+        );
+        // The check can be turned off.
+        let mut p = Policy::new("mx");
+        p.auth = AuthOffer::Always;
+        p.submission = true;
+        p.submission_senders = false;
+        let mut s = Session::new(p);
+        dialogue(&mut s, &[b"EHLO c"]);
+        creds(s.handle(LineEvent::Line(b"AUTH PLAIN AGpvZQB4".to_vec()), &mut c));
+        s.auth_result(b"joe", AuthVerdict::Accepted);
+        let r = dialogue(&mut s, &[b"MAIL FROM:<ann@b.c>"]);
+        assert_eq!(codes(&r), ["250 2.1.0"]);
+    }
+
+    #[test]
+    fn senders_belong() {
+        for (login, sender, want) in [
+            (&b"joe"[..], &b"joe@example.com"[..], true),
+            (b"joe", b"JOE@example.com", true),
+            (b"joe", b"joe", true),
+            (b"joe", b"", false),
+            (b"joe", b"joe2@example.com", false),
+            (b"joe", b"ann@joe", false),
+            (b"joe@example.com", b"joe@example.com", true),
+            (b"joe@example.com", b"joe@Example.COM", true),
+            (b"joe@example.com", b"joe@example.org", false),
+            (b"joe@example.com", b"joe", false),
+        ] {
+            assert_eq!(sender_belongs(login, sender), want, "{login:?} {sender:?}");
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("rules", rules),
     ("smtp_command", smtp_command),
     ("smtp_data", smtp_data),
+    ("smtp_auth", smtp_auth),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -1336,9 +1337,90 @@ fn smtp_command_bytes(data: &[u8]) {
                 session.tls_started();
                 assert!(session.is_tls() && session.recipients().is_empty());
             }
+            Action::Auth(c) => {
+                assert!(!c.login.is_empty() && !c.login.contains(&0) && !c.password.contains(&0));
+                let step = session.auth_result(&c.login, tern_smtp::AuthVerdict::Rejected);
+                check_reply(step.action.reply().expect("a reply"));
+                if let Action::Close(_) = step.action {
+                    return;
+                }
+            }
             Action::Discard { .. } | Action::Reply(_) => {}
         }
         assert!(session.recipients().len() <= 3);
+    }
+}
+
+// --------------------------------------------------------------- smtp_auth
+
+/// Fuzz target `smtp_auth`: the strict base64 decoder (whatever it
+/// accepts re-encodes to the same text, except the lone `=`; encoding then
+/// decoding gives the input back), the PLAIN parser's bounds, and a
+/// session offering AUTH driven by the input as lines (every credential
+/// handed out respects the bounds; every reply is well formed; accepted
+/// and rejected verdicts alternate).
+pub fn smtp_auth(data: &[u8]) {
+    use tern_smtp::auth::{self, MAX_LOGIN, MAX_PASSWORD};
+    use tern_smtp::{Action, AuthOffer, AuthVerdict, Policy, Session};
+    if let Ok(d) = auth::decode_base64(data) {
+        if data != b"=" {
+            assert_eq!(auth::encode_base64(&d).as_bytes(), data);
+        }
+    }
+    let enc = auth::encode_base64(data);
+    assert_eq!(auth::decode_base64(enc.as_bytes()).as_deref(), Ok(data));
+    if let Ok(c) = auth::parse_plain(data) {
+        assert!(!c.login.is_empty() && c.login.len() <= MAX_LOGIN);
+        assert!(c.password.len() <= MAX_PASSWORD && !c.password.contains(&0));
+    }
+    let mut p = Policy::new("mx");
+    p.auth = AuthOffer::Always;
+    p.submission = data.first().is_some_and(|b| b & 1 == 1);
+    let mut session = Session::new(p);
+    let mut checks = NoChecks;
+    let mut accept = false;
+    for ev in split_events(data, |_| 7) {
+        let step = session.handle(ev, &mut checks);
+        let step = match step.action {
+            Action::Auth(c) => {
+                assert!(!c.login.is_empty() && c.login.len() <= MAX_LOGIN);
+                assert!(c.password.len() <= MAX_PASSWORD);
+                accept = !accept;
+                let v = if accept {
+                    AuthVerdict::Accepted
+                } else {
+                    AuthVerdict::Rejected
+                };
+                let st = session.auth_result(&c.login, v);
+                if accept {
+                    assert_eq!(session.auth_user(), Some(&c.login[..]));
+                }
+                st
+            }
+            Action::StartData(_) => session.end_data(tern_smtp::Session::queued_reply(1, 2), false),
+            _ => step,
+        };
+        if let Some(r) = step.action.reply() {
+            check_reply(r);
+        }
+        if let Action::Close(_) = step.action {
+            return;
+        }
+    }
+}
+
+/// Checks that accept everything (the relay rules are not under test).
+struct NoChecks;
+
+impl tern_smtp::Checks for NoChecks {
+    fn relay_allowed(&self, _: &[u8]) -> bool {
+        false
+    }
+    fn bad_sender(&self, _: &[u8]) -> bool {
+        false
+    }
+    fn recipient(&mut self, _: &[u8]) -> tern_smtp::RcptVerdict {
+        tern_smtp::RcptVerdict::Accept
     }
 }
 
