@@ -188,6 +188,13 @@ impl Control {
         maxrcpt -> u64 = number;
         /// `rcptcheck`: 1 = refuse unknown local recipients at RCPT (default 1).
         rcptcheck -> u64 = number;
+        /// `authplainloopback`: 1 = offer AUTH without TLS to loopback clients (default 0).
+        authplainloopback -> u64 = number;
+        /// `submissionsenders`: 1 = a submission sender must be the user's (default 1).
+        submissionsenders -> u64 = number;
+        /// `checkpassword`: the AUTH checker and its arguments, first line
+        /// (default none: no AUTH).
+        checkpassword -> Vec<String> = lines;
         /// `timeoutremote` in seconds (default 1200).
         timeoutremote -> u64 = number;
         /// `timeoutconnect` in seconds (default 60).

@@ -164,6 +164,12 @@ pub static SETTINGS: &[Setting] = &[
         doc: "1: refuse unknown local recipients at RCPT (550 5.1.1); 0: accept every local address" },
     Setting { name: "servercert.pem", kind: Kind::Pem, default: DefaultValue::Empty, readers: "tern-smtpd",
         doc: "TLS certificate chain and private key (PEM, one file); missing means no STARTTLS" },
+    Setting { name: "checkpassword", kind: Kind::Lines, default: DefaultValue::Empty, readers: "tern-smtpd",
+        doc: "checkpassword program (absolute path) and its arguments for SMTP AUTH; empty means no AUTH" },
+    Setting { name: "authplainloopback", kind: Kind::Number { min: 0, max: 1 }, default: DefaultValue::Number(0), readers: "tern-smtpd",
+        doc: "1: also offer SMTP AUTH without TLS to loopback clients; 0: AUTH only over TLS" },
+    Setting { name: "submissionsenders", kind: Kind::Number { min: 0, max: 1 }, default: DefaultValue::Number(1), readers: "tern-smtpd",
+        doc: "1: in submission mode the envelope sender must belong to the authenticated user (553 5.7.1); 0: any sender" },
     Setting { name: "defaultdelivery", kind: Kind::Lines, default: DefaultValue::Text("./Maildir/"), readers: "tern-lspawn",
         doc: "delivery instructions (dot-qmail lines) for users without a .qmail file" },
 ];
