@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use tern_smtp::{DataDecoder, DataLimits};
 use tern_spool::{Envelope, QueueClient};
 
+use crate::complete::{Completer, Completion};
 use crate::conn::{Conn, ConnError};
 
 /// Decoded chunks in flight to the writer thread (backpressure: the
@@ -36,11 +37,21 @@ pub(crate) struct Stream {
     pub(crate) decoder: DataDecoder,
 }
 
-fn writer(rx: Receiver<Msg>, w: &mut dyn Write) -> std::io::Result<()> {
+fn writer(rx: Receiver<Msg>, w: &mut dyn Write, fields: Option<Completion>) -> std::io::Result<()> {
+    let mut completer: Option<Completer> = None;
+    let w: &mut dyn Write = match fields {
+        Some(f) => completer.insert(Completer::new(w, f)),
+        None => w,
+    };
     for m in rx {
         match m {
             Msg::Data(b) => w.write_all(&b)?,
-            Msg::Commit => return Ok(()),
+            Msg::Commit => {
+                return match completer.as_mut() {
+                    Some(c) => c.finish(),
+                    None => Ok(()),
+                };
+            }
         }
     }
     Err(std::io::Error::other("message abandoned"))
@@ -48,17 +59,19 @@ fn writer(rx: Receiver<Msg>, w: &mut dyn Write) -> std::io::Result<()> {
 
 impl Stream {
     /// Starts the queue program for `envelope`; `header` is written first.
+    /// With `fields` (submission mode) the message header is completed.
     pub(crate) fn start(
         client: &QueueClient,
         envelope: Envelope,
         header: Vec<u8>,
         limits: DataLimits,
+        fields: Option<Completion>,
     ) -> Stream {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let client = client.clone();
         let thread = std::thread::spawn(move || {
             client
-                .submit(&envelope, |w| writer(rx, w))
+                .submit(&envelope, |w| writer(rx, w, fields))
                 .map_err(|e| QueueFail {
                     temporary: e.is_temporary(),
                     text: e.to_string(),

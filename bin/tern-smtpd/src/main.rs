@@ -19,21 +19,30 @@
 //!
 //! Reads: `$TERN_HOME/control/{me,smtpgreeting,rcpthosts,morercpthosts,
 //! databytes,timeoutsmtpd,badmailfrom,maxrcpt,rcptcheck,localiphost,locals,
-//! virtualdomains,percenthack,envnoathost,servercert.pem}`,
+//! virtualdomains,percenthack,envnoathost,servercert.pem,checkpassword,
+//! authplainloopback,submissionsenders}`,
 //! `$TERN_HOME/users/assign`,
 //! and `.qmail` files in local users' homes (rcptcheck). Runs:
-//! `$TERN_HOME/bin/tern-queue` or `$QMAILQUEUE`.
+//! `$TERN_HOME/bin/tern-queue` or `$QMAILQUEUE`, and the checkpassword
+//! program for AUTH.
 //!
 //! TLS (rustls, TLS 1.2 and 1.3): STARTTLS is offered when
 //! `control/servercert.pem` (chain and key) is readable; with `SMTPS` set
 //! in the environment the handshake comes first, before the greeting
 //! (implicit TLS, port 465). See [`tls`].
 //!
+//! SMTP AUTH (PLAIN, LOGIN) is offered over TLS when
+//! `control/checkpassword` names a checkpassword program (see [`auth`]);
+//! with `SUBMISSION` set, AUTH is required before MAIL, the sender must be
+//! the user's and the header is completed (see [`complete`]).
+//!
 //! Exit codes: see [`exit::Exit`] and tern-smtpd(8).
 #![forbid(unsafe_code)]
 
+mod auth;
 mod checks;
 mod chunks;
+mod complete;
 mod conn;
 mod exit;
 mod serve;
@@ -49,7 +58,7 @@ use std::time::Duration;
 use tern_control::{Assign, Control, Home};
 use tern_log::Event;
 use tern_sched::Rewriter;
-use tern_smtp::{Policy, Reply};
+use tern_smtp::{AuthOffer, Policy, Reply};
 
 use crate::checks::{FileChecks, LocalCheck};
 use crate::conn::Conn;
@@ -63,7 +72,9 @@ Speaks SMTP on fd 0/1 for one connection and queues accepted messages.
 Run by tcpserver, inetd, systemd (Accept=yes), tern-listen or sendmail -bs.
 Environment: TERN_HOME, TCPREMOTEIP, TCPREMOTEHOST, TCPREMOTEINFO, TCPLOCALIP,
 TCPLOCALHOST, TCPLOCALPORT, RELAYCLIENT, DATABYTES, QMAILQUEUE,
-SMTPS (set and not empty: implicit TLS, the handshake before the greeting).
+SMTPS (set and not empty: implicit TLS, the handshake before the greeting),
+SUBMISSION (set and not empty: submission mode, AUTH required before MAIL).
+SMTP AUTH is offered over TLS when control/checkpassword names a checker.
 STARTTLS is offered when control/servercert.pem (chain and key) is readable.
 See tern-smtpd(8).
 ";
@@ -89,6 +100,8 @@ pub(crate) struct Setup {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// `SMTPS`: the handshake before the greeting.
     pub(crate) implicit_tls: bool,
+    /// The checkpassword program and its arguments (empty: no AUTH).
+    pub(crate) checkpassword: Vec<String>,
 }
 
 fn env_bytes(name: &str) -> Option<Vec<u8>> {
@@ -220,6 +233,42 @@ fn setup() -> Result<Setup, Exit> {
     }
     policy.starttls = tls.is_some() && !implicit_tls;
     let peer = peer();
+    let checkpassword: Vec<String> = control
+        .checkpassword()
+        .map_err(c)?
+        .first()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    policy.auth = match checkpassword.first() {
+        None => AuthOffer::Never,
+        Some(p) if !p.starts_with('/') => {
+            Event::new(PROG, "auth_unavailable")
+                .field(
+                    "reason",
+                    "control/checkpassword: the program must be an absolute path",
+                )
+                .emit();
+            AuthOffer::Never
+        }
+        Some(_) => {
+            let loopback = std::str::from_utf8(&peer.remote_ip)
+                .ok()
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| ip.is_loopback());
+            if loopback && control.authplainloopback().map_err(c)? == 1 {
+                AuthOffer::Always
+            } else {
+                AuthOffer::TlsOnly
+            }
+        }
+    };
+    if !tern_sys::secure::at_secure()
+        && let Some(ms) = env_number("TERN_AUTH_DELAY_MS").map_err(|e| trouble(&me, &e))?
+    {
+        policy.auth_delay_ms = ms;
+    }
+    policy.submission = std::env::var_os("SUBMISSION").is_some_and(|v| !v.is_empty());
+    policy.submission_senders = control.submissionsenders().map_err(c)? == 1;
     if let Ok(ip) = std::str::from_utf8(&peer.local_ip)
         && let Ok(ip) = ip.parse::<std::net::IpAddr>()
     {
@@ -238,6 +287,7 @@ fn setup() -> Result<Setup, Exit> {
         peer,
         tls,
         implicit_tls,
+        checkpassword,
     })
 }
 

@@ -7,11 +7,13 @@ use tern_log::Event;
 use tern_smtp::received::{ReceivedFields, received};
 use tern_smtp::session::Step;
 use tern_smtp::{
-    Action, DataDecoder, DataError, DataStatus, LineEvent, LineSplitter, Reply, Session,
+    Action, AuthVerdict, DataDecoder, DataError, DataStatus, LineEvent, LineSplitter, Reply,
+    Session,
 };
 use tern_spool::{Envelope, QueueClient};
 
 use crate::chunks::{ChunkError, Stream, read_exact};
+use crate::complete::{Completer, Completion};
 use crate::conn::{Conn, ConnError};
 use crate::exit::Exit;
 use crate::{PROG, Peer, Setup};
@@ -22,6 +24,24 @@ struct Ctx {
     peer: Peer,
     /// `TLS1.3 TLS_AES_256_GCM_SHA384` once TLS is up.
     tls: Option<String>,
+    /// Submission mode: complete the header (Date, Message-ID).
+    submission: bool,
+}
+
+/// The fields a submitted message gets when its header lacks them.
+fn completion(s: &Ctx, t: i64) -> Option<Completion> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    s.submission.then(|| Completion {
+        date: tern_date::rfc5322(t),
+        message_id: format!(
+            "<{}.{}.{}@{}>",
+            tern_date::compact(t),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            s.me
+        ),
+    })
 }
 
 /// Largest decoded chunk handed to the queue at once.
@@ -147,7 +167,14 @@ fn message(
     let mut decoder = DataDecoder::new(session.data_limits());
     let mut data_end = None;
     let mut write_error = None;
+    let fields = completion(s, t);
+    let mut header_too_big = false;
     let queued = client.submit(&envelope, |w| {
+        let mut completer: Option<Completer> = None;
+        let w: &mut dyn Write = match fields {
+            Some(f) => completer.insert(Completer::new(w, f)),
+            None => w,
+        };
         let mut sink = Some(w);
         if let Err(e) = sink.as_mut().expect("set").write_all(&header) {
             write_error = Some(e);
@@ -161,6 +188,15 @@ fn message(
         );
         let good = matches!(e, DataEnd::End) && decoder.result().is_ok();
         data_end = Some(e);
+        if let Some(c) = completer.as_mut() {
+            header_too_big = c.too_big;
+            if good
+                && write_error.is_none()
+                && let Err(e) = c.finish()
+            {
+                write_error = Some(e);
+            }
+        }
         match (&write_error, good) {
             (None, true) => Ok(()),
             (Some(e), _) => Err(std::io::Error::new(e.kind(), e.to_string())),
@@ -185,6 +221,7 @@ fn message(
     }
     let reply = match (decoder.result(), queued) {
         (Err(e), _) => e.reply(),
+        (Ok(()), _) if header_too_big => Reply::new(552, "5.3.4", "message header over 1 MiB"),
         (Ok(()), Ok(())) => {
             Event::new(PROG, "queued")
                 .num("qp", qp)
@@ -242,8 +279,8 @@ fn chunk(
             sender: session.sender().to_vec(),
             recipients: session.recipients().to_vec(),
         };
-        let (h, _, _) = header(s, session);
-        Stream::start(client, envelope, h, session.data_limits())
+        let (h, t, _) = header(s, session);
+        Stream::start(client, envelope, h, session.data_limits(), completion(s, t))
     });
     let mut out = Vec::new();
     let read = read_exact(conn, size, |piece| {
@@ -325,6 +362,36 @@ fn handshake(
     Ok(())
 }
 
+/// Runs the checkpassword program for `c` and ends the AUTH exchange.
+fn authenticate(
+    s: &Ctx,
+    session: &mut Session,
+    c: &tern_smtp::auth::Credentials,
+    checkpassword: &[String],
+    timeout: Duration,
+) -> Step {
+    let timestamp = format!("<{}.{}@{}>", std::process::id(), now(), s.me);
+    let verdict = match crate::auth::check(checkpassword, c, &timestamp, timeout) {
+        Ok(v) => v,
+        Err(reason) => {
+            Event::new(PROG, "auth_trouble")
+                .field("reason", reason.as_str())
+                .emit();
+            AuthVerdict::TempFail
+        }
+    };
+    let result = match verdict {
+        AuthVerdict::Accepted => "ok",
+        AuthVerdict::Rejected => "fail",
+        AuthVerdict::TempFail => "temp",
+    };
+    Event::new(PROG, "auth")
+        .field("user", &c.login)
+        .field("result", result)
+        .emit();
+    session.auth_result(&c.login, verdict)
+}
+
 /// Serves one connection.
 pub(crate) fn run(s: Setup) -> Exit {
     let Setup {
@@ -336,6 +403,7 @@ pub(crate) fn run(s: Setup) -> Exit {
         peer,
         tls,
         implicit_tls,
+        checkpassword,
     } = s;
     let mut conn = Conn::new(timeout);
     let client = QueueClient::for_home(home.root());
@@ -344,11 +412,13 @@ pub(crate) fn run(s: Setup) -> Exit {
     } else {
         "no"
     };
+    let submission = policy.submission;
     let mut session = Session::new(policy);
     let mut s = Ctx {
         me,
         peer,
         tls: None,
+        submission,
     };
     Event::new(PROG, "connect")
         .field("remote_ip", &s.peer.remote_ip)
@@ -381,6 +451,8 @@ pub(crate) fn run(s: Setup) -> Exit {
             }
         };
         let verb: Vec<u8> = match &event {
+            // A credential: never logged.
+            _ if session.auth_pending() => b"(auth)".to_vec(),
             LineEvent::Line(l) => l
                 .iter()
                 .take_while(|&&b| b != b' ')
@@ -416,6 +488,12 @@ pub(crate) fn run(s: Setup) -> Exit {
                     Ok(step) => step,
                     Err(exit) => return exit,
                 };
+            }
+            Action::Auth(ref c) => {
+                step = authenticate(&s, &mut session, c, &checkpassword, timeout);
+                if let Some(r) = step.action.reply() {
+                    log_reply(b"AUTH", r);
+                }
             }
             Action::Discard { size, .. } => {
                 if let Err(e) = read_exact(&mut conn, size, |_| {}) {
