@@ -8,11 +8,14 @@
 //!   ternctl [--home DIR] check
 //!   ternctl [--home DIR] queue [--json] [--count]
 //!   ternctl [--home DIR] repair
+//!   ternctl [--home DIR] passwd LOGIN
 //!
 //! DESCRIPTION
 //!   `init` creates (or completes) a single-user instance; `check` explains
 //!   the effective configuration and rejects malformed files; `queue` lists
-//!   the queue; `repair` removes what a crashed writer left in the queue.
+//!   the queue; `repair` removes what a crashed writer left in the queue;
+//!   `passwd` reads a password from stdin and stores its argon2id hash for
+//!   LOGIN in control/passwords (mode 0640), for tern-checkpassword.
 //!   The instance is `--home`, else `TERN_HOME`, else the compiled-in home.
 //!
 //! SECURITY
@@ -135,6 +138,12 @@ enum Command {
     Repair,
     /// Ask the running queue manager to retry every queued message now.
     Flush,
+    /// Set LOGIN's password in control/passwords (read from stdin, first
+    /// line) for tern-checkpassword.
+    Passwd {
+        /// The login (1 to 255 bytes, no ':', blanks or control characters).
+        login: String,
+    },
 }
 
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
@@ -172,7 +181,39 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             flush(&home(cli.home)?)?;
             Ok(Exit::Ok)
         }
+        Command::Passwd { login } => {
+            passwd(&home(cli.home)?, &login)?;
+            Ok(Exit::Ok)
+        }
     }
+}
+
+/// `ternctl passwd LOGIN`: the first line of stdin (without its line end)
+/// is the password; its argon2id hash replaces or joins LOGIN's line in
+/// control/passwords.
+fn passwd(home: &Home, login: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    if !tern_checkpassword::valid_login(login.as_bytes()) {
+        return Err(Usage(tern_checkpassword::Error::BadLogin.to_string()).into());
+    }
+    let mut input = Vec::new();
+    std::io::stdin()
+        .take(tern_checkpassword::MAX_PASSWORD as u64 + 3)
+        .read_to_end(&mut input)?;
+    let line_end = input
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(input.len());
+    let mut password = &input[..line_end];
+    if let [rest @ .., b'\r'] = password {
+        password = rest;
+    }
+    let hash = tern_checkpassword::hash(password).map_err(|e| Usage(e.to_string()))?;
+    input.fill(0);
+    let path = home.control_dir().join(tern_checkpassword::FILE_NAME);
+    tern_checkpassword::set(&path, login, &hash).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::show::emit(&format!("password set for {login} in {}\n", path.display()));
+    Ok(())
 }
 
 /// `ternctl flush`: SIGALRM to the running tern-send, found through its pid

@@ -1,0 +1,447 @@
+//! SMTP AUTH and submission in tern-smtpd over real TCP on 127.0.0.1,
+//! under tern-listen (127.0.0.1 allowed, no RELAYCLIENT): logins made with
+//! `ternctl passwd` and checked by tern-checkpassword through the
+//! checkpassword interface; `swaks --tls --auth PLAIN|LOGIN` with good and
+//! bad passwords (235, 535 after the delay); AUTH neither offered nor
+//! accepted without TLS (538); relay refused before AUTH and allowed
+//! after; three failures disconnect (421); the Received line says
+//! ESMTPSA and holds no password, nor does the log; Python smtplib
+//! `starttls(); login()`; submission mode (`SUBMISSION=1`): 530 before
+//! AUTH, 553 for a sender not the user's, Date and Message-ID added when
+//! missing and kept when present.
+//!
+//! A missing tool (python3, swaks, openssl, Net::SSLeay) makes the tests
+//! that need it print SKIP; `scripts/test` installs them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tern_tests::{Instance, bin, have_tool, skip, wait_until};
+
+const PYTHON: &str = "/usr/bin/python3";
+const PASSWORD: &str = "s3cret-Pa55";
+/// The failed-AUTH delay the tests run with (TERN_AUTH_DELAY_MS).
+const DELAY_MS: u64 = 400;
+
+/// tern-smtpd under tern-listen; killed when dropped.
+struct Front {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Front {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// tern-smtpd under tern-listen on 127.0.0.1 (no RELAYCLIENT), with
+/// `env` added.
+fn start(inst: &Instance, env: &[(&str, &str)]) -> Front {
+    let dir = inst.scratch();
+    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let log = dir.join(format!("listen-{n}.log"));
+    let rules = dir.join(format!("listen-{n}.rules"));
+    std::fs::write(&rules, "127.0.0.1:allow\n:deny\n").expect("rules");
+    let mut cmd = inst.command("tern-listen");
+    cmd.env("TERN_AUTH_DELAY_MS", DELAY_MS.to_string());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .args(["-c", "20", "-C", "20", "-x"])
+        .arg(&rules)
+        .args(["127.0.0.1", "0"])
+        .arg(bin("tern-smtpd"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("start tern-listen");
+    let mut port = 0;
+    assert!(
+        wait_until(10, || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("local_port="))
+                .map(|p| port = p.parse().expect("port"))
+                .is_some()
+        }),
+        "tern-listen did not start"
+    );
+    Front {
+        child: Some(child),
+        port,
+        log,
+    }
+}
+
+fn need(test: &str, tools: &[&str]) -> bool {
+    for t in tools {
+        let ok = match *t {
+            "python3" => Path::new(PYTHON).is_file(),
+            "ssleay" => Command::new("perl")
+                .args(["-MNet::SSLeay", "-e", "1"])
+                .status()
+                .is_ok_and(|s| s.success()),
+            _ => have_tool(t),
+        };
+        if !ok {
+            skip(test, &format!("{t} not installed"));
+            return false;
+        }
+    }
+    true
+}
+
+/// A self-signed certificate in `control/servercert.pem`.
+fn make_cert(inst: &Instance) {
+    let dir = inst.scratch();
+    let (key, cert) = (dir.join("mx.key"), dir.join("mx.crt"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=mx.auth.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl req");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+    std::fs::write(inst.home().join("control/servercert.pem"), pem).expect("cert");
+}
+
+/// `ternctl passwd login` with `password` on stdin.
+fn passwd(inst: &Instance, login: &str, password: &str) {
+    let mut child = inst
+        .command("ternctl")
+        .args(["passwd", login])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ternctl passwd");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ternctl passwd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An instance with a certificate, login `joe` and tern-checkpassword.
+fn setup(name: &str) -> Instance {
+    let inst = Instance::new(name);
+    make_cert(&inst);
+    passwd(&inst, "joe", PASSWORD);
+    std::fs::write(
+        inst.home().join("control/checkpassword"),
+        format!("{}\n", bin("tern-checkpassword").display()),
+    )
+    .unwrap();
+    inst
+}
+
+/// Every queued message, as text.
+fn queued(inst: &Instance) -> Vec<String> {
+    let q = inst.queue();
+    q.list()
+        .expect("list queue")
+        .iter()
+        .map(|m| String::from_utf8_lossy(&q.read_message(m.id).expect("read")).into_owned())
+        .collect()
+}
+
+fn python(script: &str, port: u16) -> (i32, String) {
+    let out = Command::new(PYTHON)
+        .arg("-c")
+        .arg(format!("{CTX}{script}"))
+        .arg(port.to_string())
+        .arg(PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const CTX: &str = r#"
+import smtplib, ssl, sys, time, base64
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+port = int(sys.argv[1])
+pw = sys.argv[2]
+"#;
+
+#[test]
+fn ternctl_passwd_and_tern_checkpassword() {
+    let inst = Instance::new("auth-checkpassword");
+    passwd(&inst, "joe", "first");
+    passwd(&inst, "ann@example.com", "annpw");
+    passwd(&inst, "joe", PASSWORD);
+    let file = inst.home().join("control/passwords");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.starts_with("joe:$argon2id$v=19$"), "{text}");
+    assert!(!text.contains(PASSWORD) && !text.contains("annpw"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    // Bad logins and passwords are refused by ternctl.
+    for (login, pw) in [("a:b", "x"), ("a b", "x"), ("joe", "")] {
+        let mut c = inst
+            .command("ternctl")
+            .args(["passwd", login])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{pw}\n").as_bytes())
+            .unwrap();
+        assert_eq!(c.wait().unwrap().code(), Some(1), "{login:?} {pw:?}");
+    }
+    // tern-checkpassword: fd 3 from a pipe, the next program prints $AUTHUSER.
+    let run = |input: &str| {
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"printf "$1" | "$2" /bin/sh -c 'echo "user=$AUTHUSER/$USER"' 3<&0 0</dev/null"#)
+            .arg("sh")
+            .arg(input)
+            .arg(bin("tern-checkpassword"))
+            .env("TERN_HOME", inst.home())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&format!("joe\\0{PASSWORD}\\0<1@x>\\0"));
+    assert_eq!((code, out.as_str()), (Some(0), "user=joe/joe\n"));
+    assert_eq!(run("ann@example.com\\0annpw\\0ts\\0").0, Some(0));
+    assert_eq!(run("joe\\0first\\0ts\\0"), (Some(1), String::new()));
+    assert_eq!(run("nobody\\0x\\0ts\\0").0, Some(1));
+    assert_eq!(run("joe\\0x").0, Some(2));
+    // Unreadable file: temporary trouble.
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(run(&format!("joe\\0{PASSWORD}\\0ts\\0")).0, Some(111));
+}
+
+fn swaks(front: &Front, args: &[&str]) -> (bool, String, Duration) {
+    let t = Instant::now();
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", front.port)])
+        .args(["--to", "test@localhost", "--from", "joe@localhost", "--tls"])
+        .args([
+            "--helo",
+            "swaks.test",
+            "--timeout",
+            "30",
+            "--auth-user",
+            "joe",
+        ])
+        .args(args)
+        .output()
+        .expect("run swaks");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        t.elapsed(),
+    )
+}
+
+#[test]
+fn swaks_auth_plain_and_login_over_tls() {
+    let test = "auth::swaks_auth_plain_and_login_over_tls";
+    if !need(test, &["swaks", "openssl", "ssleay"]) {
+        return;
+    }
+    let inst = setup("auth-swaks");
+    let front = start(&inst, &[]);
+    for mech in ["PLAIN", "LOGIN"] {
+        let (ok, t, _) = swaks(&front, &["--auth", mech, "--auth-password", PASSWORD]);
+        assert!(ok, "{mech}: {t}\n{}", front.log());
+        assert!(t.contains("<~  235 2.7.0"), "{t}");
+        let (ok, t, took) = swaks(&front, &["--auth", mech, "--auth-password", "wrong"]);
+        assert!(!ok, "{t}");
+        assert!(t.contains("<~* 535 5.7.8"), "{t}");
+        assert!(took >= Duration::from_millis(DELAY_MS), "{took:?}");
+    }
+    let msgs = queued(&inst);
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    for m in &msgs {
+        assert!(m.contains(" with ESMTPSA (TLS1."), "{m}");
+        assert!(!m.contains(PASSWORD), "{m}");
+    }
+    let log = front.log();
+    assert_eq!(
+        log.matches("event=auth user=joe result=ok").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("event=auth user=joe result=fail").count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains(PASSWORD) && !log.contains("wrong"), "{log}");
+}
+
+#[test]
+fn smtplib_auth_relay_and_refusals() {
+    let test = "auth::smtplib_auth_relay_and_refusals";
+    if !need(test, &["python3", "openssl"]) {
+        return;
+    }
+    let inst = setup("auth-smtplib");
+    let front = start(&inst, &[]);
+    let script = r#"
+s = smtplib.SMTP("127.0.0.1", port, local_hostname="py.test", timeout=30)
+s.ehlo()
+print("plain auth", s.has_extn("auth"))
+print("plain AUTH", s.docmd("AUTH PLAIN " + base64.b64encode(b"\0joe\0" + pw.encode()).decode())[0])
+s.docmd("MAIL FROM:<joe@localhost>")
+print("relay before", s.docmd("RCPT TO:<x@elsewhere.example>")[0])
+s.docmd("RSET")
+s.starttls(context=ctx)
+s.ehlo()
+print("tls auth", s.esmtp_features.get("auth").strip())
+print("bad b64", s.docmd("AUTH PLAIN !!!!")[0])
+print("cancel", s.docmd("AUTH LOGIN")[0], s.docmd("*")[0])
+print("login", s.login("joe", pw)[0])
+s.docmd("MAIL FROM:<joe@localhost>")
+print("relay after", s.docmd("RCPT TO:<x@elsewhere.example>")[0])
+print("local", s.docmd("RCPT TO:<test@localhost>")[0])
+print("end", s.data(b"Subject: hi\r\n\r\nauthenticated\r\n")[0])
+s.quit()
+# Three failures close the connection.
+s = smtplib.SMTP("127.0.0.1", port, local_hostname="py.test", timeout=30)
+s.starttls(context=ctx)
+s.ehlo()
+codes = []
+t = time.time()
+for i in range(3):
+    codes.append(s.docmd("AUTH PLAIN " + base64.b64encode(b"\0joe\0nope").decode())[0])
+print("failures", codes, time.time() - t >= 3 * 0.4)
+try:
+    s.docmd("NOOP")
+    print("after: open")
+except smtplib.SMTPServerDisconnected:
+    print("after: closed")
+"#;
+    let (code, out) = python(script, front.port);
+    assert_eq!(code, 0, "{out}\n{}", front.log());
+    for want in [
+        "plain auth False",
+        "plain AUTH 538",
+        "relay before 553",
+        "tls auth PLAIN LOGIN",
+        "bad b64 501",
+        "cancel 334 501",
+        "login 235",
+        "relay after 250",
+        "local 250",
+        "end 250",
+        "failures [535, 535, 421] True",
+        "after: closed",
+    ] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing:\n{out}\n{}",
+            front.log()
+        );
+    }
+    let msgs = queued(&inst);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains("by "), "{}", msgs[0]);
+    assert!(msgs[0].contains(" with ESMTPSA (TLS1."), "{}", msgs[0]);
+    assert!(!msgs[0].contains(PASSWORD));
+    assert!(!front.log().contains(PASSWORD));
+}
+
+#[test]
+fn submission_requires_auth_own_sender_and_completes_header() {
+    let test = "auth::submission_requires_auth_own_sender_and_completes_header";
+    if !need(test, &["python3", "openssl"]) {
+        return;
+    }
+    let inst = setup("auth-submission");
+    let front = start(&inst, &[("SUBMISSION", "1")]);
+    let script = r#"
+s = smtplib.SMTP("127.0.0.1", port, local_hostname="py.test", timeout=30)
+s.starttls(context=ctx)
+s.ehlo()
+print("unauth", s.docmd("MAIL FROM:<joe@localhost>")[0])
+s.login("joe", pw)
+print("other", s.docmd("MAIL FROM:<ann@localhost>")[0])
+print("own", s.docmd("MAIL FROM:<joe@localhost>")[0])
+s.docmd("RCPT TO:<test@localhost>")
+print("bare", s.data(b"Subject: bare\r\n\r\nno date\r\n")[0])
+s.docmd("MAIL FROM:<joe@localhost>")
+s.docmd("RCPT TO:<test@localhost>")
+print("full", s.data(b"Subject: full\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\nMessage-ID: <keep@me>\r\n\r\nhas both\r\n")[0])
+s.quit()
+"#;
+    let (code, out) = python(script, front.port);
+    assert_eq!(code, 0, "{out}\n{}", front.log());
+    for want in ["unauth 530", "other 553", "own 250", "bare 250", "full 250"] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing:\n{out}\n{}",
+            front.log()
+        );
+    }
+    let msgs = queued(&inst);
+    assert_eq!(msgs.len(), 2);
+    let bare = msgs.iter().find(|m| m.contains("Subject: bare")).unwrap();
+    let full = msgs.iter().find(|m| m.contains("Subject: full")).unwrap();
+    let (head, body) = bare.split_once("\n\n").unwrap();
+    assert!(
+        head.contains("\nDate: ") && head.contains("\nMessage-ID: <"),
+        "{bare}"
+    );
+    assert_eq!(body, "no date\n");
+    assert!(
+        full.ends_with(
+            "Subject: full\nDate: Thu, 1 Jan 2026 00:00:00 +0000\nMessage-ID: <keep@me>\n\nhas both\n"
+        ),
+        "{full}"
+    );
+    assert_eq!(full.matches("Date:").count(), 1, "{full}");
+}
