@@ -416,11 +416,27 @@ print("bare", s.data(b"Subject: bare\r\n\r\nno date\r\n")[0])
 s.docmd("MAIL FROM:<joe@localhost>")
 s.docmd("RCPT TO:<test@localhost>")
 print("full", s.data(b"Subject: full\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\nMessage-ID: <keep@me>\r\n\r\nhas both\r\n")[0])
+s.docmd("MAIL FROM:<joe@localhost>")
+s.docmd("RCPT TO:<test@localhost>")
+chunk1 = b"Subject: chunked\r\nX-A: 1\r\n"
+chunk2 = b"\r\nby BDAT\r\n"
+s.send(b"BDAT %d\r\n" % len(chunk1) + chunk1)
+print("bdat1", s.getreply()[0])
+s.send(b"BDAT %d LAST\r\n" % len(chunk2) + chunk2)
+print("bdat2", s.getreply()[0])
 s.quit()
 "#;
     let (code, out) = python(script, front.port);
     assert_eq!(code, 0, "{out}\n{}", front.log());
-    for want in ["unauth 530", "other 553", "own 250", "bare 250", "full 250"] {
+    for want in [
+        "unauth 530",
+        "other 553",
+        "own 250",
+        "bare 250",
+        "full 250",
+        "bdat1 250",
+        "bdat2 250",
+    ] {
         assert!(
             out.contains(want),
             "{want:?} missing:\n{out}\n{}",
@@ -428,7 +444,17 @@ s.quit()
         );
     }
     let msgs = queued(&inst);
-    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs.len(), 3);
+    let chunked = msgs
+        .iter()
+        .find(|m| m.contains("Subject: chunked"))
+        .unwrap();
+    let (head, body) = chunked.split_once("\n\n").unwrap();
+    assert!(
+        head.contains("\nX-A: 1\nDate: ") && head.contains("\nMessage-ID: <"),
+        "{chunked}"
+    );
+    assert_eq!(body, "by BDAT\n");
     let bare = msgs.iter().find(|m| m.contains("Subject: bare")).unwrap();
     let full = msgs.iter().find(|m| m.contains("Subject: full")).unwrap();
     let (head, body) = bare.split_once("\n\n").unwrap();
