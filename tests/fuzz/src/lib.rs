@@ -1362,10 +1362,10 @@ fn smtp_command_bytes(data: &[u8]) {
 pub fn smtp_auth(data: &[u8]) {
     use tern_smtp::auth::{self, MAX_LOGIN, MAX_PASSWORD};
     use tern_smtp::{Action, AuthOffer, AuthVerdict, Policy, Session};
-    if let Ok(d) = auth::decode_base64(data) {
-        if data != b"=" {
-            assert_eq!(auth::encode_base64(&d).as_bytes(), data);
-        }
+    if let Ok(d) = auth::decode_base64(data)
+        && data != b"="
+    {
+        assert_eq!(auth::encode_base64(&d).as_bytes(), data);
     }
     let enc = auth::encode_base64(data);
     assert_eq!(auth::decode_base64(enc.as_bytes()).as_deref(), Ok(data));
