@@ -138,6 +138,7 @@ impl Control {
             (DefaultValue::Empty, Kind::BadMailFrom) => Value::BadMailFrom(BadMailFrom::default()),
             (DefaultValue::Empty, Kind::Lines) => Value::Lines(Vec::new()),
             (DefaultValue::Empty, Kind::Pem) => Value::Pem { certificates: 0 },
+            (DefaultValue::Empty, Kind::Logins) => Value::Logins(Vec::new()),
             _ => unreachable!(
                 "SETTINGS table: the default of {} does not fit its kind",
                 setting.name

@@ -37,6 +37,8 @@ pub enum Kind {
     Lines,
     /// A PEM certificate chain and private key; reports never show it.
     Pem,
+    /// `login:hash` lines (`passwords`); reports never show the hashes.
+    Logins,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::BadMailFrom => "user@domain or @domain lines",
             Kind::Lines => "lines",
             Kind::Pem => "PEM certificate chain and private key",
+            Kind::Logins => "login:argon2id-hash lines",
         }
     }
 }
@@ -170,6 +173,8 @@ pub static SETTINGS: &[Setting] = &[
         doc: "1: also offer SMTP AUTH without TLS to loopback clients; 0: AUTH only over TLS" },
     Setting { name: "submissionsenders", kind: Kind::Number { min: 0, max: 1 }, default: DefaultValue::Number(1), readers: "tern-smtpd",
         doc: "1: in submission mode the envelope sender must belong to the authenticated user (553 5.7.1); 0: any sender" },
+    Setting { name: "passwords", kind: Kind::Logins, default: DefaultValue::Empty, readers: "tern-checkpassword",
+        doc: "SMTP AUTH logins and their argon2id hashes, written by ternctl passwd; never displayed" },
     Setting { name: "defaultdelivery", kind: Kind::Lines, default: DefaultValue::Text("./Maildir/"), readers: "tern-lspawn",
         doc: "delivery instructions (dot-qmail lines) for users without a .qmail file" },
 ];
@@ -203,6 +208,8 @@ pub enum Value {
         /// `CERTIFICATE` sections.
         certificates: usize,
     },
+    /// [`Kind::Logins`]: the logins; the hashes are not kept.
+    Logins(Vec<String>),
 }
 
 impl Value {
@@ -217,6 +224,12 @@ impl Value {
             Value::SmtpRoutes(r) => r.entries().to_vec(),
             Value::BadMailFrom(b) => b.entries().to_vec(),
             Value::Lines(l) => l.clone(),
+            Value::Logins(l) if l.is_empty() => Vec::new(),
+            Value::Logins(l) => vec![format!(
+                "{} login(s): {} (hashes not shown)",
+                l.len(),
+                l.join(" ")
+            )],
             Value::Pem { certificates: 0 } => Vec::new(),
             Value::Pem { certificates } => vec![format!(
                 "{certificates} certificate(s) and a private key (not shown)"
@@ -318,6 +331,25 @@ pub fn parse_value(kind: Kind, text: &str) -> Result<Option<Value>, Error> {
             }
             Value::Pem { certificates }
         }
+        Kind::Logins => {
+            let mut logins = Vec::new();
+            for (n, line) in list_lines(text) {
+                let Some((login, hash)) = line.split_once(':') else {
+                    return Err(Error::at_line(n, ErrorKind::Syntax("no ':' (login:hash)")));
+                };
+                if login.is_empty() || login.contains(char::is_whitespace) {
+                    return Err(Error::at_line(n, ErrorKind::Syntax("bad login")));
+                }
+                if !hash.starts_with("$argon2id$") {
+                    return Err(Error::at_line(
+                        n,
+                        ErrorKind::Syntax("the hash is not an argon2id PHC string"),
+                    ));
+                }
+                logins.push(login.to_string());
+            }
+            Value::Logins(logins)
+        }
         _ => {
             let lines: Vec<String> = list_lines(text).map(|(_, l)| l.to_string()).collect();
             if lines.is_empty() {
@@ -396,6 +428,19 @@ mod tests {
         assert_eq!(v, Value::Pem { certificates: 2 });
         assert!(!v.display_lines().concat().contains("secret"));
         assert_eq!(parse_value(Kind::Pem, "\n").unwrap(), None);
+        for bad in [
+            "joe\n",
+            ":$argon2id$x\n",
+            "jo e:$argon2id$x\n",
+            "joe:plain\n",
+        ] {
+            assert!(parse_value(Kind::Logins, bad).is_err(), "{bad}");
+        }
+        let v = parse_value(Kind::Logins, "# c\njoe:$argon2id$v=19$secrethash\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, Value::Logins(vec!["joe".into()]));
+        assert!(!v.display_lines().concat().contains("secrethash"));
         for bad in [
             "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
             "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
