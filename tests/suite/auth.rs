@@ -258,6 +258,8 @@ fn ternctl_passwd_and_tern_checkpassword() {
     assert_eq!(run("joe\\0first\\0ts\\0"), (Some(1), String::new()));
     assert_eq!(run("nobody\\0x\\0ts\\0").0, Some(1));
     assert_eq!(run("joe\\0x").0, Some(2));
+    let long = format!("joe\\0{}\\0ts\\0", "p".repeat(600));
+    assert_eq!(run(&long).0, Some(2));
     // Unreadable file: temporary trouble.
     std::fs::remove_file(&file).unwrap();
     assert_eq!(run(&format!("joe\\0{PASSWORD}\\0ts\\0")).0, Some(111));
@@ -470,4 +472,42 @@ s.quit()
         "{full}"
     );
     assert_eq!(full.matches("Date:").count(), 1, "{full}");
+}
+
+#[test]
+fn authplainloopback_offers_auth_without_tls() {
+    let test = "auth::authplainloopback_offers_auth_without_tls";
+    if !need(test, &["python3"]) {
+        return;
+    }
+    let inst = Instance::new("auth-loopback");
+    passwd(&inst, "joe", PASSWORD);
+    let control = inst.home().join("control");
+    std::fs::write(
+        control.join("checkpassword"),
+        format!("{}\n", bin("tern-checkpassword").display()),
+    )
+    .unwrap();
+    std::fs::write(control.join("authplainloopback"), "1\n").unwrap();
+    let front = start(&inst, &[]);
+    let script = r#"
+s = smtplib.SMTP("127.0.0.1", port, local_hostname="py.test", timeout=30)
+s.ehlo()
+print("auth", s.esmtp_features.get("auth", "").strip())
+print("login", s.login("joe", pw)[0])
+print("sent", s.sendmail("joe@localhost", ["test@localhost", "x@elsewhere.example"], b"Subject: s\r\n\r\nb\r\n"))
+s.quit()
+"#;
+    let (code, out) = python(script, front.port);
+    assert_eq!(code, 0, "{out}\n{}", front.log());
+    for want in ["auth PLAIN LOGIN", "login 235", "sent {}"] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing:\n{out}\n{}",
+            front.log()
+        );
+    }
+    let msgs = queued(&inst);
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].contains(" with ESMTPA id "), "{}", msgs[0]);
 }
