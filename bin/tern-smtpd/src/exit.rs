@@ -18,7 +18,8 @@ pub(crate) enum Exit {
     /// 112: the client was silent for `timeoutsmtpd` seconds (421 sent).
     Timeout = 112,
     /// 113: closed by the server for a protocol violation: bare CR or LF in
-    /// a command or in a message, or too many errors (tarpit, 421 sent).
+    /// a command or in a message, too many errors (tarpit, 421 sent), or a
+    /// third failed AUTH (421 sent).
     Refused = 113,
     /// 114: the client closed the connection in the middle of a command
     /// line or a message (nothing of that message is queued).

@@ -268,6 +268,15 @@ fn setup() -> Result<Setup, Exit> {
         policy.auth_delay_ms = ms;
     }
     policy.submission = std::env::var_os("SUBMISSION").is_some_and(|v| !v.is_empty());
+    if policy.submission && policy.auth == AuthOffer::Never {
+        // Every MAIL will get 530: say why once per connection.
+        Event::new(PROG, "auth_unavailable")
+            .field(
+                "reason",
+                "SUBMISSION is set but control/checkpassword is not: nobody can send",
+            )
+            .emit();
+    }
     policy.submission_senders = control.submissionsenders().map_err(c)? == 1;
     if let Ok(ip) = std::str::from_utf8(&peer.local_ip)
         && let Ok(ip) = ip.parse::<std::net::IpAddr>()
