@@ -421,3 +421,78 @@ pub fn strip_delivery_headers(file: &[u8]) -> (Vec<&[u8]>, &[u8]) {
     }
     (added, rest)
 }
+
+/// `tern-smtpd` behind `tern-listen` on 127.0.0.1 (a free port); killed when
+/// dropped. Shared by the TLS and AUTH suites.
+pub struct Front {
+    child: Option<std::process::Child>,
+    /// The port tern-listen bound.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Front {
+    /// Starts tern-listen for `inst` with the given rules file text and
+    /// extra environment, and waits until it listens.
+    pub fn listen(inst: &Instance, rules: &str, env: &[(&str, &str)]) -> Front {
+        let dir = inst.scratch();
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let log = dir.join(format!("listen-{n}.log"));
+        let rules_path = dir.join(format!("listen-{n}.rules"));
+        std::fs::write(&rules_path, rules).expect("rules");
+        let mut cmd = inst.command("tern-listen");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .args(["-c", "20", "-C", "20", "-x"])
+            .arg(&rules_path)
+            .args(["127.0.0.1", "0"])
+            .arg(bin("tern-smtpd"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+            .spawn()
+            .expect("start tern-listen");
+        let mut port = 0;
+        assert!(
+            wait_until(10, || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("local_port="))
+                    .map(|p| port = p.parse().expect("port"))
+                    .is_some()
+            }),
+            "tern-listen did not start"
+        );
+        Front {
+            child: Some(child),
+            port,
+            log,
+        }
+    }
+
+    /// A front from a launcher started elsewhere (e.g. tcpserver).
+    pub fn from_child(child: std::process::Child, port: u16, log: PathBuf) -> Front {
+        Front {
+            child: Some(child),
+            port,
+            log,
+        }
+    }
+
+    /// The launcher's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

@@ -14,78 +14,23 @@
 //! that need it print SKIP; `scripts/test` installs them.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tern_tests::{Instance, bin, have_tool, skip, wait_until};
+use tern_tests::{Front, Instance, bin, have_tool, skip};
 
 const PYTHON: &str = "/usr/bin/python3";
 const PASSWORD: &str = "s3cret-Pa55";
 /// The failed-AUTH delay the tests run with (TERN_AUTH_DELAY_MS).
 const DELAY_MS: u64 = 400;
 
-/// tern-smtpd under tern-listen; killed when dropped.
-struct Front {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Front {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 /// tern-smtpd under tern-listen on 127.0.0.1 (no RELAYCLIENT), with
-/// `env` added.
+/// `env` added (and the test's failed-AUTH delay).
 fn start(inst: &Instance, env: &[(&str, &str)]) -> Front {
-    let dir = inst.scratch();
-    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    let log = dir.join(format!("listen-{n}.log"));
-    let rules = dir.join(format!("listen-{n}.rules"));
-    std::fs::write(&rules, "127.0.0.1:allow\n:deny\n").expect("rules");
-    let mut cmd = inst.command("tern-listen");
-    cmd.env("TERN_AUTH_DELAY_MS", DELAY_MS.to_string());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .args(["-c", "20", "-C", "20", "-x"])
-        .arg(&rules)
-        .args(["127.0.0.1", "0"])
-        .arg(bin("tern-smtpd"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
-        .spawn()
-        .expect("start tern-listen");
-    let mut port = 0;
-    assert!(
-        wait_until(10, || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("local_port="))
-                .map(|p| port = p.parse().expect("port"))
-                .is_some()
-        }),
-        "tern-listen did not start"
-    );
-    Front {
-        child: Some(child),
-        port,
-        log,
-    }
+    let delay = DELAY_MS.to_string();
+    let mut all: Vec<(&str, &str)> = vec![("TERN_AUTH_DELAY_MS", delay.as_str())];
+    all.extend_from_slice(env);
+    Front::listen(inst, "127.0.0.1:allow\n:deny\n", &all)
 }
 
 fn need(test: &str, tools: &[&str]) -> bool {

@@ -12,73 +12,18 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-use tern_tests::{Daemon, Instance, bin, have_tool, skip, strip_delivery_headers, wait_until};
+use tern_tests::{
+    Daemon, Front, Instance, bin, have_tool, skip, strip_delivery_headers, wait_until,
+};
 
 const PYTHON: &str = "/usr/bin/python3";
 
-/// tern-smtpd behind a launcher on 127.0.0.1; killed when dropped.
-struct Front {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Front {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 /// tern-smtpd under tern-listen (127.0.0.1 relays), with `env` added.
 fn start(inst: &Instance, env: &[(&str, &str)]) -> Front {
-    let dir = inst.scratch();
-    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    let log = dir.join(format!("listen-{n}.log"));
-    let rules = dir.join(format!("listen-{n}.rules"));
-    std::fs::write(&rules, "127.0.0.1:allow,RELAYCLIENT=\"\"\n:deny\n").expect("rules");
-    let mut cmd = inst.command("tern-listen");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .args(["-c", "20", "-C", "20", "-x"])
-        .arg(&rules)
-        .args(["127.0.0.1", "0"])
-        .arg(bin("tern-smtpd"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
-        .spawn()
-        .expect("start tern-listen");
-    let mut port = 0;
-    assert!(
-        wait_until(10, || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("local_port="))
-                .map(|p| port = p.parse().expect("port"))
-                .is_some()
-        }),
-        "tern-listen did not start"
-    );
-    Front {
-        child: Some(child),
-        port,
-        log,
-    }
+    Front::listen(inst, "127.0.0.1:allow,RELAYCLIENT=\"\"\n:deny\n", env)
 }
 
 /// tern-smtpd under tcpserver (127.0.0.1 relays); None when not installed.
@@ -122,11 +67,7 @@ fn start_tcpserver(test: &str, inst: &Instance) -> Option<Front> {
         wait_until(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
         "tcpserver did not listen on {port}"
     );
-    Some(Front {
-        child: Some(child),
-        port,
-        log,
-    })
+    Some(Front::from_child(child, port, log))
 }
 
 fn need(test: &str, tools: &[&str]) -> bool {
