@@ -17,9 +17,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tern_tests::{Front, Instance, bin, have_tool, skip};
+use tern_tests::{Front, Instance, PYTHON, bin, have_tool, make_cert, skip};
 
-const PYTHON: &str = "/usr/bin/python3";
 const PASSWORD: &str = "s3cret-Pa55";
 /// The failed-AUTH delay the tests run with (TERN_AUTH_DELAY_MS).
 const DELAY_MS: u64 = 400;
@@ -52,27 +51,6 @@ fn need(test: &str, tools: &[&str]) -> bool {
 }
 
 /// A self-signed certificate in `control/servercert.pem`.
-fn make_cert(inst: &Instance) {
-    let dir = inst.scratch();
-    let (key, cert) = (dir.join("mx.key"), dir.join("mx.crt"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=mx.auth.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl req");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
-    std::fs::write(inst.home().join("control/servercert.pem"), pem).expect("cert");
-}
-
 /// `ternctl passwd login` with `password` on stdin.
 fn passwd(inst: &Instance, login: &str, password: &str) {
     let mut child = inst
@@ -100,7 +78,7 @@ fn passwd(inst: &Instance, login: &str, password: &str) {
 /// An instance with a certificate, login `joe` and tern-checkpassword.
 fn setup(name: &str) -> Instance {
     let inst = Instance::new(name);
-    make_cert(&inst);
+    make_cert(&inst, "mx.auth.test");
     passwd(&inst, "joe", PASSWORD);
     std::fs::write(
         inst.home().join("control/checkpassword"),
@@ -121,22 +99,7 @@ fn queued(inst: &Instance) -> Vec<String> {
 }
 
 fn python(script: &str, port: u16) -> (i32, String) {
-    let out = Command::new(PYTHON)
-        .arg("-c")
-        .arg(format!("{CTX}{script}"))
-        .arg(port.to_string())
-        .arg(PASSWORD)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python3");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    tern_tests::python(&format!("{CTX}{script}"), &[&port.to_string(), PASSWORD])
 }
 
 const CTX: &str = r#"

@@ -16,10 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tern_tests::{
-    Daemon, Front, Instance, bin, have_tool, skip, strip_delivery_headers, wait_until,
+    Daemon, Front, Instance, PYTHON, bin, have_tool, make_cert, python, skip,
+    strip_delivery_headers, wait_until,
 };
-
-const PYTHON: &str = "/usr/bin/python3";
 
 /// tern-smtpd under tern-listen (127.0.0.1 relays), with `env` added.
 fn start(inst: &Instance, env: &[(&str, &str)]) -> Front {
@@ -83,60 +82,6 @@ fn need(test: &str, tools: &[&str]) -> bool {
         }
     }
     true
-}
-
-/// Writes a fresh self-signed certificate for `cn` (chain and key in one
-/// PEM file) to the instance's `control/servercert.pem`, replacing the old
-/// one with a rename as a renewal script would.
-fn make_cert(inst: &Instance, cn: &str) {
-    let dir = inst.scratch();
-    let (key, cert) = (dir.join(format!("{cn}.key")), dir.join(format!("{cn}.crt")));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", &format!("/CN={cn}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl req");
-    assert!(
-        out.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = [
-        std::fs::read(&cert).expect("cert"),
-        std::fs::read(&key).expect("key"),
-    ]
-    .concat();
-    let control = inst.home().join("control");
-    std::fs::write(control.join("servercert.pem.new"), pem).expect("write cert");
-    std::fs::rename(
-        control.join("servercert.pem.new"),
-        control.join("servercert.pem"),
-    )
-    .expect("rename cert");
-}
-
-/// Runs a Python script with arguments; returns (exit code, stdout+stderr).
-fn python(script: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(PYTHON)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run python3");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// A client context that accepts the self-signed certificate.
