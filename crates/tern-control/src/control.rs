@@ -181,6 +181,14 @@ impl Control {
         concurrencylocal -> u64 = number;
         /// `concurrencyremote` (default 20).
         concurrencyremote -> u64 = number;
+        /// `concurrencydomain`: remote deliveries at once per domain (default 10).
+        concurrencydomain -> u64 = number;
+        /// `dnsservers`: resolver addresses, one per line (default: /etc/resolv.conf's).
+        dnsservers -> Vec<String> = lines;
+        /// `tlsdestinations`: outbound TLS policy lines (default: opportunistic everywhere).
+        tlsdestinations -> Vec<String> = lines;
+        /// `tlsca`: the CA bundle path for `verify` destinations.
+        tlsca -> Vec<String> = lines;
         /// `queuelifetime` in seconds (default 604800).
         queuelifetime -> u64 = number;
         /// `timeoutsmtpd` in seconds (default 1200).

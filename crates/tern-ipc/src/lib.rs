@@ -29,6 +29,7 @@
 use std::io::{self, Read, Write};
 
 pub mod local;
+pub mod remote;
 
 /// The protocol version; every incompatible change bumps it.
 pub const VERSION: u8 = 1;
