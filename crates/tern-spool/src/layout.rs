@@ -7,6 +7,7 @@
 //! queue/cur/<0..N-1>/<id> messages tern-send has taken over
 //! queue/lock/trigger      FIFO: a byte written here wakes tern-send
 //! queue/state/            the queue manager's journal, lock and pid file
+//! queue/remote/           tern-remote's memory of hosts (timeouts, TLS failures)
 //! ```
 //!
 //! A message id is the inode number of its queue file; the file lives in
@@ -39,6 +40,9 @@ pub const LOCK_DIR: &str = "lock";
 pub const TRIGGER: &str = "lock/trigger";
 /// Directory of the queue manager's own state (journal, pid, lock).
 pub const STATE_DIR: &str = "state";
+/// Directory of tern-remote's host memory (owned by `ternr` in a root
+/// install): which hosts timed out or failed TLS recently.
+pub const REMOTE_DIR: &str = "remote";
 
 const FORMAT_MAGIC: &str = "tern-queue-format 1";
 
@@ -170,6 +174,7 @@ pub fn create(queue_dir: &Path, split: u32) -> Result<Layout, Error> {
     mkdir(&queue_dir.join(TMP_DIR), 0o700)?;
     mkdir(&queue_dir.join(LOCK_DIR), 0o750)?;
     mkdir(&queue_dir.join(STATE_DIR), 0o700)?;
+    mkdir(&queue_dir.join(REMOTE_DIR), 0o700)?;
     for top in [NEW_DIR, CUR_DIR] {
         let t = queue_dir.join(top);
         mkdir(&t, 0o750)?;
