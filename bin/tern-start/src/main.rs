@@ -273,8 +273,30 @@ fn main() -> ExitCode {
             return fail(e);
         }
     };
+    // tern-rspawn talks to tern-send over one Unix socket (not two pipes):
+    // message descriptors travel on it with SCM_RIGHTS, so neither
+    // tern-rspawn nor tern-remote ever opens the queue. Both ends see the
+    // socket twice (requests in, reports out), as with the pipes.
     let remote = if bin.join("tern-rspawn").is_file() {
-        match spawn_helper("tern-rspawn", ids.remote, &mut started) {
+        let spawned = (|| -> Result<(OwnedFd, OwnedFd), String> {
+            let (ours, theirs) =
+                tern_ipc::remote::socket_pair().map_err(|e| format!("socketpair: {e}"))?;
+            let theirs_out = theirs.try_clone().map_err(|e| format!("dup: {e}"))?;
+            let mut c = Command::new(bin.join("tern-rspawn"));
+            env(&mut c);
+            run_as(&mut c, ids.remote);
+            c.stdin(Stdio::from(theirs)).stdout(Stdio::from(theirs_out));
+            let child = c
+                .spawn()
+                .map_err(|e| format!("cannot start tern-rspawn: {e}"))?;
+            started.push(Started {
+                name: "tern-rspawn",
+                child,
+            });
+            let ours_in = ours.try_clone().map_err(|e| format!("dup: {e}"))?;
+            Ok((ours, ours_in))
+        })();
+        match spawned {
             Ok(p) => Some(p),
             Err(e) => {
                 stop_all(&mut started);
