@@ -69,6 +69,7 @@ fn config(control: &Control) -> Result<Config, tern_control::Error> {
             control.concurrencylocal()? as usize,
             control.concurrencyremote()? as usize,
         ],
+        per_domain: control.concurrencydomain()? as usize,
         queuelifetime: control.queuelifetime()? as i64,
         rewriter: rewriter(control)?,
         bounce: bounce::BounceConfig {

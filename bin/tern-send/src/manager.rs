@@ -8,10 +8,12 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::OFlags;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use tern_control::Home;
+use tern_ipc::remote::{MAX_RCPTS, RcptReport, RemoteDeliver};
 use tern_ipc::{CleanOp, CleanReply, CleanRequest, Deliver, FrameBuffer, Hello, Outcome, Report};
 use tern_log::Event;
 use tern_sched::{Rewriter, next_attempt, scrub_text};
@@ -32,6 +34,8 @@ const MAX_REPORT: usize = 1000;
 pub struct Config {
     /// Concurrency per channel: local, remote.
     pub concurrency: [usize; 2],
+    /// Most remote deliveries at once to one domain (`concurrencydomain`).
+    pub per_domain: usize,
     /// `queuelifetime` in seconds.
     pub queuelifetime: i64,
     /// Recipient classification.
@@ -63,11 +67,74 @@ fn ch_name(ch: Channel) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// One running delivery: a message and the recipients it carries (one for
+/// a local delivery; one or more at one domain for a remote delivery).
+#[derive(Debug, Clone)]
 struct Slot {
+    id: u64,
+    indices: Vec<u32>,
+    /// Which recipients have their result.
+    reported: Vec<bool>,
+    /// Remote: the destination domain (for the per-domain count).
+    domain: Option<Vec<u8>>,
+    dying: bool,
+}
+
+impl Slot {
+    fn done(&self) -> bool {
+        self.reported.iter().all(|&r| r)
+    }
+}
+
+/// One result from a spawner: which recipient, what happened.
+struct Result1 {
     id: u64,
     index: u32,
     dying: bool,
+    outcome: Outcome,
+    text: Vec<u8>,
+}
+
+/// The destination domain of a (rewritten) remote address, lower case.
+fn domain_of(address: &[u8]) -> Vec<u8> {
+    match memchr::memrchr(b'@', address) {
+        Some(at) => address[at + 1..].to_ascii_lowercase(),
+        None => address.to_ascii_lowercase(),
+    }
+}
+
+/// Recipients waiting for their time, ordered by due time, with an index
+/// so a recipient is in the set at most once.
+#[derive(Default)]
+struct Ready {
+    set: BTreeSet<(i64, u64, u32)>,
+    due: HashMap<(u64, u32), i64>,
+}
+
+impl Ready {
+    fn insert(&mut self, due: i64, id: u64, index: u32) {
+        if let Some(old) = self.due.insert((id, index), due) {
+            self.set.remove(&(old, id, index));
+        }
+        self.set.insert((due, id, index));
+    }
+    fn remove(&mut self, id: u64, index: u32) {
+        if let Some(old) = self.due.remove(&(id, index)) {
+            self.set.remove(&(old, id, index));
+        }
+    }
+    fn first(&self) -> Option<&(i64, u64, u32)> {
+        self.set.first()
+    }
+    fn pop_first(&mut self) -> Option<(i64, u64, u32)> {
+        let e = self.set.pop_first()?;
+        self.due.remove(&(e.1, e.2));
+        Some(e)
+    }
+    fn take_all(&mut self) -> Vec<(i64, u64, u32)> {
+        self.due.clear();
+        std::mem::take(&mut self.set).into_iter().collect()
+    }
 }
 
 /// One spawner (tern-lspawn or tern-rspawn) seen from the manager.
@@ -76,6 +143,9 @@ pub struct Spawner {
     to: File,
     from: File,
     out: Vec<u8>,
+    /// Message descriptors still to be sent (remote): each goes with the
+    /// first byte of its frame, at that offset in `out`.
+    out_fds: VecDeque<(usize, OwnedFd)>,
     inbuf: FrameBuffer,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
@@ -103,17 +173,45 @@ impl Spawner {
             to,
             from,
             out: Vec::new(),
+            out_fds: VecDeque::new(),
             inbuf: FrameBuffer::default(),
             slots: vec![None; n],
             free: (0..n as u32).rev().collect(),
         })
     }
 
+    /// Queues one frame (with its message descriptor for remote requests).
+    fn queue_frame(&mut self, payload: &[u8], fd: Option<OwnedFd>) {
+        if let Some(fd) = fd {
+            self.out_fds.push_back((self.out.len(), fd));
+        }
+        self.out
+            .extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(payload);
+    }
+
     fn flush(&mut self) -> Result<(), String> {
         while !self.out.is_empty() {
-            match self.to.write(&self.out) {
+            let next_fd = self.out_fds.front().map(|(at, _)| *at);
+            let res = match next_fd {
+                Some(0) => {
+                    let (_, fd) = self.out_fds.front().expect("checked");
+                    let end = self.out_fds.get(1).map_or(self.out.len(), |(at, _)| *at);
+                    tern_ipc::remote::send_with_fd(self.to.as_fd(), &self.out[..end], fd.as_fd())
+                }
+                Some(at) => self.to.write(&self.out[..at]),
+                None => self.to.write(&self.out),
+            };
+            match res {
                 Ok(0) => return Err("spawner pipe closed".into()),
                 Ok(n) => {
+                    if next_fd == Some(0) {
+                        // The descriptor went with the first byte.
+                        self.out_fds.pop_front();
+                    }
+                    for (at, _) in self.out_fds.iter_mut() {
+                        *at -= n;
+                    }
                     self.out.drain(..n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -124,7 +222,9 @@ impl Spawner {
         Ok(())
     }
 
-    fn read_reports(&mut self) -> Result<Vec<(Slot, Report)>, String> {
+    /// Reads what has arrived: the results, and the domains of remote
+    /// slots that finished.
+    fn read_reports(&mut self) -> Result<(Vec<Result1>, Vec<Vec<u8>>), String> {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match self.from.read(&mut buf) {
@@ -136,19 +236,48 @@ impl Spawner {
             }
         }
         let mut out = Vec::new();
+        let mut freed = Vec::new();
+        let name = ch_name(self.channel);
         while let Some(frame) = self.inbuf.next_frame().map_err(|e| e.to_string())? {
-            let r = Report::decode(&frame)
-                .map_err(|e| format!("{} spawner: {e}", ch_name(self.channel)))?;
-            let Some(slot) = self.slots.get_mut(r.slot as usize).and_then(Option::take) else {
-                return Err(format!(
-                    "{} spawner reported on an idle slot",
-                    ch_name(self.channel)
-                ));
+            // Local: one Report per slot. Remote: one RcptReport per
+            // recipient; the slot is free when all have theirs.
+            let (slot_no, rcpt, outcome, text) = match self.channel {
+                Channel::Local => {
+                    let r = Report::decode(&frame).map_err(|e| format!("{name} spawner: {e}"))?;
+                    (r.slot, 0, r.outcome, r.text)
+                }
+                Channel::Remote => {
+                    let r =
+                        RcptReport::decode(&frame).map_err(|e| format!("{name} spawner: {e}"))?;
+                    (r.slot, r.rcpt as usize, r.outcome, r.text)
+                }
             };
-            self.free.push(r.slot);
-            out.push((slot, r));
+            let Some(slot) = self
+                .slots
+                .get_mut(slot_no as usize)
+                .and_then(Option::as_mut)
+            else {
+                return Err(format!("{name} spawner reported on an idle slot"));
+            };
+            match slot.reported.get_mut(rcpt) {
+                Some(r @ false) => *r = true,
+                Some(true) => return Err(format!("{name} spawner reported a recipient twice")),
+                None => return Err(format!("{name} spawner reported an unknown recipient")),
+            }
+            out.push(Result1 {
+                id: slot.id,
+                index: slot.indices[rcpt],
+                dying: slot.dying,
+                outcome,
+                text,
+            });
+            if slot.done() {
+                let slot = self.slots[slot_no as usize].take().expect("checked");
+                self.free.push(slot_no);
+                freed.extend(slot.domain);
+            }
         }
-        Ok(out)
+        Ok((out, freed))
     }
 }
 
@@ -190,8 +319,10 @@ pub struct Manager {
     cfg: Config,
     spawners: [Option<Spawner>; 2],
     cleaner: Cleaner,
-    ready: [BTreeSet<(i64, u64, u32)>; 2],
+    ready: [Ready; 2],
     inflight: HashSet<(u64, u32)>,
+    /// Remote deliveries running per destination domain.
+    domain_busy: HashMap<Vec<u8>, usize>,
     not_taken: BTreeSet<u64>,
     finished: BTreeSet<u64>,
     finish_retry_at: i64,
@@ -231,8 +362,9 @@ impl Manager {
             cfg,
             spawners: [local, remote],
             cleaner,
-            ready: [BTreeSet::new(), BTreeSet::new()],
+            ready: [Ready::default(), Ready::default()],
             inflight: HashSet::new(),
+            domain_busy: HashMap::new(),
             not_taken: BTreeSet::new(),
             finished: BTreeSet::new(),
             finish_retry_at: 0,
@@ -302,7 +434,7 @@ impl Manager {
         for (i, r) in msg.recipients.iter().enumerate() {
             if r.status == Status::Pending {
                 let due = next_attempt(msg.birth, r.last_attempt, r.channel);
-                self.ready[ch_index(r.channel)].insert((due, id, i as u32));
+                self.ready[ch_index(r.channel)].insert(due, id, i as u32);
             }
         }
         if msg.is_finished() {
@@ -465,60 +597,192 @@ impl Manager {
         if self.stopping {
             return;
         }
-        for ch in [Channel::Local, Channel::Remote] {
-            let ci = ch_index(ch);
-            while let Some(sp) = self.spawners[ci].as_mut() {
-                if sp.free.is_empty() {
-                    break;
-                }
-                let Some(&(due, id, index)) = self.ready[ci].first() else {
-                    break;
-                };
-                if due > now {
-                    break;
-                }
-                self.ready[ci].pop_first();
-                let Some(msg) = self.state.messages.get(&id) else {
-                    continue;
-                };
-                let Some(r) = msg.recipients.get(index as usize) else {
-                    continue;
-                };
-                if r.status != Status::Pending || self.inflight.contains(&(id, index)) {
-                    continue;
-                }
-                if self.not_taken.contains(&id) {
-                    // Not in cur/ yet: try again shortly.
-                    self.ready[ci].insert((now + 5, id, index));
-                    continue;
-                }
-                let slot_no = sp.free.pop().expect("checked non-empty");
-                let dying = now - msg.birth > self.cfg.queuelifetime;
-                sp.slots[slot_no as usize] = Some(Slot { id, index, dying });
-                let req = Deliver {
-                    slot: slot_no,
-                    id,
-                    offset: msg.offset,
-                    sender: msg.sender.clone(),
-                    recipient: r.address.clone(),
-                };
-                let payload = req.encode();
-                sp.out
-                    .extend_from_slice(&(payload.len() as u32).to_be_bytes());
-                sp.out.extend_from_slice(&payload);
-                self.inflight.insert((id, index));
-                Event::new(PROG, "delivery_start")
-                    .num("qid", id)
-                    .field("channel", ch_name(ch))
-                    .field("rcpt", &r.address)
-                    .num("slot", slot_no)
-                    .emit();
+        self.start_local(now);
+        self.start_remote(now);
+    }
+
+    /// Checks a ready entry: `Some(true)` = deliverable now; `Some(false)`
+    /// = not yet in `cur/` (tried again shortly); `None` = obsolete.
+    fn deliverable(&self, id: u64, index: u32) -> Option<bool> {
+        let msg = self.state.messages.get(&id)?;
+        let r = msg.recipients.get(index as usize)?;
+        if r.status != Status::Pending || self.inflight.contains(&(id, index)) {
+            return None;
+        }
+        Some(!self.not_taken.contains(&id))
+    }
+
+    fn start_local(&mut self, now: i64) {
+        let ci = ch_index(Channel::Local);
+        while let Some(sp) = self.spawners[ci].as_mut() {
+            if sp.free.is_empty() {
+                break;
             }
+            let Some(&(due, id, index)) = self.ready[ci].first() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.ready[ci].pop_first();
+            match self.deliverable(id, index) {
+                None => continue,
+                Some(false) => {
+                    // Not in cur/ yet: try again shortly.
+                    self.ready[ci].insert(now + 5, id, index);
+                    continue;
+                }
+                Some(true) => {}
+            }
+            let msg = &self.state.messages[&id];
+            let r = &msg.recipients[index as usize];
+            let sp = self.spawners[ci].as_mut().expect("checked above");
+            let slot_no = sp.free.pop().expect("checked non-empty");
+            let dying = now - msg.birth > self.cfg.queuelifetime;
+            sp.slots[slot_no as usize] = Some(Slot {
+                id,
+                indices: vec![index],
+                reported: vec![false],
+                domain: None,
+                dying,
+            });
+            let req = Deliver {
+                slot: slot_no,
+                id,
+                offset: msg.offset,
+                sender: msg.sender.clone(),
+                recipient: r.address.clone(),
+            };
+            sp.queue_frame(&req.encode(), None);
+            self.inflight.insert((id, index));
+            Event::new(PROG, "delivery_start")
+                .num("qid", id)
+                .field("channel", "local")
+                .field("rcpt", &r.address)
+                .num("slot", slot_no)
+                .emit();
         }
     }
 
-    fn apply_report(&mut self, slot: Slot, report: Report, now: i64) {
-        let Slot { id, index, dying } = slot;
+    /// Starts remote deliveries: each takes every pending recipient of the
+    /// message at the same domain (one SMTP transaction), within
+    /// `concurrencyremote` in all and `concurrencydomain` per domain. A
+    /// recipient whose domain is at its limit waits without holding up
+    /// other domains.
+    fn start_remote(&mut self, now: i64) {
+        let ci = ch_index(Channel::Remote);
+        let mut held: Vec<(i64, u64, u32)> = Vec::new();
+        while let Some(sp) = self.spawners[ci].as_ref() {
+            if sp.free.is_empty() {
+                break;
+            }
+            let Some(&(due, id, index)) = self.ready[ci].first() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.ready[ci].pop_first();
+            match self.deliverable(id, index) {
+                None => continue,
+                Some(false) => {
+                    self.ready[ci].insert(now + 5, id, index);
+                    continue;
+                }
+                Some(true) => {}
+            }
+            let msg = &self.state.messages[&id];
+            let domain = domain_of(&msg.recipients[index as usize].address);
+            if self.domain_busy.get(&domain).copied().unwrap_or(0) >= self.cfg.per_domain {
+                held.push((due, id, index));
+                continue;
+            }
+            // The batch: this recipient and the message's other pending
+            // remote recipients at the same domain.
+            let mut indices = vec![index];
+            for (j, r) in msg.recipients.iter().enumerate() {
+                let j = j as u32;
+                if indices.len() >= MAX_RCPTS {
+                    break;
+                }
+                if j != index
+                    && r.channel == Channel::Remote
+                    && r.status == Status::Pending
+                    && !self.inflight.contains(&(id, j))
+                    && domain_of(&r.address) == domain
+                {
+                    indices.push(j);
+                }
+            }
+            let path = self.queue.path(id, Stage::Active);
+            let file = match File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+                Ok(f) => f,
+                Err(e) => {
+                    Event::new(PROG, "warning")
+                        .num("qid", id)
+                        .field(
+                            "reason",
+                            format!("cannot open {}: {e}; will retry", path.display()),
+                        )
+                        .emit();
+                    held.push((now + 60, id, index));
+                    continue;
+                }
+            };
+            let (file, len) = file;
+            let dying = now - msg.birth > self.cfg.queuelifetime;
+            let req = RemoteDeliver {
+                slot: 0,
+                id,
+                offset: msg.offset,
+                size: len.saturating_sub(msg.offset),
+                sender: msg.sender.clone(),
+                domain: domain.clone(),
+                recipients: indices
+                    .iter()
+                    .map(|&j| msg.recipients[j as usize].address.clone())
+                    .collect(),
+            };
+            for &j in &indices {
+                self.ready[ci].remove(id, j);
+                self.inflight.insert((id, j));
+            }
+            *self.domain_busy.entry(domain.clone()).or_insert(0) += 1;
+            let sp = self.spawners[ci].as_mut().expect("checked above");
+            let slot_no = sp.free.pop().expect("checked non-empty");
+            let req = RemoteDeliver {
+                slot: slot_no,
+                ..req
+            };
+            sp.slots[slot_no as usize] = Some(Slot {
+                id,
+                reported: vec![false; indices.len()],
+                indices,
+                domain: Some(domain),
+                dying,
+            });
+            sp.queue_frame(&req.encode(), Some(OwnedFd::from(file)));
+            Event::new(PROG, "delivery_start")
+                .num("qid", id)
+                .field("channel", "remote")
+                .field("domain", &req.domain)
+                .num("rcpts", req.recipients.len())
+                .num("slot", slot_no)
+                .emit();
+        }
+        for (due, id, index) in held {
+            self.ready[ci].insert(due, id, index);
+        }
+    }
+
+    fn apply_result(&mut self, res: Result1, now: i64) {
+        let Result1 {
+            id,
+            index,
+            dying,
+            outcome,
+            text,
+        } = res;
         self.inflight.remove(&(id, index));
         let Some(msg) = self.state.messages.get(&id) else {
             return;
@@ -527,8 +791,8 @@ impl Manager {
             return;
         };
         let (channel, birth, rcpt) = (r.channel, msg.birth, r.address.clone());
-        let text = scrub_text(&report.text, MAX_REPORT);
-        let (rec, status) = match report.outcome {
+        let text = scrub_text(&text, MAX_REPORT);
+        let (rec, status) = match outcome {
             Outcome::Delivered => (Record::Delivered { id, index }, "delivered"),
             Outcome::Failed => (
                 Record::Failed {
@@ -554,7 +818,7 @@ impl Manager {
         };
         if let Record::Deferred { .. } = rec {
             let due = next_attempt(birth, Some(now), channel);
-            self.ready[ch_index(channel)].insert((due, id, index));
+            self.ready[ch_index(channel)].insert(due, id, index);
         }
         Event::new(PROG, "delivery_end")
             .num("qid", id)
@@ -667,7 +931,12 @@ impl Manager {
     fn lose_spawner(&mut self, ci: usize, reason: String) {
         if let Some(sp) = self.spawners[ci].take() {
             for slot in sp.slots.into_iter().flatten() {
-                self.inflight.remove(&(slot.id, slot.index));
+                for index in slot.indices {
+                    self.inflight.remove(&(slot.id, index));
+                }
+                if let Some(d) = slot.domain {
+                    self.domain_busy.remove(&d);
+                }
             }
         }
         Event::new(PROG, "alert")
@@ -696,10 +965,8 @@ impl Manager {
 
     fn flush_all(&mut self, now: i64) {
         for ci in 0..2 {
-            let entries: Vec<(i64, u64, u32)> =
-                std::mem::take(&mut self.ready[ci]).into_iter().collect();
-            for (_, id, index) in entries {
-                self.ready[ci].insert((now, id, index));
+            for (_, id, index) in self.ready[ci].take_all() {
+                self.ready[ci].insert(now, id, index);
             }
         }
         self.finish_retry_at = 0;
@@ -876,7 +1143,7 @@ impl Manager {
                 if !ready {
                     continue;
                 }
-                let reports = match self.spawners[ci].as_mut().map(Spawner::read_reports) {
+                let (reports, freed) = match self.spawners[ci].as_mut().map(Spawner::read_reports) {
                     Some(Ok(r)) => r,
                     Some(Err(e)) => {
                         self.lose_spawner(ci, e);
@@ -884,8 +1151,16 @@ impl Manager {
                     }
                     None => continue,
                 };
-                for (slot, report) in reports {
-                    self.apply_report(slot, report, now);
+                for res in reports {
+                    self.apply_result(res, now);
+                }
+                for d in freed {
+                    if let Some(n) = self.domain_busy.get_mut(&d) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.domain_busy.remove(&d);
+                        }
+                    }
                 }
             }
             // One flush for every result that arrived in this round.

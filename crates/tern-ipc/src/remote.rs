@@ -273,7 +273,7 @@ impl Inbox {
     }
 
     /// The next whole frame, if one has arrived.
-    pub fn next(&mut self) -> Result<Option<Frame>, Error> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, Error> {
         let Some(p) = self.frames.next_frame()? else {
             return Ok(None);
         };
@@ -313,7 +313,10 @@ pub fn write_deliver(
             Ok(n) => sent += n,
             Err(rustix::io::Errno::INTR) => {}
             Err(rustix::io::Errno::AGAIN) => {
-                let mut pfd = [rustix::event::PollFd::new(&sock, rustix::event::PollFlags::OUT)];
+                let mut pfd = [rustix::event::PollFd::new(
+                    &sock,
+                    rustix::event::PollFlags::OUT,
+                )];
                 let _ = rustix::event::poll(&mut pfd, None);
             }
             Err(e) => return Err(io::Error::from(e).into()),
@@ -341,7 +344,9 @@ mod tests {
             size: 12,
             sender: b"a@b.example".to_vec(),
             domain: b"c.example".to_vec(),
-            recipients: (0..n).map(|i| format!("u{i}@c.example").into_bytes()).collect(),
+            recipients: (0..n)
+                .map(|i| format!("u{i}@c.example").into_bytes())
+                .collect(),
         }
     }
 
@@ -375,11 +380,27 @@ mod tests {
     fn bad_frames() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (
-                Enc::new(b'M').u32(1).u64(1).u64(0).u64(1).bytes(b"").bytes(b"").u32(1).0,
+                Enc::new(b'M')
+                    .u32(1)
+                    .u64(1)
+                    .u64(0)
+                    .u64(1)
+                    .bytes(b"")
+                    .bytes(b"")
+                    .u32(1)
+                    .0,
                 "empty domain",
             ),
             (
-                Enc::new(b'M').u32(1).u64(1).u64(0).u64(1).bytes(b"").bytes(b"d").u32(0).0,
+                Enc::new(b'M')
+                    .u32(1)
+                    .u64(1)
+                    .u64(0)
+                    .u64(1)
+                    .bytes(b"")
+                    .bytes(b"d")
+                    .u32(0)
+                    .0,
                 "no recipients",
             ),
             (
@@ -395,7 +416,16 @@ mod tests {
                 "too many recipients",
             ),
             (
-                Enc::new(b'M').u32(1).u64(1).u64(0).u64(1).bytes(b"").bytes(b"d").u32(2).bytes(b"x").0,
+                Enc::new(b'M')
+                    .u32(1)
+                    .u64(1)
+                    .u64(0)
+                    .u64(1)
+                    .bytes(b"")
+                    .bytes(b"d")
+                    .u32(2)
+                    .bytes(b"x")
+                    .0,
                 "payload truncated",
             ),
             (
@@ -417,7 +447,12 @@ mod tests {
                 other => panic!("{want}: {other:?}"),
             }
         }
-        let out_of_range = Enc::new(b'P').u32(1).u32(MAX_RCPTS as u32).u8(b'K').bytes(b"").0;
+        let out_of_range = Enc::new(b'P')
+            .u32(1)
+            .u32(MAX_RCPTS as u32)
+            .u8(b'K')
+            .bytes(b"")
+            .0;
         assert!(matches!(
             RcptReport::decode(&out_of_range),
             Err(Error::Bad("recipient number out of range"))
@@ -455,7 +490,7 @@ mod tests {
         let mut inbox = Inbox::default();
         let mut got = Vec::new();
         loop {
-            while let Some(f) = inbox.next().unwrap() {
+            while let Some(f) = inbox.next_frame().unwrap() {
                 got.push(f);
             }
             if !inbox.fill(b.as_fd()).unwrap() {
@@ -483,7 +518,7 @@ mod tests {
         let mut inbox = Inbox::default();
         inbox.fill(b.as_fd()).unwrap();
         assert!(matches!(
-            inbox.next(),
+            inbox.next_frame(),
             Err(Error::Bad("request without a message descriptor"))
         ));
     }
