@@ -115,6 +115,11 @@ impl Instance {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
+        // Never resolve real names from a test: the machine's resolver is
+        // off loopback. Until a test points dnsservers at its own dnsmasq,
+        // lookups go to a closed loopback port and fail temporarily.
+        std::fs::write(home.join("control/dnsservers"), "[127.0.0.1]:9\n")
+            .expect("write control/dnsservers");
         Instance { root, home }
     }
 
