@@ -1207,3 +1207,97 @@ pub fn open_trigger(queue: &Queue) -> Option<File> {
     (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo)
         .then(|| File::from(fd))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recipient_is_ready_once() {
+        let mut r = Ready::default();
+        r.insert(50, 1, 0);
+        r.insert(10, 1, 0); // rescheduled: replaces the first entry
+        r.insert(20, 2, 3);
+        assert_eq!(r.set.len(), 2);
+        assert_eq!(r.pop_first(), Some((10, 1, 0)));
+        r.remove(2, 3);
+        assert!(r.first().is_none());
+        assert!(r.due.is_empty());
+        r.insert(5, 7, 1);
+        assert_eq!(r.take_all(), vec![(5, 7, 1)]);
+        assert!(r.due.is_empty() && r.set.is_empty());
+    }
+
+    #[test]
+    fn domain_is_after_the_last_at_and_lower_case() {
+        assert_eq!(domain_of(b"a@B.Example"), b"b.example");
+        assert_eq!(domain_of(b"\"x@y\"@Host.Test"), b"host.test");
+        assert_eq!(domain_of(b"nodomain"), b"nodomain");
+    }
+
+    #[test]
+    fn remote_requests_carry_their_descriptors_in_order() {
+        use std::io::{Seek, Write as _};
+        let (ours, theirs) = tern_ipc::remote::socket_pair().unwrap();
+        let from = File::from(ours.try_clone().unwrap());
+        let mut sp = Spawner {
+            channel: Channel::Remote,
+            to: File::from(ours),
+            from,
+            out: Vec::new(),
+            out_fds: VecDeque::new(),
+            inbuf: FrameBuffer::default(),
+            slots: vec![None; 4],
+            free: vec![3, 2, 1, 0],
+        };
+        for i in 0..4u32 {
+            let mut f = tempfile();
+            write!(f, "message {i}").unwrap();
+            f.rewind().unwrap();
+            let req = RemoteDeliver {
+                slot: i,
+                id: u64::from(i),
+                offset: 0,
+                size: 9,
+                sender: vec![],
+                domain: b"d.example".to_vec(),
+                recipients: vec![b"x@d.example".to_vec()],
+            };
+            sp.queue_frame(&req.encode(), Some(OwnedFd::from(f)));
+        }
+        sp.flush().unwrap();
+        assert!(sp.out.is_empty() && sp.out_fds.is_empty());
+        drop(sp);
+        let mut inbox = tern_ipc::remote::Inbox::default();
+        let mut seen = 0;
+        while inbox.fill(theirs.as_fd()).unwrap() {
+            while let Some(f) = inbox.next_frame().unwrap() {
+                let tern_ipc::remote::Frame::Deliver(req, fd) = f else {
+                    panic!("unexpected frame");
+                };
+                let mut text = String::new();
+                File::from(fd).read_to_string(&mut text).unwrap();
+                assert_eq!(text, format!("message {}", req.slot));
+                assert_eq!(req.slot, seen);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 4);
+    }
+
+    fn tempfile() -> File {
+        let path = std::env::temp_dir().join(format!(
+            "tern-send-test-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f
+    }
+}
