@@ -558,3 +558,452 @@ pub fn make_cert(inst: &Instance, cn: &str) {
     )
     .expect("rename cert");
 }
+
+/// Writes a fresh self-signed certificate for `cn` into `dir` as two files,
+/// `<cn>.crt` and `<cn>.key` (for a test SMTP peer); returns their paths.
+/// Needs `openssl`.
+pub fn self_signed_files(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={cn}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{cn}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl req");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A DNS record served by [`Dnsmasq`]. Use names under `.test` or
+/// `.example` only: dnsmasq answers those from its own records (NXDOMAIN for
+/// other names there) and refuses every other name (it has no upstream).
+#[derive(Debug, Clone)]
+pub enum DnsRecord {
+    /// `domain MX pref host`.
+    Mx {
+        /// The mail domain.
+        domain: String,
+        /// The exchanger's host name.
+        host: String,
+        /// The preference.
+        pref: u16,
+    },
+    /// `domain MX 0 .` (RFC 7505: the domain accepts no mail).
+    NullMx {
+        /// The mail domain.
+        domain: String,
+    },
+    /// Address records (A and/or AAAA) for `name`, one per address.
+    Host {
+        /// The host name.
+        name: String,
+        /// Its addresses.
+        addrs: Vec<std::net::IpAddr>,
+    },
+}
+
+impl DnsRecord {
+    /// `domain MX pref host`.
+    pub fn mx(domain: &str, pref: u16, host: &str) -> DnsRecord {
+        DnsRecord::Mx {
+            domain: domain.to_string(),
+            host: host.to_string(),
+            pref,
+        }
+    }
+
+    /// `domain MX 0 .`.
+    pub fn null_mx(domain: &str) -> DnsRecord {
+        DnsRecord::NullMx {
+            domain: domain.to_string(),
+        }
+    }
+
+    /// Address records for `name`.
+    pub fn host(name: &str, addrs: &[std::net::IpAddr]) -> DnsRecord {
+        DnsRecord::Host {
+            name: name.to_string(),
+            addrs: addrs.to_vec(),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            DnsRecord::Mx { domain, host, pref } => {
+                vec![format!("--mx-host={domain},{host},{pref}")]
+            }
+            DnsRecord::NullMx { domain } => vec![format!("--mx-host={domain},.,0")],
+            DnsRecord::Host { name, addrs } => addrs
+                .iter()
+                .map(|a| format!("--host-record={name},{a}"))
+                .collect(),
+        }
+    }
+}
+
+/// A real DNS server for a test: `dnsmasq` on 127.0.0.1 (a free port, UDP
+/// and TCP) serving the given records and nothing else (no upstream, no
+/// `/etc/hosts`, `--local` for `.test` and `.example`); killed when
+/// dropped. Needs `dnsmasq` (scripts/test installs it).
+pub struct Dnsmasq {
+    child: Option<std::process::Child>,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with `records` and waits until it answers; its log
+    /// (every query) goes to a file in `dir`.
+    pub fn start(dir: &Path, records: &[DnsRecord]) -> Dnsmasq {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let mut last = String::new();
+        for _ in 0..10 {
+            let port = free_udp_tcp_port();
+            let log = dir.join(format!("dnsmasq-{}.log", N.fetch_add(1, Ordering::Relaxed)));
+            let f = std::fs::File::create(&log).expect("dnsmasq log");
+            let mut cmd = Command::new("dnsmasq");
+            cmd.args([
+                "--no-daemon",
+                &format!("--port={port}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--pid-file",
+                "--log-queries=extra",
+                "--log-facility=-",
+                "--local=/test/",
+                "--local=/example/",
+            ]);
+            for r in records {
+                cmd.args(r.args());
+            }
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(f.try_clone().expect("dup log")))
+                .stderr(Stdio::from(f))
+                .spawn()
+                .expect("start dnsmasq (Debian package dnsmasq)");
+            let up = wait_until(10, || {
+                matches!(child.try_wait(), Ok(Some(_))) || dns_answers(port)
+            });
+            if up && matches!(child.try_wait(), Ok(None)) {
+                return Dnsmasq {
+                    child: Some(child),
+                    port,
+                    log,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("dnsmasq did not start:\n{last}");
+    }
+
+    /// The port it serves on (127.0.0.1, UDP and TCP).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The `control/dnsservers` line for this server.
+    pub fn server(&self) -> String {
+        format!("[127.0.0.1]:{}", self.port)
+    }
+
+    /// Points `inst`'s `control/dnsservers` at this server.
+    pub fn use_for(&self, inst: &Instance) {
+        std::fs::write(
+            inst.home().join("control/dnsservers"),
+            format!("{}\n", self.server()),
+        )
+        .expect("write control/dnsservers");
+    }
+
+    /// Its log so far (one line per query and answer).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (at the time of asking).
+fn free_udp_tcp_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("udp addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// True when a DNS server on 127.0.0.1:`port` answers a query (any answer).
+fn dns_answers(port: u16) -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+    // id 0x7e57, RD, one question: ready.test IN A.
+    let mut q = vec![0x7e, 0x57, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["ready", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if sock.send_to(&q, ("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(sock.recv_from(&mut buf), Ok((n, _)) if n >= 12 && buf[..2] == [0x7e, 0x57])
+}
+
+/// Behaviours of a [`Peer`] (see `tests/peers/smtp_peer.py`).
+#[derive(Debug, Clone, Default)]
+pub struct PeerOptions {
+    /// The first N transactions get `451 4.3.0` at MAIL FROM.
+    pub tempfail: u32,
+    /// Recipients answered `550 5.1.1 <addr>: peer says: no such mailbox here`.
+    pub reject: Vec<String>,
+    /// The first N DATA commands: the connection is closed after 354 and
+    /// the first data bytes, without a reply.
+    pub drop_in_data: u32,
+    /// Offer STARTTLS with this certificate and key file.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// With `tls`: answer STARTTLS with 220, then fail the handshake (a
+    /// fatal handshake_failure alert) and close.
+    pub bad_starttls: bool,
+}
+
+/// One message a [`Peer`] accepted.
+#[derive(Debug, Clone)]
+pub struct PeerMessage {
+    /// The connection (1, 2, ... in the order they were accepted).
+    pub conn: u64,
+    /// The MAIL FROM address (empty for `<>`).
+    pub mail_from: String,
+    /// The accepted RCPT TO addresses, in order.
+    pub rcpt_tos: Vec<String>,
+    /// Whether the session was under STARTTLS.
+    pub tls: bool,
+    /// The TLS version when it was (`TLSv1.3`).
+    pub tls_version: Option<String>,
+    /// The content: CRLF line ends as received, leading dots unstuffed.
+    pub data: Vec<u8>,
+}
+
+/// A real SMTP server for remote-delivery tests: aiosmtpd (Debian's
+/// python3-aiosmtpd, under [`PYTHON`]) running `tests/peers/smtp_peer.py`
+/// on one loopback address, recording connections and messages in its own
+/// directory; stopped by pid (SIGKILL) when dropped.
+pub struct Peer {
+    child: Option<std::process::Child>,
+    addr: std::net::SocketAddr,
+    dir: PathBuf,
+}
+
+/// Next candidate for [`fresh_loopback`]: a per-process /16 of 127/8, so
+/// leftovers of an earlier run are unlikely to be in the way.
+static LOOPBACK_N: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh IPv4 loopback address (127.x.y.z, all of 127/8 is loopback on
+/// Linux) with nothing listening on port 25: for one MX host of one test.
+pub fn fresh_loopback() -> std::net::Ipv4Addr {
+    loop {
+        let n = LOOPBACK_N.fetch_add(1, Ordering::Relaxed);
+        let x = (std::process::id() % 200) as u8 + 20;
+        let ip = std::net::Ipv4Addr::new(127, x, (n / 250) as u8, (n % 250) as u8 + 2);
+        let free = std::net::TcpStream::connect_timeout(
+            &(ip, 25).into(),
+            std::time::Duration::from_millis(500),
+        )
+        .is_err();
+        if free {
+            return ip;
+        }
+    }
+}
+
+impl Peer {
+    /// Starts a peer on `ip`:`port` (0: a free port). Err (with the
+    /// script's message) when the address cannot be bound.
+    pub fn start(
+        dir: &Path,
+        ip: std::net::IpAddr,
+        port: u16,
+        opts: &PeerOptions,
+    ) -> Result<Peer, String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = dir.join(format!("peer-{}", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).expect("peer dir");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/smtp_peer.py");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(&script)
+            .args(["--host", &ip.to_string(), "--port", &port.to_string()])
+            .arg("--dir")
+            .arg(&dir);
+        if opts.tempfail > 0 {
+            cmd.args(["--tempfail", &opts.tempfail.to_string()]);
+        }
+        for r in &opts.reject {
+            cmd.args(["--reject", r]);
+        }
+        if opts.drop_in_data > 0 {
+            cmd.args(["--drop-in-data", &opts.drop_in_data.to_string()]);
+        }
+        if let Some((cert, key)) = &opts.tls {
+            cmd.arg("--tls").arg(cert).arg(key);
+        }
+        if opts.bad_starttls {
+            cmd.arg("--bad-starttls");
+        }
+        let err = std::fs::File::create(dir.join("stderr")).expect("peer stderr");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start the SMTP peer (/usr/bin/python3)");
+        let ready = dir.join("ready");
+        let ok = wait_until(20, || {
+            ready.exists() || matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !ok || !ready.exists() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::fs::read_to_string(dir.join("stderr")).unwrap_or_default());
+        }
+        let text = std::fs::read_to_string(&ready).expect("ready file");
+        let port: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .expect("port in the ready file");
+        Ok(Peer {
+            child: Some(child),
+            addr: std::net::SocketAddr::new(ip, port),
+            dir,
+        })
+    }
+
+    /// A peer on 127.0.0.1, a free port.
+    pub fn on_free_port(dir: &Path, opts: &PeerOptions) -> Peer {
+        Peer::start(dir, std::net::Ipv4Addr::LOCALHOST.into(), 0, opts)
+            .unwrap_or_else(|e| panic!("SMTP peer did not start: {e}"))
+    }
+
+    /// A peer on port 25 of a fresh loopback address (see
+    /// [`fresh_loopback`]), as an MX host must be. Needs root.
+    pub fn on_port25(dir: &Path, opts: &PeerOptions) -> Peer {
+        let mut last = String::new();
+        for _ in 0..20 {
+            match Peer::start(dir, fresh_loopback().into(), 25, opts) {
+                Ok(p) => return p,
+                Err(e) => last = e,
+            }
+        }
+        panic!("SMTP peer did not start on port 25: {last}");
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Its IP address.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.addr.ip()
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("connections"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// The number of messages accepted so far.
+    pub fn message_count(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        let n = e.file_name();
+                        let n = n.to_string_lossy();
+                        n.starts_with("msg-") && n.ends_with(".json")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The messages accepted so far, in the order they were accepted.
+    pub fn messages(&self) -> Vec<PeerMessage> {
+        let mut out = Vec::new();
+        for k in 1.. {
+            let Ok(meta) = std::fs::read(self.dir.join(format!("msg-{k}.json"))) else {
+                break;
+            };
+            let v: serde_json::Value = serde_json::from_slice(&meta).expect("peer json");
+            let data = std::fs::read(self.dir.join(format!("msg-{k}.eml"))).expect("peer eml");
+            out.push(PeerMessage {
+                conn: v["conn"].as_u64().unwrap_or(0),
+                mail_from: v["mail_from"].as_str().unwrap_or_default().to_string(),
+                rcpt_tos: v["rcpt_tos"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|r| r.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                tls: v["tls"].as_bool().unwrap_or(false),
+                tls_version: v["tls_version"].as_str().map(str::to_string),
+                data,
+            });
+        }
+        out
+    }
+
+    /// Its log: one line per command and per behaviour taken, then its
+    /// stderr.
+    pub fn log(&self) -> String {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default(),
+            std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,888 @@
+//! Remote delivery end to end: sendmail (or tern-queue) → tern-send →
+//! tern-rspawn → tern-remote → a real third-party SMTP server on loopback
+//! (aiosmtpd, `tests/peers/smtp_peer.py`, through the [`Peer`] fixture),
+//! found through a real DNS server on loopback (dnsmasq, the [`Dnsmasq`]
+//! fixture) or through `smtproutes`.
+//!
+//! MX records carry no port, so an MX host here is a peer on port 25 of its
+//! own loopback address (127.x.y.z; all of 127/8 is loopback on Linux), one
+//! per host and test ([`Peer::on_port25`]); those tests need root and print
+//! SKIP otherwise. Tests that are not about MX routing reach the peer on a
+//! free port through `smtproutes`. Every instance's `control/dnsservers`
+//! names the test's dnsmasq, which answers `.test`/`.example` names from its
+//! records and refuses everything else: no test resolves a real name.
+//!
+//! Retries: the remote schedule is long (first retry after 400 s), so a
+//! test that needs a second attempt waits for tern-send's
+//! `status=deferred` and then runs `ternctl flush` (SIGALRM: everything due
+//! now). No assertion depends on timing; the waits are generous bounds.
+//!
+//! Needs dnsmasq, Debian's python3-aiosmtpd under /usr/bin/python3 and
+//! openssl (`scripts/test` installs them); a missing one makes the tests
+//! print SKIP.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use tern_tests::{
+    Daemon, DnsRecord, Dnsmasq, Instance, PYTHON, Peer, PeerMessage, PeerOptions, envelope,
+    have_tool, is_root, python, self_signed_files, skip, wait_until,
+};
+
+/// The tools every test here needs; prints SKIP and returns false when one
+/// is missing.
+fn tools(test: &str) -> bool {
+    if !have_tool("dnsmasq") {
+        skip(test, "dnsmasq not installed (Debian package dnsmasq)");
+        return false;
+    }
+    if !Path::new(PYTHON).is_file() || python("import aiosmtpd", &[]).0 != 0 {
+        skip(
+            test,
+            "aiosmtpd not importable by /usr/bin/python3 (Debian package python3-aiosmtpd)",
+        );
+        return false;
+    }
+    true
+}
+
+/// As [`tools`], and root (an MX host is a peer on port 25).
+fn tools_and_root(test: &str) -> bool {
+    if !is_root() {
+        skip(
+            test,
+            "needs root: MX hosts are SMTP peers on port 25 of loopback addresses",
+        );
+        return false;
+    }
+    tools(test)
+}
+
+/// A fresh instance with short network timeouts (a broken test fails in
+/// seconds instead of hanging). Peers and dnsmasq live in its scratch
+/// directory and are declared after it, so they stop before it is removed.
+fn instance(name: &str) -> Instance {
+    let inst = Instance::new(name);
+    control(&inst, "timeoutconnect", "10");
+    control(&inst, "timeoutremote", "60");
+    inst
+}
+
+/// Starts dnsmasq with `records` and makes it `inst`'s only DNS server.
+fn dns(inst: &Instance, records: &[DnsRecord]) -> Dnsmasq {
+    let d = Dnsmasq::start(inst.scratch(), records);
+    d.use_for(inst);
+    d
+}
+
+fn control(inst: &Instance, name: &str, text: &str) {
+    std::fs::write(inst.home().join("control").join(name), format!("{text}\n"))
+        .unwrap_or_else(|e| panic!("write control/{name}: {e}"));
+}
+
+/// `sendmail -f test@localhost RCPTS...` with `msg`; asserts success.
+fn send(inst: &Instance, rcpts: &[&str], msg: &[u8]) {
+    let mut args = vec!["-f", "test@localhost"];
+    args.extend_from_slice(rcpts);
+    let (code, err) = inst.sendmail(&args, msg);
+    assert_eq!(code, 0, "sendmail failed: {err}");
+}
+
+/// `tern-start --once`; asserts it succeeded and returns its log.
+fn once(inst: &Instance) -> String {
+    let out = inst
+        .command("tern-start")
+        .arg("--once")
+        .output()
+        .expect("run tern-start --once");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "tern-start --once failed:\n{log}");
+    log
+}
+
+fn queue_count(inst: &Instance) -> usize {
+    inst.queue().count().expect("count the queue")
+}
+
+fn lines_with<'a>(log: &'a str, what: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(what)).collect()
+}
+
+/// Everything a failing test should show: the daemon's log, the peer's
+/// log, dnsmasq's queries.
+fn context(log: &str, peers: &[&Peer], dns: &Dnsmasq) -> String {
+    let mut s = format!("--- tern log:\n{log}\n");
+    for (i, p) in peers.iter().enumerate() {
+        s.push_str(&format!("--- peer {i} ({}):\n{}\n", p.addr(), p.log()));
+    }
+    s.push_str(&format!("--- dnsmasq:\n{}", dns.log()));
+    s
+}
+
+fn msg(subject: &str) -> Vec<u8> {
+    format!(
+        "From: test@localhost\nTo: someone\nSubject: {subject}\nMessage-ID: <{subject}@localhost>\n\nbody of {subject}\n"
+    )
+    .into_bytes()
+}
+
+fn subject(m: &PeerMessage) -> String {
+    let text = String::from_utf8_lossy(&m.data);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Subject: "))
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
+}
+
+/// The one bounce in the test mailbox (the sender is test@localhost).
+fn the_bounce(inst: &Instance, log: &str) -> String {
+    let files = inst.maildir("test");
+    assert_eq!(files.len(), 1, "exactly one bounce expected:\n{log}");
+    let text = String::from_utf8_lossy(&files[0]).into_owned();
+    assert!(
+        text.contains("report-type=delivery-status"),
+        "not a bounce: {text}"
+    );
+    text
+}
+
+#[test]
+fn mx_with_the_lowest_preference_gets_the_mail() {
+    let t = "remote::mx_with_the_lowest_preference_gets_the_mail";
+    if !tools_and_root(t) {
+        return;
+    }
+    let inst = instance("remote-mx-pref");
+    let dir = inst.scratch();
+    let best = Peer::on_port25(dir, &PeerOptions::default());
+    let worse = Peer::on_port25(dir, &PeerOptions::default());
+    // The worse MX is listed first, so the order must come from the
+    // preferences, not from the answer's order.
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx("pref.test", 20, "mx2.pref.test"),
+            DnsRecord::mx("pref.test", 10, "mx1.pref.test"),
+            DnsRecord::host("mx1.pref.test", &[best.ip()]),
+            DnsRecord::host("mx2.pref.test", &[worse.ip()]),
+        ],
+    );
+    for i in 0..3 {
+        send(&inst, &["user@pref.test"], &msg(&format!("pref-{i}")));
+    }
+    let log = once(&inst);
+    let ctx = || context(&log, &[&best, &worse], &dns);
+    assert_eq!(best.message_count(), 3, "{}", ctx());
+    assert_eq!(worse.message_count(), 0, "{}", ctx());
+    assert_eq!(worse.connections(), 0, "{}", ctx());
+    for m in best.messages() {
+        assert_eq!(m.rcpt_tos, vec!["user@pref.test"]);
+        assert_eq!(m.mail_from, "test@localhost");
+    }
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+}
+
+#[test]
+fn next_mx_when_the_first_refuses_connections() {
+    let t = "remote::next_mx_when_the_first_refuses_connections";
+    if !tools_and_root(t) {
+        return;
+    }
+    let inst = instance("remote-mx-fallback");
+    let dir = inst.scratch();
+    // Nothing listens on port 25 of `dead`: connections are refused.
+    let dead = tern_tests::fresh_loopback();
+    let backup = Peer::on_port25(dir, &PeerOptions::default());
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx("fallback.test", 10, "mx1.fallback.test"),
+            DnsRecord::mx("fallback.test", 20, "mx2.fallback.test"),
+            DnsRecord::host("mx1.fallback.test", &[dead.into()]),
+            DnsRecord::host("mx2.fallback.test", &[backup.ip()]),
+        ],
+    );
+    send(&inst, &["user@fallback.test"], &msg("fallback"));
+    let log = once(&inst);
+    let ctx = || context(&log, &[&backup], &dns);
+    let got = backup.messages();
+    assert_eq!(got.len(), 1, "{}", ctx());
+    assert_eq!(got[0].rcpt_tos, vec!["user@fallback.test"]);
+    assert_eq!(subject(&got[0]), "fallback");
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    // The refused MX was looked up and tried before the backup.
+    assert!(
+        dns.log().contains("mx1.fallback.test"),
+        "the first MX was never looked up: {}",
+        ctx()
+    );
+}
+
+#[test]
+fn implicit_mx_uses_the_domains_address_record() {
+    let t = "remote::implicit_mx_uses_the_domains_address_record";
+    if !tools_and_root(t) {
+        return;
+    }
+    let inst = instance("remote-implicit");
+    let dir = inst.scratch();
+    let peer = Peer::on_port25(dir, &PeerOptions::default());
+    // No MX record at all: RFC 5321 5.1, the domain itself is the host.
+    let dns = dns(&inst, &[DnsRecord::host("implicit.test", &[peer.ip()])]);
+    send(&inst, &["user@implicit.test"], &msg("implicit"));
+    let log = once(&inst);
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", context(&log, &[&peer], &dns));
+    assert_eq!(got[0].rcpt_tos, vec!["user@implicit.test"]);
+    assert_eq!(queue_count(&inst), 0);
+}
+
+#[test]
+fn null_mx_bounces_at_once_naming_the_reason() {
+    let t = "remote::null_mx_bounces_at_once_naming_the_reason";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-nullmx");
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::null_mx("nullmx.test"),
+            // An address record too: a null MX must win over implicit MX.
+            DnsRecord::host("nullmx.test", &[Ipv4Addr::LOCALHOST.into()]),
+        ],
+    );
+    send(&inst, &["nobody@nullmx.test"], &msg("to a null mx"));
+    // One queue run: a null MX is a permanent failure at the first attempt.
+    let log = once(&inst);
+    assert_eq!(
+        queue_count(&inst),
+        0,
+        "still queued: {}",
+        context(&log, &[], &dns)
+    );
+    assert_eq!(
+        lines_with(&log, "status=failed").len(),
+        1,
+        "one permanent failure expected:\n{log}"
+    );
+    let bounce = the_bounce(&inst, &log);
+    assert!(
+        bounce.contains("Final-Recipient: rfc822; nobody@nullmx.test"),
+        "{bounce}"
+    );
+    assert!(
+        bounce.to_ascii_lowercase().contains("null mx"),
+        "the bounce must name the reason (null MX): {bounce}"
+    );
+    assert!(bounce.contains("Action: failed"), "{bounce}");
+}
+
+#[test]
+fn smtproutes_relay_by_name_and_port() {
+    let t = "remote::smtproutes_relay_by_name_and_port";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-routes");
+    let dir = inst.scratch();
+    let peer = Peer::on_free_port(dir, &PeerOptions::default());
+    let other = Peer::on_free_port(dir, &PeerOptions::default());
+    // routed.test has no DNS records: only the route can deliver it. The
+    // relay is a host name, resolved by its address record (never MX).
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::host("relay.routes.test", &[Ipv4Addr::LOCALHOST.into()]),
+            DnsRecord::mx("relay.routes.test", 10, "wrong.routes.test"),
+        ],
+    );
+    control(
+        &inst,
+        "smtproutes",
+        &format!(
+            "routed.test:relay.routes.test:{}\n.sub.test:[127.0.0.1]:{}",
+            peer.port(),
+            other.port()
+        ),
+    );
+    send(&inst, &["a@routed.test"], &msg("routed by name"));
+    send(&inst, &["b@deep.sub.test"], &msg("routed by suffix"));
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer, &other], &dns);
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", ctx());
+    assert_eq!(got[0].rcpt_tos, vec!["a@routed.test"]);
+    assert_eq!(subject(&got[0]), "routed by name");
+    let got = other.messages();
+    assert_eq!(got.len(), 1, "{}", ctx());
+    assert_eq!(got[0].rcpt_tos, vec!["b@deep.sub.test"]);
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+}
+
+#[test]
+fn smarthost_takes_every_remote_domain() {
+    let t = "remote::smarthost_takes_every_remote_domain";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-smarthost");
+    let dir = inst.scratch();
+    let peer = Peer::on_free_port(dir, &PeerOptions::default());
+    // No records: any MX or address lookup for these domains fails.
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!(":[127.0.0.1]:{}", peer.port()),
+    );
+    send(&inst, &["x@anywhere.example"], &msg("smarthost one"));
+    send(&inst, &["y@elsewhere.test"], &msg("smarthost two"));
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    let mut got: Vec<(String, Vec<String>)> = peer
+        .messages()
+        .iter()
+        .map(|m| (subject(m), m.rcpt_tos.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "smarthost one".to_string(),
+                vec!["x@anywhere.example".to_string()]
+            ),
+            (
+                "smarthost two".to_string(),
+                vec!["y@elsewhere.test".to_string()]
+            ),
+        ],
+        "{}",
+        ctx()
+    );
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+}
+
+#[test]
+fn ipv6_loopback_mx() {
+    let t = "remote::ipv6_loopback_mx";
+    if !tools_and_root(t) {
+        return;
+    }
+    let inst = instance("remote-ipv6");
+    let dir = inst.scratch();
+    let peer = match Peer::start(dir, Ipv6Addr::LOCALHOST.into(), 25, &PeerOptions::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            skip(t, &format!("cannot listen on [::1]:25: {e}"));
+            return;
+        }
+    };
+    // The MX host has only an AAAA record.
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx("v6.test", 10, "mx.v6.test"),
+            DnsRecord::host("mx.v6.test", &[IpAddr::V6(Ipv6Addr::LOCALHOST)]),
+        ],
+    );
+    send(&inst, &["user@v6.test"], &msg("over ipv6"));
+    let log = once(&inst);
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", context(&log, &[&peer], &dns));
+    assert_eq!(got[0].rcpt_tos, vec!["user@v6.test"]);
+    assert_eq!(queue_count(&inst), 0);
+}
+
+/// Waits until tern-send has recorded `n` deferrals in the daemon's log.
+fn wait_deferred(daemon: &Daemon, n: usize) -> bool {
+    wait_until(60, || {
+        lines_with(&daemon.log(), "status=deferred").len() >= n
+    })
+}
+
+fn flush(inst: &Instance) {
+    let out = inst.command("ternctl").arg("flush").output().unwrap();
+    assert!(
+        out.status.success(),
+        "ternctl flush: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn temporary_failure_is_retried_and_then_delivered() {
+    let t = "remote::temporary_failure_is_retried_and_then_delivered";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-4xx");
+    let dir = inst.scratch();
+    let peer = Peer::on_free_port(
+        dir,
+        &PeerOptions {
+            tempfail: 1,
+            ..PeerOptions::default()
+        },
+    );
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!("tempfail.test:[127.0.0.1]:{}", peer.port()),
+    );
+    let mut daemon = Daemon::start(&inst);
+    send(&inst, &["user@tempfail.test"], &msg("try again"));
+    assert!(
+        wait_deferred(&daemon, 1),
+        "no deferral: {}",
+        context(&daemon.log(), &[&peer], &dns)
+    );
+    assert!(
+        daemon.log().contains("451"),
+        "the remote reply belongs in the log: {}",
+        daemon.log()
+    );
+    assert_eq!(peer.message_count(), 0);
+    assert_eq!(queue_count(&inst), 1, "a deferred message stays queued");
+    flush(&inst);
+    assert!(
+        wait_until(60, || peer.message_count() >= 1 && queue_count(&inst) == 0),
+        "not delivered after the retry: {}",
+        context(&daemon.log(), &[&peer], &dns)
+    );
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "delivered more than once");
+    assert_eq!(subject(&got[0]), "try again");
+    assert!(daemon.stop(30).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn permanent_failure_bounces_naming_the_recipient_and_the_reply() {
+    let t = "remote::permanent_failure_bounces_naming_the_recipient_and_the_reply";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-5xx");
+    let dir = inst.scratch();
+    let peer = Peer::on_free_port(
+        dir,
+        &PeerOptions {
+            reject: vec!["gone@reject.test".to_string()],
+            ..PeerOptions::default()
+        },
+    );
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!("reject.test:[127.0.0.1]:{}", peer.port()),
+    );
+    send(
+        &inst,
+        &["here@reject.test", "gone@reject.test"],
+        &msg("half rejected"),
+    );
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    // The good recipient was delivered, in the same transaction.
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", ctx());
+    assert_eq!(got[0].rcpt_tos, vec!["here@reject.test"], "{}", ctx());
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    let bounce = the_bounce(&inst, &log);
+    assert!(
+        bounce.contains("Final-Recipient: rfc822; gone@reject.test"),
+        "{bounce}"
+    );
+    assert!(
+        !bounce.contains("Final-Recipient: rfc822; here@reject.test"),
+        "the delivered recipient is not bounced: {bounce}"
+    );
+    assert!(
+        bounce.contains("no such mailbox here"),
+        "the bounce must quote the remote reply: {bounce}"
+    );
+    assert!(bounce.contains("5.1.1"), "{bounce}");
+    assert!(
+        !bounce.contains("127.0.0.1"),
+        "the bounce discloses an internal address: {bounce}"
+    );
+}
+
+/// A message large enough that tern-remote is still writing when the peer
+/// drops the connection (lines of 76 characters, about 1 MiB).
+fn big_message() -> Vec<u8> {
+    let mut m = b"From: test@localhost\nSubject: big\n\n".to_vec();
+    for i in 0..14_000 {
+        m.extend_from_slice(format!("{i:08} {}\n", "y".repeat(67)).as_bytes());
+    }
+    m
+}
+
+#[test]
+fn connection_dropped_in_data_is_retried_and_delivered_once() {
+    let t = "remote::connection_dropped_in_data_is_retried_and_delivered_once";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-drop");
+    let dir = inst.scratch();
+    let peer = Peer::on_free_port(
+        dir,
+        &PeerOptions {
+            drop_in_data: 1,
+            ..PeerOptions::default()
+        },
+    );
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!("drop.test:[127.0.0.1]:{}", peer.port()),
+    );
+    let mut daemon = Daemon::start(&inst);
+    let body = big_message();
+    send(&inst, &["user@drop.test"], &body);
+    assert!(
+        wait_deferred(&daemon, 1),
+        "a connection lost in DATA must be a temporary failure: {}",
+        context(&daemon.log(), &[&peer], &dns)
+    );
+    assert!(peer.log().contains("dropped in DATA"), "{}", peer.log());
+    assert_eq!(peer.message_count(), 0);
+    assert_eq!(queue_count(&inst), 1);
+    flush(&inst);
+    assert!(
+        wait_until(60, || peer.message_count() >= 1 && queue_count(&inst) == 0),
+        "not delivered after the retry: {}",
+        context(&daemon.log(), &[&peer], &dns)
+    );
+    // Give a duplicate the chance to show up.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "exactly one copy at the peer");
+    assert!(
+        got[0].data.ends_with(&crlf(&body)),
+        "content changed in transit"
+    );
+    assert!(daemon.stop(30).is_some_and(|s| s.success()));
+}
+
+/// A TLS peer on port 25 of a fresh loopback address, the MX of `domain`.
+fn tls_setup(name: &str, domain: &str, bad_starttls: bool) -> (Instance, Peer, Dnsmasq) {
+    let inst = instance(name);
+    let dir = inst.scratch();
+    let mx = format!("mx.{domain}");
+    let (cert, key) = self_signed_files(dir, &mx);
+    let peer = Peer::on_port25(
+        dir,
+        &PeerOptions {
+            tls: Some((cert, key)),
+            bad_starttls,
+            ..PeerOptions::default()
+        },
+    );
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx(domain, 10, &mx),
+            DnsRecord::host(&mx, &[peer.ip()]),
+        ],
+    );
+    (inst, peer, dns)
+}
+
+fn need_openssl(test: &str) -> bool {
+    if !have_tool("openssl") {
+        skip(test, "openssl not installed");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn starttls_with_a_self_signed_peer_is_used_opportunistically() {
+    let t = "remote::starttls_with_a_self_signed_peer_is_used_opportunistically";
+    if !tools_and_root(t) || !need_openssl(t) {
+        return;
+    }
+    let (inst, peer, dns) = tls_setup("remote-tls", "tls.test", false);
+    send(&inst, &["user@tls.test"], &msg("over tls"));
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", ctx());
+    assert!(got[0].tls, "sent in plain text: {}", ctx());
+    assert!(
+        got[0]
+            .tls_version
+            .as_deref()
+            .is_some_and(|v| v == "TLSv1.3" || v == "TLSv1.2"),
+        "{:?}",
+        got[0].tls_version
+    );
+    // tern-remote logs that TLS was used, with the protocol version.
+    let tls_lines = lines_with(&log, "tern-remote");
+    assert!(
+        tls_lines
+            .iter()
+            .any(|l| l.contains("TLS1.3") || l.contains("TLSv1.3") || l.contains("TLSv1_3")),
+        "no log line of tern-remote names the TLS version: {}",
+        ctx()
+    );
+    assert_eq!(queue_count(&inst), 0);
+}
+
+#[test]
+fn verify_policy_refuses_a_self_signed_peer_and_never_sends_in_plain_text() {
+    let t = "remote::verify_policy_refuses_a_self_signed_peer_and_never_sends_in_plain_text";
+    if !tools_and_root(t) || !need_openssl(t) {
+        return;
+    }
+    let (inst, peer, dns) = tls_setup("remote-tls-verify", "verify.test", false);
+    control(&inst, "tlsdestinations", "verify.test:verify");
+    let mut daemon = Daemon::start(&inst);
+    send(&inst, &["user@verify.test"], &msg("verified only"));
+    assert!(
+        wait_deferred(&daemon, 1),
+        "a verify destination with an untrusted certificate is a temporary failure: {}",
+        context(&daemon.log(), &[&peer], &dns)
+    );
+    // A second attempt, after tern-remote has seen the TLS failure once:
+    // still no plain-text fallback for a verify destination.
+    flush(&inst);
+    assert!(
+        wait_deferred(&daemon, 2),
+        "{}",
+        context(&daemon.log(), &[&peer], &dns)
+    );
+    let log = daemon.log();
+    let ctx = || context(&log, &[&peer], &dns);
+    assert_eq!(peer.message_count(), 0, "{}", ctx());
+    assert!(
+        !peer.log().contains("MAIL FROM"),
+        "the envelope went out without verified TLS: {}",
+        ctx()
+    );
+    assert_eq!(lines_with(&log, "status=failed").len(), 0, "{}", ctx());
+    assert_eq!(queue_count(&inst), 1, "{}", ctx());
+    assert!(daemon.stop(30).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn failed_starttls_handshake_falls_back_to_plain_text() {
+    let t = "remote::failed_starttls_handshake_falls_back_to_plain_text";
+    if !tools_and_root(t) || !need_openssl(t) {
+        return;
+    }
+    let (inst, peer, dns) = tls_setup("remote-tls-bad", "badtls.test", true);
+    send(&inst, &["user@badtls.test"], &msg("after the fallback"));
+    // One queue run: the retry in plain text belongs to the same attempt.
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    assert!(
+        peer.log().contains("bad starttls"),
+        "STARTTLS was not tried: {}",
+        ctx()
+    );
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "exactly one copy expected: {}", ctx());
+    assert!(!got[0].tls);
+    assert_eq!(subject(&got[0]), "after the fallback");
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+}
+
+/// What the peer must receive for stored bytes `stored` (the rule of
+/// tern-client's encoder, after the peer has removed the dot-stuffing): a
+/// stored CRLF is one line end; every other CR and every other LF is a line
+/// end; line ends are CRLF; a last line without one gets one.
+fn crlf(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored.len() + stored.len() / 16);
+    let mut i = 0;
+    while i < stored.len() {
+        match stored[i] {
+            b'\r' if stored.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[test]
+fn bare_cr_bare_lf_and_leading_dots_arrive_as_one_message_unchanged() {
+    let t = "remote::bare_cr_bare_lf_and_leading_dots_arrive_as_one_message_unchanged";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-bytes");
+    let dir = inst.scratch();
+    let peer = Peer::on_free_port(dir, &PeerOptions::default());
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!("bytes.test:[127.0.0.1]:{}", peer.port()),
+    );
+    // Stored through tern-queue as is (sendmail would not change these
+    // bytes either, but this is the stored form exactly). Every sequence
+    // here would end DATA early, or split the message, at a next hop that
+    // took a bare CR or LF as a line end, if sent unchanged.
+    let message: &[u8] = b"From: test@localhost\nSubject: odd bytes\n\n\
+.leading dot\n\
+..two leading dots\n\
+.\n\
+bare CR then a dot line\r.\rafter it\n\
+a stored CRLF\r\n.\r\n\
+bare LF\n.\n\
+CR at the end of a line\r\n\
+\r\r\n\
+.. last line, no line end";
+    let got = inst.inject_raw(message, &envelope("test@localhost", &["user@bytes.test"]));
+    assert_eq!(got.code(), 0, "{}", got.stderr);
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    let msgs = peer.messages();
+    assert_eq!(msgs.len(), 1, "one message expected: {}", ctx());
+    let data = &msgs[0].data;
+    // On top: tern-queue's Received line (one line), then the message.
+    assert!(
+        data.starts_with(b"Received: (tern-queue "),
+        "{}",
+        String::from_utf8_lossy(data)
+    );
+    let nl = data.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    assert_eq!(
+        String::from_utf8_lossy(&data[nl..]),
+        String::from_utf8_lossy(&crlf(message)),
+        "content changed in transit"
+    );
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+}
+
+#[test]
+fn hundred_messages_batched_per_domain_over_reused_connections() {
+    let t = "remote::hundred_messages_batched_per_domain_over_reused_connections";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-batch");
+    let dir = inst.scratch();
+    let one = Peer::on_free_port(dir, &PeerOptions::default());
+    let two = Peer::on_free_port(dir, &PeerOptions::default());
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!(
+            "one.test:[127.0.0.1]:{}\ntwo.test:[127.0.0.1]:{}",
+            one.port(),
+            two.port()
+        ),
+    );
+    // 2 per domain, 4 in all: no worker ever has to be closed to make room
+    // for another domain's.
+    let per_domain = 2;
+    control(&inst, "concurrencydomain", &per_domain.to_string());
+    control(&inst, "concurrencyremote", &(2 * per_domain).to_string());
+    let n = 100;
+    for i in 0..n {
+        send(
+            &inst,
+            &["a1@one.test", "b@two.test", "a2@one.test"],
+            &msg(&format!("batch-{i}")),
+        );
+    }
+    assert_eq!(queue_count(&inst), n);
+    // Everything is due at once and tern-start waits for all of it.
+    let log = once(&inst);
+    let ctx = || context(&log, &[&one, &two], &dns);
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    for (peer, want) in [
+        (&one, vec!["a1@one.test", "a2@one.test"]),
+        (&two, vec!["b@two.test"]),
+    ] {
+        let got = peer.messages();
+        assert_eq!(
+            got.len(),
+            n,
+            "one transaction per message and domain: {}",
+            ctx()
+        );
+        let mut seen = vec![false; n];
+        for m in &got {
+            let mut rcpts = m.rcpt_tos.clone();
+            rcpts.sort();
+            assert_eq!(rcpts, want, "recipients of one domain travel together");
+            let i: usize = subject(m)
+                .strip_prefix("batch-")
+                .and_then(|s| s.parse().ok())
+                .expect("a batch message");
+            assert!(!seen[i], "batch-{i} delivered twice to {:?}", want);
+            seen[i] = true;
+        }
+        // At most `per_domain` connections are open to a domain at once and
+        // each is kept for the next message; allow every slot one
+        // reconnect. Without reuse this would be 100.
+        let conns = peer.connections();
+        assert!(
+            conns >= 1 && conns <= 2 * per_domain,
+            "{conns} connections for {n} messages to {want:?}: {}",
+            ctx()
+        );
+    }
+}
+
+#[test]
+fn send_only_host_sendmail_then_once_delivers_off_the_host() {
+    let t = "remote::send_only_host_sendmail_then_once_delivers_off_the_host";
+    if !tools_and_root(t) {
+        return;
+    }
+    let inst = instance("remote-sendonly");
+    let dir = inst.scratch();
+    let peer = Peer::on_port25(dir, &PeerOptions::default());
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx("dest.example", 10, "mx.dest.example"),
+            DnsRecord::host("mx.dest.example", &[peer.ip()]),
+        ],
+    );
+    // No tern-start, no listener: sendmail only queues.
+    let (code, err) = inst.sendmail(
+        &["-i", "friend@dest.example"],
+        b"To: friend@dest.example\nSubject: from a send-only host\n\nhello\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(queue_count(&inst), 1);
+    assert_eq!(peer.connections(), 0);
+    assert!(inst.pids_of("").is_empty(), "{:?}", inst.pids_of(""));
+    // What cron runs.
+    let log = once(&inst);
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", context(&log, &[&peer], &dns));
+    assert_eq!(got[0].rcpt_tos, vec!["friend@dest.example"]);
+    assert_eq!(subject(&got[0]), "from a send-only host");
+    assert_eq!(queue_count(&inst), 0);
+    assert!(
+        inst.pids_of("").is_empty(),
+        "processes left running: {:?}",
+        inst.pids_of("")
+    );
+    // The sender's address was completed by sendmail's header fix-ups and
+    // the envelope sender is the invoking user's.
+    assert!(
+        !got[0].mail_from.is_empty(),
+        "envelope sender missing: {got:?}"
+    );
+}
