@@ -662,6 +662,11 @@ fn verify_policy_refuses_a_self_signed_peer_and_never_sends_in_plain_text() {
     let ctx = || context(&log, &[&peer], &dns);
     assert_eq!(peer.message_count(), 0, "{}", ctx());
     assert!(
+        peer.log().contains("STARTTLS"),
+        "the peer was never asked for STARTTLS: {}",
+        ctx()
+    );
+    assert!(
         !peer.log().contains("MAIL FROM"),
         "the envelope went out without verified TLS: {}",
         ctx()
