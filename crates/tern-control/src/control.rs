@@ -136,7 +136,9 @@ impl Control {
             }
             (DefaultValue::Empty, Kind::SmtpRoutes) => Value::SmtpRoutes(SmtpRoutes::default()),
             (DefaultValue::Empty, Kind::BadMailFrom) => Value::BadMailFrom(BadMailFrom::default()),
-            (DefaultValue::Empty, Kind::Lines) => Value::Lines(Vec::new()),
+            (DefaultValue::Empty, Kind::Lines | Kind::DnsServers | Kind::TlsDestinations) => {
+                Value::Lines(Vec::new())
+            }
             (DefaultValue::Empty, Kind::Pem) => Value::Pem { certificates: 0 },
             (DefaultValue::Empty, Kind::Logins) => Value::Logins(Vec::new()),
             _ => unreachable!(

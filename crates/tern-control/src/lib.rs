@@ -13,7 +13,9 @@
 //!   readers and a one-line description. `ternctl check` and
 //!   docs/control.md follow it.
 //! * The structured values: [`DomainList`] (`locals`, `rcpthosts`, ...),
-//!   [`VirtualDomains`], [`SmtpRoutes`], [`BadMailFrom`].
+//!   [`VirtualDomains`], [`SmtpRoutes`], [`BadMailFrom`]; the outbound
+//!   line syntax of `dnsservers` ([`DnsServers`]) and `tlsdestinations`
+//!   ([`TlsDestinations`], [`TlsPolicy`]), used by tern-route.
 //! * [`Assign`] parses `users/assign` (qmail-users semantics) and looks
 //!   local parts up.
 //! * [`check`] explains a whole instance's configuration, file by file.
@@ -31,6 +33,7 @@ mod control;
 mod error;
 mod home;
 mod lists;
+mod outbound;
 pub mod owner;
 mod read;
 mod settings;
@@ -45,6 +48,9 @@ pub use control::Control;
 pub use error::{Error, ErrorKind};
 pub use home::{DEFAULT_HOME, Home};
 pub use lists::{BadMailFrom, DomainList, Relay, RelayHost, SmtpRoutes, VirtualDomains};
+pub use outbound::{
+    DNS_PORT, DnsServers, MAX_DNS_SERVERS, TlsDestinations, TlsPolicy, parse_dns_server,
+};
 pub use read::{MAX_FILE, MAX_LINE};
 pub use settings::{DefaultValue, Kind, SETTINGS, Setting, Value, parse_value, setting};
 

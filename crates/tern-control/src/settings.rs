@@ -4,6 +4,7 @@ use tern_addr::{Charset, Domain, LocalPart};
 
 use crate::error::{Error, ErrorKind};
 use crate::lists::{BadMailFrom, DomainList, SmtpRoutes, VirtualDomains};
+use crate::outbound::{DnsServers, TlsDestinations};
 use crate::read::{first_line, list_lines};
 
 /// The format of a setting's file.
@@ -35,6 +36,12 @@ pub enum Kind {
     BadMailFrom,
     /// Lines of text (`#` lines and blank lines skipped).
     Lines,
+    /// `dnsservers` lines (`IP` or `[IP]:port`), checked; the value is
+    /// [`Value::Lines`], parsed again by tern-route.
+    DnsServers,
+    /// `tlsdestinations` lines (`domain:none|may|verify`), checked; the
+    /// value is [`Value::Lines`], parsed again by tern-route.
+    TlsDestinations,
     /// A PEM certificate chain and private key; reports never show it.
     Pem,
     /// `login:hash` lines (`passwords`); reports never show the hashes.
@@ -63,6 +70,8 @@ impl Kind {
             Kind::SmtpRoutes => "domain:relay[:port], .suffix:relay, :relay lines",
             Kind::BadMailFrom => "user@domain or @domain lines",
             Kind::Lines => "lines",
+            Kind::DnsServers => "IP or [IP]:port lines",
+            Kind::TlsDestinations => "domain:none|may|verify, .suffix:policy, :policy lines",
             Kind::Pem => "PEM certificate chain and private key",
             Kind::Logins => "login:argon2id-hash lines",
         }
@@ -159,9 +168,9 @@ pub static SETTINGS: &[Setting] = &[
         doc: "seconds tern-remote waits for each reply" },
     Setting { name: "timeoutconnect", kind: Kind::Number { min: 1, max: SECS_MAX }, default: DefaultValue::Number(60), readers: "tern-remote",
         doc: "seconds tern-remote waits for a connection" },
-    Setting { name: "dnsservers", kind: Kind::Lines, default: DefaultValue::Empty, readers: "tern-remote",
+    Setting { name: "dnsservers", kind: Kind::DnsServers, default: DefaultValue::Empty, readers: "tern-remote",
         doc: "DNS servers for MX and address lookups, one IP or [IP]:port per line; empty means those of /etc/resolv.conf" },
-    Setting { name: "tlsdestinations", kind: Kind::Lines, default: DefaultValue::Empty, readers: "tern-remote",
+    Setting { name: "tlsdestinations", kind: Kind::TlsDestinations, default: DefaultValue::Empty, readers: "tern-remote",
         doc: "outbound TLS policy per domain: domain:none|may|verify (.suffix and empty domain allowed); default may (opportunistic)" },
     Setting { name: "tlsca", kind: Kind::Lines, default: DefaultValue::Text("/etc/ssl/certs/ca-certificates.crt"), readers: "tern-remote",
         doc: "CA bundle (PEM file path) trusted for tlsdestinations verify" },
@@ -316,6 +325,19 @@ pub fn parse_value(kind: Kind, text: &str) -> Result<Option<Value>, Error> {
         Kind::VirtualDomains => Value::VirtualDomains(VirtualDomains::parse(text)?),
         Kind::SmtpRoutes => Value::SmtpRoutes(SmtpRoutes::parse(text)?),
         Kind::BadMailFrom => Value::BadMailFrom(BadMailFrom::parse(text)?),
+        Kind::DnsServers | Kind::TlsDestinations => {
+            // checked here, kept as lines (tern-route parses them again);
+            // like Lines, a file without entries means the default
+            let entries = if kind == Kind::DnsServers {
+                DnsServers::parse(text)?.entries().to_vec()
+            } else {
+                TlsDestinations::parse(text)?.entries().to_vec()
+            };
+            if entries.is_empty() {
+                return Ok(None);
+            }
+            Value::Lines(entries)
+        }
         Kind::Pem => {
             let begins = || {
                 text.lines()
