@@ -10,6 +10,9 @@
 //!   on, and turning crash signals into a meaningful exit code;
 //! * [`trigger`]: pulling the queue's wake-up FIFO without blocking;
 //! * [`spawn`]: putting descriptors on fixed numbers in a child (pre-exec);
+//! * [`privilege`]: dropping root (groups, gid, uid) and verifying that it
+//!   cannot be regained, in the process or in a child before `exec`;
+//! * [`secure::clear_env`]: emptying a setuid program's environment;
 //! * small safe wrappers over rustix for credentials and locks that several
 //!   programs share.
 //!
@@ -17,6 +20,7 @@
 //! Every `unsafe` block carries a `SAFETY:` comment.
 #![deny(unsafe_code)]
 
+pub mod privilege;
 pub mod secure;
 pub mod signals;
 pub mod spawn;
