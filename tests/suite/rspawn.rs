@@ -7,7 +7,7 @@
 //! answers one `RcptReport` per recipient as the recipient's local part
 //! says: `failN` → D, `deferN` → Z, `slowN` → sleeps N tenths of a second,
 //! then K; `die` → exits 3 at once; `close` → closes its socket, exits 7
-//! 0.3 s later; `bogus` → a report for a recipient number beyond the
+//! 0.3 s later; `hang` → closes its socket and sleeps a minute; `bogus` → a report for a recipient number beyond the
 //! request; `twice` → two reports for that recipient; anything else → K.
 //! A K text is `250 ok pid=<its pid> first=<first line of the message>`. It
 //! appends `start <pid> <env names>`, `req <pid> <slot> <domain> <n>` and
@@ -92,6 +92,10 @@ while True:
             os.close(1)
             time.sleep(0.3)
             os._exit(7)
+        if local == "hang":
+            s.close()
+            os.close(1)
+            time.sleep(60)
         if local == "bogus":
             report(slot, n, "K", "250 ok")
             continue
@@ -505,6 +509,68 @@ fn more_domains_than_workers_evicts_the_longest_idle() {
     let (status, log) = r.close_and_wait();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(workers(&s).is_empty());
+}
+
+#[test]
+fn a_worker_that_closes_its_socket_but_does_not_exit_is_killed() {
+    let s = setup("rspawn-hang", None, true);
+    let mut r = Rspawn::start(&s);
+    r.hello();
+    r.send(
+        &s,
+        0,
+        "a.example",
+        &["ok@a.example", "hang@a.example", "z@a.example"],
+    );
+    let started = Instant::now();
+    let got = r.request_reports(0, 3);
+    assert_eq!(got[0].outcome, Outcome::Delivered);
+    for g in &got[1..] {
+        assert_eq!(g.outcome, Outcome::Deferred);
+        assert_eq!(
+            text(g),
+            "tern-remote closed its socket before reporting this recipient and did not exit; \
+             killed (#4.3.0)"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "killed only after the 5 s grace"
+    );
+    let log = r.log();
+    assert!(
+        log.contains("event=worker_kill")
+            && log.contains("reason=closed status=\"killed by signal 9\""),
+        "{log}"
+    );
+    let (status, log) = r.close_and_wait();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(workers(&s).is_empty(), "no worker left: {:?}", workers(&s));
+}
+
+#[test]
+fn a_busy_worker_is_not_shared_by_its_domain() {
+    let s = setup("rspawn-samedomain", None, true);
+    let mut r = Rspawn::start(&s);
+    r.hello();
+    r.send(&s, 0, "a.example", &["slow5@a.example"]);
+    r.send(&s, 1, "a.example", &["x@a.example"]);
+    let mut got = r.reports(2);
+    got.sort_by_key(|g| g.slot);
+    assert!(got.iter().all(|g| g.outcome == Outcome::Delivered));
+    assert_ne!(
+        pid_of(&got[0]),
+        pid_of(&got[1]),
+        "a second worker for the domain"
+    );
+    // Both idle now: the next request goes to the one idle for the
+    // shortest time (slot 0's worker finished last).
+    r.send(&s, 2, "a.example", &["y@a.example"]);
+    assert_eq!(pid_of(&r.request_reports(2, 1)[0]), pid_of(&got[0]));
+    let (status, log) = r.close_and_wait();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(log.matches("reused=no").count(), 2, "{log}");
+    assert_eq!(log.matches("reused=yes").count(), 1, "{log}");
 }
 
 #[test]
