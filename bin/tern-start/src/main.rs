@@ -24,6 +24,14 @@
 //!     as `ternr`, the logger as `ternl`, and tern-lspawn stays root to
 //!     become each recipient.
 //!
+//! SECURITY
+//!     Each child drops root before exec through `tern_sys::privilege`
+//!     (no supplementary groups, gid, uid, then a check that root cannot be
+//!     regained); a failed check fails the start. tern-start stays root to
+//!     supervise and parses nothing but the manager's pid file (`--once`),
+//!     whose pid it signals only when that process is tern-send running as
+//!     `terns`.
+//!
 //! EXIT CODES
 //!     0 tern-send stopped cleanly; 111 trouble (could not start a program,
 //!     a program died, tern-send reported trouble).
@@ -39,11 +47,11 @@ use nix::unistd::Pid;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::io::Write as _;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use tern_control::Home;
 use tern_log::Event;
+use tern_sys::privilege::Credentials;
 
 const PROG: &str = "tern-start";
 
@@ -64,45 +72,80 @@ struct Started {
     child: Child,
 }
 
-/// The uid and gid each program runs as; `None` = as the caller.
+/// The credentials each program runs as; `None` = as the caller (a
+/// single-user instance).
 #[derive(Default)]
 struct Ids {
-    send: Option<(u32, u32)>,
-    clean: Option<(u32, u32)>,
-    remote: Option<(u32, u32)>,
-    logger: Option<(u32, u32)>,
+    send: Option<Credentials>,
+    clean: Option<Credentials>,
+    remote: Option<Credentials>,
+    logger: Option<Credentials>,
 }
 
 impl Ids {
     /// The system instance's users: `terns` (tern-send), `ternq`
-    /// (tern-clean), `ternr` (tern-rspawn), `ternl` (the logger).
-    /// tern-lspawn stays root: it must become each recipient.
-    fn system() -> Result<Ids, String> {
-        let user = |name: &str| -> Result<(u32, u32), String> {
-            match nix::unistd::User::from_name(name) {
-                Ok(Some(u)) if u.uid.as_raw() != 0 => Ok((u.uid.as_raw(), u.gid.as_raw())),
-                Ok(Some(_)) => Err(format!("user {name} has uid 0; refusing")),
-                Ok(None) => Err(format!(
-                    "user {name} does not exist: a system instance needs the Tern users (see docs/architecture.md)"
-                )),
-                Err(e) => Err(format!("cannot look up user {name}: {e}")),
-            }
+    /// (tern-clean), `ternr` (tern-rspawn), and `ternl` (the logger, needed
+    /// only when there is one). tern-lspawn stays root: it must become each
+    /// recipient. Every program but tern-send also gets `no_new_privs`:
+    /// only tern-send runs the setuid tern-queue (for bounces).
+    fn system(with_logger: bool) -> Result<Ids, String> {
+        let user = |name: &str| -> Result<Credentials, String> {
+            Credentials::for_user(name).map_err(|e| match e {
+                tern_sys::privilege::UserError::Missing => format!(
+                    "user {name} does not exist: a system instance needs the Tern users (scripts/install, docs/install.md)"
+                ),
+                e => format!("user {name}: {e}; refusing"),
+            })
         };
         Ok(Ids {
             send: Some(user("terns")?),
-            clean: Some(user("ternq")?),
-            remote: Some(user("ternr")?),
-            logger: user("ternl").ok(),
+            clean: Some(user("ternq")?.with_no_new_privs()),
+            remote: Some(user("ternr")?.with_no_new_privs()),
+            logger: if with_logger {
+                Some(user("ternl")?.with_no_new_privs())
+            } else {
+                None
+            },
         })
     }
 }
 
-/// Runs `c` as `ids` (gid first; std clears the supplementary groups when
-/// root changes uid).
-fn run_as(c: &mut Command, ids: Option<(u32, u32)>) {
-    if let Some((uid, gid)) = ids {
-        c.gid(gid).uid(uid);
+/// Runs `c` as `ids`: in the child, before exec, no supplementary groups,
+/// then the gid, then the uid, then a check that root cannot be regained
+/// (tern_sys::privilege). A failed check fails the spawn.
+fn run_as(c: &mut Command, ids: Option<Credentials>) {
+    if let Some(creds) = ids {
+        tern_sys::privilege::run_as(c, creds);
     }
+}
+
+/// True when `pid` is a process named `tern-send` whose real uid is `uid`
+/// (any uid when `None`), from `/proc/PID/comm` and `/proc/PID/status`.
+fn is_manager(pid: i32, uid: Option<u32>) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() != "tern-send" {
+        return false;
+    }
+    let Some(want) = uid else {
+        return true;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|u| u.parse::<u32>().ok())
+        })
+        == Some(want)
+}
+
+/// The reason for a failed spawn, with the privilege check's own words.
+fn spawn_error(e: &std::io::Error) -> String {
+    tern_sys::privilege::spawn_error_text(e)
 }
 
 fn main() -> ExitCode {
@@ -151,7 +194,7 @@ fn main() -> ExitCode {
                 tern_control::SINGLE_USER_MARKER
             ));
         }
-        match Ids::system() {
+        match Ids::system(!logger.is_empty()) {
             Ok(ids) => ids,
             Err(e) => return fail(e),
         }
@@ -168,7 +211,12 @@ fn main() -> ExitCode {
             let pid = std::fs::read_to_string(state.join("pid"))
                 .ok()
                 .and_then(|p| p.trim().parse::<i32>().ok());
-            if let Some(pid) = pid {
+            // The pid file is written by tern-send (terns in a system
+            // instance): root signals only a process that is tern-send
+            // running as that user, never whatever pid the file names.
+            if let Some(pid) = pid
+                && is_manager(pid, ids.send.map(|c| c.uid()))
+            {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGALRM);
             }
             Event::new(PROG, "flush_running")
@@ -214,7 +262,13 @@ fn main() -> ExitCode {
         run_as(&mut c, ids.logger);
         match c.spawn() {
             Ok(child) => logger_child = Some(child),
-            Err(e) => return fail(format!("cannot start the logger {}: {e}", logger[0])),
+            Err(e) => {
+                return fail(format!(
+                    "cannot start the logger {}: {}",
+                    logger[0],
+                    spawn_error(&e)
+                ));
+            }
         }
         drop(c);
         if let Err(e) = rustix::stdio::dup2_stderr(&w) {
@@ -246,7 +300,7 @@ fn main() -> ExitCode {
         }
     };
     let spawn_helper = |name: &'static str,
-                        as_ids: Option<(u32, u32)>,
+                        as_ids: Option<Credentials>,
                         started: &mut Vec<Started>|
      -> Result<(OwnedFd, OwnedFd), String> {
         let (req_r, req_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
@@ -255,7 +309,9 @@ fn main() -> ExitCode {
         env(&mut c);
         run_as(&mut c, as_ids);
         c.stdin(Stdio::from(req_r)).stdout(Stdio::from(rep_w));
-        let child = c.spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
+        let child = c
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {}", spawn_error(&e)))?;
         started.push(Started { name, child });
         Ok((req_w, rep_r))
     };
@@ -288,7 +344,7 @@ fn main() -> ExitCode {
             c.stdin(Stdio::from(theirs)).stdout(Stdio::from(theirs_out));
             let child = c
                 .spawn()
-                .map_err(|e| format!("cannot start tern-rspawn: {e}"))?;
+                .map_err(|e| format!("cannot start tern-rspawn: {}", spawn_error(&e)))?;
             started.push(Started {
                 name: "tern-rspawn",
                 child,
@@ -323,7 +379,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             stop_all(&mut started);
-            return fail(format!("cannot start tern-send: {e}"));
+            return fail(format!("cannot start tern-send: {}", spawn_error(&e)));
         }
     };
     drop(send);
