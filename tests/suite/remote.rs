@@ -896,3 +896,109 @@ fn send_only_host_sendmail_then_once_delivers_off_the_host() {
         "envelope sender missing: {got:?}"
     );
 }
+
+/// One DNS query over UDP to 127.0.0.1:`port`: (rcode, answer count,
+/// the whole response).
+fn dns_query(port: u16, name: &str, qtype: u16) -> (u8, u16, Vec<u8>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    sock.send_to(&q, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = sock.recv_from(&mut buf).expect("a DNS answer");
+    let r = buf[..n].to_vec();
+    assert_eq!(r[..2], [0x12, 0x34]);
+    (r[3] & 0x0f, u16::from_be_bytes([r[6], r[7]]), r)
+}
+
+/// The fixtures themselves, without Tern: dnsmasq serves exactly the
+/// records given (MX, null MX, A, AAAA), NXDOMAIN for other test names and
+/// REFUSED for real names; the peer records what it accepts and applies
+/// its behaviours. A Tern test failing because of a broken fixture would
+/// blame the wrong program.
+#[test]
+fn harness_dnsmasq_and_peer_behave_as_documented() {
+    let t = "remote::harness_dnsmasq_and_peer_behave_as_documented";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-harness");
+    let dir = inst.scratch();
+    let peer = Peer::on_free_port(
+        dir,
+        &PeerOptions {
+            tempfail: 1,
+            reject: vec!["no@peer.test".to_string()],
+            ..PeerOptions::default()
+        },
+    );
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx("h.test", 20, "mx2.h.test"),
+            DnsRecord::mx("h.test", 10, "mx1.h.test"),
+            DnsRecord::null_mx("null.test"),
+            DnsRecord::host("mx1.h.test", &[Ipv4Addr::new(127, 0, 0, 9).into()]),
+            DnsRecord::host("mx2.h.test", &[IpAddr::V6(Ipv6Addr::LOCALHOST)]),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(inst.home().join("control/dnsservers")).unwrap(),
+        format!("[127.0.0.1]:{}\n", dns.port())
+    );
+    const A: u16 = 1;
+    const MX: u16 = 15;
+    const AAAA: u16 = 28;
+    let (rcode, n, _) = dns_query(dns.port(), "h.test", MX);
+    assert_eq!((rcode, n), (0, 2));
+    let (rcode, n, r) = dns_query(dns.port(), "mx1.h.test", A);
+    assert_eq!((rcode, n), (0, 1));
+    assert!(r.ends_with(&[127, 0, 0, 9]));
+    let (rcode, n, _) = dns_query(dns.port(), "mx1.h.test", AAAA);
+    assert_eq!((rcode, n), (0, 0), "no AAAA: an empty answer, not an error");
+    let (rcode, n, r) = dns_query(dns.port(), "mx2.h.test", AAAA);
+    assert_eq!((rcode, n), (0, 1));
+    assert!(r.ends_with(&Ipv6Addr::LOCALHOST.octets()));
+    // Null MX: preference 0, the root name (RDATA 00 00 00).
+    let (rcode, n, r) = dns_query(dns.port(), "null.test", MX);
+    assert_eq!((rcode, n), (0, 1));
+    assert!(r.ends_with(&[0, 3, 0, 0, 0]), "{r:?}");
+    let (rcode, _, _) = dns_query(dns.port(), "nothing.test", MX);
+    assert_eq!(rcode, 3, "NXDOMAIN for unknown test names");
+    let (rcode, _, _) = dns_query(dns.port(), "debian.org", MX);
+    assert_eq!(rcode, 5, "real names are refused, never resolved");
+    assert!(dns.log().contains("query[MX] h.test"), "{}", dns.log());
+
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+try:
+    s.sendmail("a@x.test", ["ok@peer.test"], b"Subject: one\r\n\r\n.x\r\n")
+    print("accepted")
+except smtplib.SMTPSenderRefused as e:
+    print("refused", e.smtp_code)
+r = s.sendmail("a@x.test", ["ok@peer.test", "no@peer.test"], b"Subject: two\r\n\r\n..y\r\n")
+print("rejected", sorted(r))
+s.quit()
+"#;
+    let (code, out) = python(script, &[&peer.port().to_string()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("refused 451"), "{out}");
+    assert!(out.contains("rejected ['no@peer.test']"), "{out}");
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", peer.log());
+    assert_eq!(got[0].rcpt_tos, vec!["ok@peer.test"]);
+    assert_eq!(got[0].mail_from, "a@x.test");
+    assert!(!got[0].tls);
+    // smtplib dot-stuffs ("...y" on the wire); the peer removes one dot.
+    assert_eq!(got[0].data, b"Subject: two\r\n\r\n..y\r\n");
+    assert_eq!(peer.connections(), 1);
+}
