@@ -212,6 +212,10 @@ impl Control {
         timeoutconnect -> u64 = number;
         /// `timeoutlocal`: seconds one local delivery may run (default 86400).
         timeoutlocal -> u64 = number;
+        /// `localuidmin`: smallest uid a local delivery may run as (default 1000).
+        localuidmin -> u64 = number;
+        /// `localuidmax`: largest uid a local delivery may run as (default 60000).
+        localuidmax -> u64 = number;
         /// `bouncefrom`: user part of bounce senders (default `MAILER-DAEMON`).
         bouncefrom -> String = text;
         /// `doublebounceto`: user part of the double-bounce recipient (default `postmaster`).
@@ -319,6 +323,8 @@ mod tests {
         assert_eq!(c.timeoutremote().unwrap(), 1200);
         assert_eq!(c.timeoutconnect().unwrap(), 60);
         assert_eq!(c.timeoutlocal().unwrap(), 86_400);
+        assert_eq!(c.localuidmin().unwrap(), 1000);
+        assert_eq!(c.localuidmax().unwrap(), 60_000);
         assert_eq!(c.bouncefrom().unwrap(), "MAILER-DAEMON");
         assert_eq!(c.doublebounceto().unwrap(), "postmaster");
         assert_eq!(c.defaultdelivery().unwrap(), vec!["./Maildir/".to_string()]);
