@@ -1002,3 +1002,73 @@ s.quit()
     assert_eq!(got[0].data, b"Subject: two\r\n\r\n..y\r\n");
     assert_eq!(peer.connections(), 1);
 }
+
+/// The peer's failure behaviours, without Tern: STARTTLS with the
+/// self-signed certificate works and is recorded; the broken STARTTLS
+/// fails the handshake with an alert; the drop in DATA closes the
+/// connection with nothing recorded, once.
+#[test]
+fn harness_peer_tls_and_drop_behaviours() {
+    let t = "remote::harness_peer_tls_and_drop_behaviours";
+    if !tools(t) || !need_openssl(t) {
+        return;
+    }
+    let inst = instance("remote-harness-tls");
+    let dir = inst.scratch();
+    let tls = Some(self_signed_files(dir, "peer.test"));
+    let good = Peer::on_free_port(
+        dir,
+        &PeerOptions {
+            tls: tls.clone(),
+            drop_in_data: 1,
+            ..PeerOptions::default()
+        },
+    );
+    let bad = Peer::on_free_port(
+        dir,
+        &PeerOptions {
+            tls,
+            bad_starttls: true,
+            ..PeerOptions::default()
+        },
+    );
+    let script = r#"
+import smtplib, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+def send(port, tls):
+    s = smtplib.SMTP("127.0.0.1", port)
+    try:
+        if tls:
+            s.starttls(context=ctx)
+        s.sendmail("a@x.test", ["ok@peer.test"], b"Subject: s\r\n\r\n" + (b"z" * 70 + b"\r\n") * 20000)
+        print("sent", port, tls)
+    except (smtplib.SMTPServerDisconnected, ConnectionError) as e:
+        print("dropped", port, tls)
+    except ssl.SSLError as e:
+        print("tls failed", port, e.reason)
+good, bad = int(sys.argv[1]), int(sys.argv[2])
+send(good, True)
+send(good, True)
+send(bad, True)
+send(bad, False)
+"#;
+    let (code, out) = python(script, &[&good.port().to_string(), &bad.port().to_string()]);
+    assert_eq!(code, 0, "{out}");
+    let want = format!(
+        "dropped {g} True\nsent {g} True\ntls failed {b} SSLV3_ALERT_HANDSHAKE_FAILURE\nsent {b} False\n",
+        g = good.port(),
+        b = bad.port()
+    );
+    assert_eq!(out, want, "{}\n{}", good.log(), bad.log());
+    let got = good.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls);
+    assert_eq!(got[0].conn, 2);
+    assert_eq!(good.connections(), 2);
+    let got = bad.messages();
+    assert_eq!(got.len(), 1);
+    assert!(!got[0].tls);
+    assert!(bad.log().contains("bad starttls"));
+}
