@@ -1,0 +1,372 @@
+//! Scripted fake SMTP servers on 127.0.0.1 for the client tests, and
+//! certificates made with the `openssl` command.
+
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use tern_client::Client;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub enum Inner {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Read for Inner {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Inner::Plain(s) => s.read(b),
+            Inner::Tls(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Inner {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Inner::Plain(s) => s.write(b),
+            Inner::Tls(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Inner::Plain(s) => s.flush(),
+            Inner::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The server's side of one connection.
+pub struct Peer {
+    r: Option<BufReader<Inner>>,
+}
+
+impl Peer {
+    fn io(&mut self) -> &mut BufReader<Inner> {
+        self.r.as_mut().expect("peer stream")
+    }
+
+    /// Sends raw bytes.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        let w = self.io().get_mut();
+        w.write_all(bytes).expect("server write");
+        w.flush().expect("server flush");
+    }
+
+    /// Sends reply lines, each with CRLF.
+    pub fn send(&mut self, lines: &str) {
+        let mut out = String::new();
+        for l in lines.split('\n') {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        self.raw(out.as_bytes());
+    }
+
+    /// Reads one line (CRLF required) and returns it without CRLF;
+    /// `None` at end of file.
+    pub fn line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        let n = self.io().read_until(b'\n', &mut buf).expect("server read");
+        if n == 0 {
+            return None;
+        }
+        assert!(buf.ends_with(b"\r\n"), "line without CRLF: {buf:?}");
+        buf.truncate(buf.len() - 2);
+        Some(String::from_utf8(buf).expect("UTF-8 command"))
+    }
+
+    /// Reads a line and checks it starts with `prefix`.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        let l = self
+            .line()
+            .unwrap_or_else(|| panic!("EOF, expected {prefix}"));
+        assert!(l.starts_with(prefix), "expected {prefix:?}, got {l:?}");
+        l
+    }
+
+    /// Reads the message after 354 up to and including CRLF.CRLF; returns
+    /// the wire bytes.
+    pub fn data(&mut self) -> Vec<u8> {
+        let mut wire = Vec::new();
+        loop {
+            let n = self.io().read_until(b'\n', &mut wire).expect("read data");
+            assert!(n > 0, "EOF inside data");
+            if wire == b".\r\n" || wire.ends_with(b"\r\n.\r\n") {
+                return wire;
+            }
+        }
+    }
+
+    /// Reads `n` bytes of data exactly.
+    pub fn data_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.io().read_exact(&mut v).expect("read data bytes");
+        v
+    }
+
+    /// True when the client sent nothing more within 200 ms.
+    pub fn quiet(&mut self) -> bool {
+        if !self.io().buffer().is_empty() {
+            return false;
+        }
+        let Inner::Plain(s) = self.io().get_mut() else {
+            panic!("quiet() on TLS");
+        };
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        let r = s.peek(&mut b);
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        match r {
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            Ok(_) => false,
+        }
+    }
+
+    /// Expects the client's QUIT (or end of file).
+    pub fn quit(&mut self) {
+        if let Some(l) = self.line() {
+            assert_eq!(l, "QUIT");
+            let _ = self.io().get_mut().write_all(b"221 bye\r\n");
+        }
+    }
+
+    /// Reads until the client closes.
+    pub fn until_eof(&mut self) {
+        let mut sink = Vec::new();
+        let _ = self.io().read_to_end(&mut sink);
+    }
+
+    /// Does the server side of a TLS handshake on this connection.
+    pub fn starttls(&mut self, config: Arc<ServerConfig>) -> Result<(), rustls::Error> {
+        let r = self.r.take().expect("peer stream");
+        assert!(
+            r.buffer().is_empty(),
+            "client sent data before the handshake"
+        );
+        let Inner::Plain(mut sock) = r.into_inner() else {
+            panic!("already TLS");
+        };
+        let mut conn = ServerConnection::new(config)?;
+        while conn.is_handshaking() {
+            if let Err(e) = conn.complete_io(&mut sock) {
+                return Err(e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .cloned()
+                    .unwrap_or(rustls::Error::General(e.to_string())));
+            }
+        }
+        self.r = Some(BufReader::new(Inner::Tls(Box::new(StreamOwned::new(
+            conn, sock,
+        )))));
+        Ok(())
+    }
+
+    /// Closes the connection now.
+    pub fn close(&mut self) {
+        if let Some(r) = self.r.take()
+            && let Inner::Plain(s) = r.get_ref()
+        {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Starts a server on 127.0.0.1 that accepts `conns` connections in turn
+/// and runs `script` on each (with its number). Returns its address and
+/// the thread, whose join re-raises a failed assertion of the script.
+pub fn server<F>(conns: usize, script: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(usize, &mut Peer) + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        for i in 0..conns {
+            let (s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.set_write_timeout(Some(WAIT)).unwrap();
+            let mut p = Peer {
+                r: Some(BufReader::new(Inner::Plain(s))),
+            };
+            script(i, &mut p);
+        }
+    });
+    (addr, h)
+}
+
+/// A TCP connection to `addr` with the test timeouts.
+pub fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Connects, reads the greeting and says EHLO.
+pub fn client(addr: SocketAddr) -> Client<TcpStream> {
+    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).expect("greeting");
+    c.hello("client.test").expect("EHLO");
+    c
+}
+
+/// The usual greeting and EHLO reply with `caps` as extension lines.
+pub fn greet(p: &mut Peer, caps: &[&str]) {
+    p.send("220 mx.test ESMTP");
+    p.expect("EHLO client.test");
+    let mut lines = vec!["250-mx.test".to_string()];
+    for c in caps {
+        lines.push(format!("250-{c}"));
+    }
+    let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
+    lines.push(last);
+    p.send(&lines.join("\n"));
+}
+
+/// Certificates for the TLS tests, made with `openssl`.
+pub struct Certs {
+    pub dir: PathBuf,
+    /// A CA certificate (PEM).
+    pub ca: Vec<u8>,
+    /// Another CA that signed nothing here.
+    pub other_ca: Vec<u8>,
+    /// The server chain (leaf for `mx.test.example`, signed by `ca`) and key.
+    pub chain: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a CA and a leaf certificate for `mx.test.example`; `None` (the
+/// test says SKIP) when there is no `openssl` command.
+pub fn certs(tag: &str) -> Option<Certs> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIP: no openssl command to make test certificates");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("tern-client-certs-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for name in ["ca", "other"] {
+        let mut a = vec!["req", "-x509"];
+        a.extend_from_slice(&ec);
+        let key = format!("{name}.key");
+        let crt = format!("{name}.crt");
+        a.extend_from_slice(&[
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Tern Test CA",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+        ]);
+        openssl(&a, &dir);
+    }
+    let mut a = vec!["req"];
+    a.extend_from_slice(&ec);
+    a.extend_from_slice(&[
+        "-subj",
+        "/CN=mx.test.example",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ]);
+    openssl(&a, &dir);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:mx.test.example\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.crt",
+        ],
+        &dir,
+    );
+    let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
+    Some(Certs {
+        ca: read("ca.crt"),
+        other_ca: read("other.crt"),
+        chain: read("leaf.crt"),
+        key: read("leaf.key"),
+        dir,
+    })
+}
+
+impl Certs {
+    /// The server configuration with the leaf certificate.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.chain)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&self.key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

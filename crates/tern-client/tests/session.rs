@@ -1,0 +1,778 @@
+//! The client against scripted fake servers on 127.0.0.1.
+
+mod fake;
+
+use fake::{Peer, WAIT, certs, client, greet, server, tcp};
+use tern_client::{
+    Client, Envelope, Error, RcptResult, Stage, Status, TlsConfig, Transaction, scan,
+    tls::{roots_from_pem, server_name},
+};
+use tern_smtp::{DataDecoder, DataLimits, DataStatus};
+
+fn rcpts(list: &[&str]) -> Vec<Vec<u8>> {
+    list.iter().map(|r| r.as_bytes().to_vec()).collect()
+}
+
+/// Sends `message` from `sender` to `to`; panics on NotStarted.
+fn send(
+    c: &mut Client<std::net::TcpStream>,
+    sender: &str,
+    to: &[&str],
+    message: &[u8],
+) -> Vec<RcptResult> {
+    match try_send(c, sender, to, message) {
+        Transaction::Done(r) => r,
+        Transaction::NotStarted(e) => panic!("not started: {e}"),
+    }
+}
+
+fn try_send(
+    c: &mut Client<std::net::TcpStream>,
+    sender: &str,
+    to: &[&str],
+    message: &[u8],
+) -> Transaction {
+    let to = rcpts(to);
+    let s = scan(message).unwrap();
+    c.send(
+        &Envelope {
+            sender: sender.as_bytes(),
+            recipients: &to,
+        },
+        &message.to_vec(),
+        &s,
+    )
+}
+
+/// Decodes wire data with tern-smtp's strict DATA reader.
+fn decode(wire: &[u8]) -> Vec<u8> {
+    let mut d = DataDecoder::new(DataLimits::default());
+    let mut out = Vec::new();
+    let (used, status) = d.feed(wire, &mut out);
+    assert_eq!((used, status), (wire.len(), DataStatus::End));
+    out
+}
+
+fn statuses(r: &[RcptResult]) -> Vec<Status> {
+    r.iter().map(|x| x.status).collect()
+}
+
+const MSG: &[u8] = b"Subject: hi\n\n.leading dot\nbare\rCR\nend";
+
+#[test]
+fn pipelined_transaction_with_per_recipient_results() {
+    let size = scan(MSG).unwrap().size;
+    let (addr, h) = server(1, move |_, p: &mut Peer| {
+        greet(p, &["PIPELINING", "SIZE 1000000", "8BITMIME"]);
+        // Everything comes before any reply: that is pipelining.
+        assert_eq!(
+            p.expect("MAIL FROM:"),
+            format!("MAIL FROM:<s@a.test> SIZE={size}")
+        );
+        assert_eq!(p.expect("RCPT"), "RCPT TO:<u1@b.test>");
+        p.expect("RCPT TO:<u2@b.test>");
+        p.expect("RCPT TO:<u3@b.test>");
+        p.expect("RCPT TO:<u4@b.test>");
+        p.expect("DATA");
+        assert!(p.quiet());
+        p.send("250 2.1.0 ok\n250 2.1.5 ok\n550-5.1.1 no such\n550 5.1.1 user here\n451 4.2.0 try later\n250 ok\n354 go");
+        let wire = p.data();
+        assert_eq!(
+            decode(&wire),
+            b"Subject: hi\n\n.leading dot\nbare\nCR\nend\n"
+        );
+        p.send("250 2.0.0 queued as 42");
+        p.quit();
+    });
+    let mut c = client(addr);
+    assert!(c.capabilities().pipelining);
+    let r = send(
+        &mut c,
+        "s@a.test",
+        &["u1@b.test", "u2@b.test", "u3@b.test", "u4@b.test"],
+        MSG,
+    );
+    assert_eq!(
+        statuses(&r),
+        [
+            Status::Accepted,
+            Status::Permanent,
+            Status::Temporary,
+            Status::Accepted
+        ]
+    );
+    assert_eq!(
+        r[0].text,
+        "mx.test [127.0.0.1] said: 250 2.0.0 queued as 42"
+    );
+    assert_eq!(
+        r[1].text,
+        "mx.test [127.0.0.1] said: 550 5.1.1 no such / 5.1.1 user here"
+    );
+    assert_eq!(r[2].text, "mx.test [127.0.0.1] said: 451 4.2.0 try later");
+    assert!(c.is_usable());
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn one_command_at_a_time_without_pipelining() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["SIZE", "8BITMIME"]);
+        p.expect("MAIL FROM:<> SIZE=");
+        assert!(p.quiet(), "RCPT sent before the MAIL reply");
+        p.send("250 ok");
+        p.expect("RCPT TO:<u1@b.test>");
+        assert!(p.quiet());
+        p.send("250 ok");
+        p.expect("RCPT TO:<u2@b.test>");
+        assert!(p.quiet());
+        p.send("550 no");
+        p.expect("DATA");
+        assert!(p.quiet());
+        p.send("354 go");
+        p.data();
+        p.send("250 ok");
+        p.quit();
+    });
+    let mut c = client(addr);
+    let r = send(&mut c, "", &["u1@b.test", "u2@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Accepted, Status::Permanent]);
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn helo_fallback_and_no_extensions() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        p.send("220-mx.test\n220 old server");
+        p.expect("EHLO client.test");
+        p.send("502 what?");
+        p.expect("HELO client.test");
+        p.send("250 mx.test");
+        // No SIZE=, no BODY=, even though the message has 8-bit bytes.
+        assert_eq!(p.expect("MAIL"), "MAIL FROM:<s@a.test>");
+        p.send("250 ok");
+        p.expect("RCPT TO:<u@b.test>");
+        p.send("250 ok");
+        p.expect("DATA");
+        p.send("354 go");
+        assert_eq!(p.data(), b"caf\xc3\xa9\r\n.\r\n");
+        p.send("250 ok");
+        p.quit();
+    });
+    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).unwrap();
+    c.hello("client.test").unwrap();
+    assert!(!c.is_esmtp());
+    let r = send(&mut c, "s@a.test", &["u@b.test"], "caf\u{e9}\n".as_bytes());
+    assert_eq!(statuses(&r), [Status::Accepted]);
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn ehlo_and_helo_refused() {
+    let (addr, h) = server(2, |i, p: &mut Peer| {
+        p.send("220 mx.test");
+        p.expect("EHLO");
+        if i == 0 {
+            p.send("421 4.3.2 busy");
+        } else {
+            p.send("500 no");
+            p.expect("HELO");
+            p.send("550 go away");
+        }
+        p.until_eof();
+    });
+    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).unwrap();
+    let e = c.hello("client.test").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Rejected {
+                stage: Stage::Ehlo,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "said: 421 4.3.2 busy (in reply to EHLO)");
+    assert!(!c.is_usable());
+    drop(c);
+    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).unwrap();
+    let e = c.hello("client.test").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Rejected {
+                stage: Stage::Helo,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    drop(c);
+    h.join().unwrap();
+}
+
+#[test]
+fn greeting_problems() {
+    let (addr, h) = server(3, |i, p: &mut Peer| {
+        match i {
+            0 => p.send("554 5.7.1 no mail from you"),
+            1 => p.raw(b"hello there\r\n"),
+            _ => {} // silent: the client times out
+        }
+        p.until_eof();
+    });
+    let e = Client::connect(tcp(addr), "mx", Some(WAIT)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Rejected {
+                stage: Stage::Greeting,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "said: 554 5.7.1 no mail from you (in reply to the greeting)"
+    );
+    let e = Client::connect(tcp(addr), "mx", Some(WAIT)).unwrap_err();
+    assert!(
+        matches!(e, Error::Reply(tern_client::ReplyError::BadCode)),
+        "{e:?}"
+    );
+    let s = tcp(addr);
+    s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let e = Client::connect(s, "mx", Some(WAIT)).unwrap_err();
+    assert!(matches!(e, Error::Timeout), "{e:?}");
+    assert!(e.is_network());
+    h.join().unwrap();
+}
+
+#[test]
+fn size_limit_refuses_before_mail() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING", "SIZE 100"]);
+        p.quit();
+    });
+    let mut c = client(addr);
+    let big = vec![b'x'; 200];
+    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], &big);
+    assert_eq!(statuses(&r), [Status::Permanent, Status::Permanent]);
+    assert_eq!(
+        r[0].text,
+        "message is 202 bytes, more than the 100 bytes mx.test [127.0.0.1] accepts (#5.3.4)"
+    );
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn smtputf8_needed_but_missing() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING", "8BITMIME"]);
+        // Only the ASCII recipient is tried, without SMTPUTF8.
+        assert_eq!(p.expect("MAIL"), "MAIL FROM:<s@a.test>");
+        p.expect("RCPT TO:<u@b.test>");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("250 ok");
+        // The UTF-8 sender: nothing is sent at all.
+        p.quit();
+    });
+    let mut c = client(addr);
+    let r = send(
+        &mut c,
+        "s@a.test",
+        &["j\u{f6}rg@b.test", "u@b.test"],
+        b"x\n",
+    );
+    assert_eq!(statuses(&r), [Status::Permanent, Status::Accepted]);
+    assert_eq!(
+        r[0].text,
+        "mx.test [127.0.0.1] does not support SMTPUTF8, which this UTF-8 address needs (#5.6.7)"
+    );
+    let r = send(
+        &mut c,
+        "j\u{f6}rg@a.test",
+        &["u@b.test", "v@b.test"],
+        b"x\n",
+    );
+    assert_eq!(statuses(&r), [Status::Permanent, Status::Permanent]);
+    assert!(r[0].text.contains("UTF-8 sender address"), "{}", r[0].text);
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn smtputf8_and_8bitmime_when_offered() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE"]);
+        assert_eq!(
+            p.expect("MAIL"),
+            "MAIL FROM:<s@a.test> SIZE=7 BODY=8BITMIME SMTPUTF8"
+        );
+        assert_eq!(p.expect("RCPT"), "RCPT TO:<j\u{f6}rg@b.test>");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("250 ok");
+        p.quit();
+    });
+    let mut c = client(addr);
+    let r = send(
+        &mut c,
+        "s@a.test",
+        &["j\u{f6}rg@b.test"],
+        "caf\u{e9}\n".as_bytes(),
+    );
+    assert_eq!(statuses(&r), [Status::Accepted]);
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn bad_addresses_are_never_sent() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING"]);
+        assert_eq!(p.expect("MAIL"), "MAIL FROM:<s@a.test>");
+        assert_eq!(p.expect("RCPT"), "RCPT TO:<\"john doe\"@b.test>");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("250 ok");
+        p.quit();
+    });
+    let mut c = client(addr);
+    let r = send(
+        &mut c,
+        "s@a.test",
+        &["a@b.test\r\nRSET", "", "john doe@b.test"],
+        b"x\n",
+    );
+    assert_eq!(
+        statuses(&r),
+        [Status::Permanent, Status::Permanent, Status::Accepted]
+    );
+    assert_eq!(
+        r[0].text,
+        "recipient address refused: address contains a control character (#5.1.3)"
+    );
+    let r = send(&mut c, "s\n@a.test", &["u@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Permanent]);
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn mail_and_data_refusals() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING"]);
+        // 1: MAIL refused for good; the RCPT and DATA replies are read.
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("553 5.7.1 sender refused\n503 no MAIL\n503 no MAIL\n503 no MAIL");
+        // 2: MAIL refused for now; no RSET needed next.
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("452 4.3.1 full\n503 no\n503 no");
+        // 3: DATA refused.
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n554 5.5.1 no data");
+        // 4: after a transaction left open, RSET comes first.
+        assert_eq!(p.line().unwrap(), "RSET");
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 reset\n250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("452 4.2.2 mailbox full");
+        // 5: the final reply closed the transaction: no RSET.
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("550 5.7.1 content refused");
+        p.quit();
+    });
+    let mut c = client(addr);
+    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Permanent, Status::Permanent]);
+    assert_eq!(
+        r[1].text,
+        "mx.test [127.0.0.1] said: 553 5.7.1 sender refused (in reply to MAIL FROM)"
+    );
+    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Temporary]);
+    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Permanent]);
+    assert_eq!(
+        r[0].text,
+        "mx.test [127.0.0.1] said: 554 5.5.1 no data (in reply to DATA)"
+    );
+    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Temporary]);
+    assert_eq!(
+        r[0].text,
+        "mx.test [127.0.0.1] said: 452 4.2.2 mailbox full (in reply to the end of data)"
+    );
+    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Permanent]);
+    assert!(c.is_usable());
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn no_recipient_accepted_then_rset() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING"]);
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 ok\n550 no\n554 no valid recipients");
+        // No recipient was accepted, but MAIL was: the transaction is
+        // open, so RSET comes next.
+        assert_eq!(p.line().unwrap(), "RSET");
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        // A broken server says 354 though no recipient was accepted:
+        // the client sends an empty message to stay in step.
+        p.send("250 ok\n250 ok\n550 no\n354 go");
+        assert_eq!(p.data(), b".\r\n");
+        p.send("554 no recipients");
+        assert_eq!(p.line().unwrap(), "RSET");
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("250 ok");
+        p.quit();
+    });
+    let mut c = client(addr);
+    assert_eq!(
+        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
+        [Status::Permanent]
+    );
+    assert_eq!(
+        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
+        [Status::Permanent]
+    );
+    assert_eq!(
+        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
+        [Status::Accepted]
+    );
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn connection_dropped_mid_data_or_before_the_final_reply() {
+    let (addr, h) = server(2, |i, p: &mut Peer| {
+        greet(p, &["PIPELINING"]);
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n550 no\n354 go");
+        if i == 0 {
+            p.data_bytes(10);
+        } else {
+            p.data();
+        }
+        p.close();
+    });
+    let big: Vec<u8> = b"line of text\n".repeat(400_000);
+    let mut c = client(addr);
+    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], &big);
+    assert_eq!(statuses(&r), [Status::Temporary, Status::Permanent]);
+    assert!(
+        r[0].text.contains("while the message was sent"),
+        "{}",
+        r[0].text
+    );
+    assert!(!c.is_usable());
+    let mut c = client(addr);
+    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Temporary, Status::Permanent]);
+    assert_eq!(
+        r[0].text,
+        "mx.test [127.0.0.1] closed the connection after the message was sent: possible duplicate (#4.4.2)"
+    );
+    h.join().unwrap();
+}
+
+#[test]
+fn reused_connection_that_died_is_not_started() {
+    let (addr, h) = server(2, |i, p: &mut Peer| {
+        greet(p, &["PIPELINING"]);
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("DATA");
+        if i == 0 {
+            p.send("250 ok\n250 ok\n354 go");
+            p.data();
+            p.send("250 ok");
+            // idle timeout at the server
+            p.close();
+        } else {
+            p.send("421 4.4.2 idle too long");
+            p.until_eof();
+        }
+    });
+    let mut c = client(addr);
+    assert_eq!(
+        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
+        [Status::Accepted]
+    );
+    match try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n") {
+        Transaction::NotStarted(e) => assert!(e.is_network(), "{e:?}"),
+        Transaction::Done(r) => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n"),
+        Transaction::NotStarted(Error::Unusable)
+    ));
+    let mut c = client(addr);
+    match try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n") {
+        Transaction::NotStarted(e) => {
+            assert_eq!(
+                e.to_string(),
+                "said: 421 4.4.2 idle too long (in reply to MAIL FROM)"
+            )
+        }
+        Transaction::Done(r) => panic!("{r:?}"),
+    }
+    assert!(!c.is_usable());
+    drop(c);
+    h.join().unwrap();
+}
+
+#[test]
+fn a_421_at_rcpt_ends_the_session() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &[]);
+        p.expect("MAIL");
+        p.send("250 ok");
+        p.expect("RCPT TO:<u@b.test>");
+        p.send("250 ok");
+        p.expect("RCPT TO:<v@b.test>");
+        p.send("421 4.3.0 shutting down");
+        p.until_eof();
+    });
+    let mut c = client(addr);
+    let r = send(
+        &mut c,
+        "s@a.test",
+        &["u@b.test", "v@b.test", "w@b.test"],
+        b"x\n",
+    );
+    assert_eq!(statuses(&r), [Status::Temporary; 3]);
+    assert!(!c.is_usable());
+    drop(c);
+    h.join().unwrap();
+}
+
+#[test]
+fn malformed_reply_mid_transaction() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING"]);
+        p.expect("MAIL");
+        p.expect("RCPT");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n250-a\n550 b");
+        p.until_eof();
+    });
+    let mut c = client(addr);
+    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], b"x\n");
+    assert_eq!(statuses(&r), [Status::Temporary, Status::Temporary]);
+    assert_eq!(
+        r[1].text,
+        "mx.test [127.0.0.1] sent a malformed reply (reply lines with different codes)"
+    );
+    assert!(!c.is_usable());
+    drop(c);
+    h.join().unwrap();
+}
+
+// ------------------------------------------------------------------ TLS
+
+#[test]
+fn starttls_opportunistic_then_transaction() {
+    let Some(certs) = certs("opp") else { return };
+    let sc = certs.server_config();
+    let (addr, h) = server(1, move |_, p: &mut Peer| {
+        greet(p, &["PIPELINING", "STARTTLS"]);
+        p.expect("STARTTLS");
+        p.send("220 go ahead");
+        p.starttls(sc.clone()).unwrap();
+        p.expect("EHLO client.test");
+        p.send("250-mx.test\n250-PIPELINING\n250 SIZE 1000");
+        p.expect("MAIL FROM:<s@a.test> SIZE=3");
+        p.expect("RCPT");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n354 go");
+        assert_eq!(p.data(), b"x\r\n.\r\n");
+        p.send("250 ok");
+        p.quit();
+    });
+    let mut c = client(addr);
+    assert!(c.capabilities().starttls);
+    // The certificate names mx.test.example; opportunistic TLS does not care.
+    let info = c
+        .starttls(
+            &TlsConfig::opportunistic().unwrap(),
+            server_name("127.0.0.1").unwrap(),
+            "client.test",
+        )
+        .unwrap();
+    assert_eq!(info.protocol, "TLS1.3");
+    assert!(info.cipher.starts_with("TLS_"), "{}", info.cipher);
+    assert!(!info.verified);
+    assert!(!c.capabilities().starttls);
+    assert_eq!(c.capabilities().size_limit, Some(1000));
+    assert_eq!(
+        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
+        [Status::Accepted]
+    );
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn starttls_verify() {
+    let Some(certs) = certs("verify") else { return };
+    let sc = certs.server_config();
+    let (addr, h) = server(3, move |i, p: &mut Peer| {
+        greet(p, &["STARTTLS"]);
+        p.expect("STARTTLS");
+        p.send("220 go ahead");
+        let r = p.starttls(sc.clone());
+        if i == 0 {
+            r.unwrap();
+            p.expect("EHLO");
+            p.send("250 mx.test");
+            p.quit();
+        } else {
+            // the client refuses the certificate
+            assert!(r.is_err());
+        }
+    });
+    let good = TlsConfig::verify(roots_from_pem(&certs.ca).unwrap()).unwrap();
+    let mut c = client(addr);
+    let info = c
+        .starttls(
+            &good,
+            server_name("mx.test.example").unwrap(),
+            "client.test",
+        )
+        .unwrap();
+    assert!(info.verified);
+    c.quit();
+    // wrong name
+    let mut c = client(addr);
+    let e = c
+        .starttls(&good, server_name("other.example").unwrap(), "client.test")
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Tls(rustls::Error::InvalidCertificate(_))),
+        "{e:?}"
+    );
+    assert!(!c.is_usable());
+    drop(c);
+    // unknown CA
+    let other = TlsConfig::verify(roots_from_pem(&certs.other_ca).unwrap()).unwrap();
+    let mut c = client(addr);
+    let e = c
+        .starttls(
+            &other,
+            server_name("mx.test.example").unwrap(),
+            "client.test",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Tls(rustls::Error::InvalidCertificate(_))),
+        "{e:?}"
+    );
+    drop(c);
+    h.join().unwrap();
+}
+
+#[test]
+fn starttls_refused_handshake_failed_or_injected() {
+    let (addr, h) = server(3, |i, p: &mut Peer| {
+        greet(p, &["STARTTLS", "PIPELINING"]);
+        p.expect("STARTTLS");
+        match i {
+            0 => {
+                // refused: the session goes on in plain text
+                p.send("454 4.7.0 TLS not available");
+                p.expect("MAIL");
+                p.expect("RCPT");
+                p.expect("DATA");
+                p.send("250 ok\n250 ok\n354 go");
+                p.data();
+                p.send("250 ok");
+                p.quit();
+            }
+            1 => {
+                // a handshake that fails: garbage instead of a ServerHello
+                p.send("220 go ahead");
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                p.raw(b"this is not TLS at all\r\n");
+                p.until_eof();
+            }
+            _ => {
+                // a reply injected after 220, before the handshake
+                p.raw(b"220 go ahead\r\n250 injected\r\n");
+                p.until_eof();
+            }
+        }
+    });
+    let tls = TlsConfig::opportunistic().unwrap();
+    let name = server_name("mx.test").unwrap();
+    let mut c = client(addr);
+    let e = c.starttls(&tls, name.clone(), "client.test").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Rejected {
+                stage: Stage::StartTls,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(c.is_usable());
+    assert_eq!(
+        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
+        [Status::Accepted]
+    );
+    c.quit();
+    let mut c = client(addr);
+    let e = c.starttls(&tls, name.clone(), "client.test").unwrap_err();
+    assert!(matches!(e, Error::Tls(_) | Error::Closed), "{e:?}");
+    assert!(!c.is_usable());
+    drop(c);
+    let mut c = client(addr);
+    let e = c.starttls(&tls, name, "client.test").unwrap_err();
+    assert!(matches!(e, Error::DataBeforeTls), "{e:?}");
+    assert!(!c.is_usable());
+    drop(c);
+    h.join().unwrap();
+}
