@@ -96,7 +96,6 @@ fn system_instance_runs_each_program_under_its_uid() {
         assert!(run(
             "useradd",
             &[
-                "--system",
                 "-M",
                 "-d",
                 &mailbox_home.display().to_string(),

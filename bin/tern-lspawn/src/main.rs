@@ -20,8 +20,12 @@
 //!
 //! SECURITY
 //!     In a system instance it runs as root (and refuses to start
-//!     otherwise) and switches each child to the recipient's uid/gid (never
-//!     0). In a single-user instance (`$TERN_HOME/single-user`) it switches
+//!     otherwise) and switches each child to the recipient's uid/gid
+//!     through `tern_sys::privilege` (no supplementary groups, gid, uid,
+//!     then a check that root cannot be regained). It never delivers as
+//!     uid 0 or gid 0, as Tern's own users, or (except the alias user) as
+//!     a uid outside `control/localuidmin`..`localuidmax`: each is a
+//!     permanent failure, logged. In a single-user instance (`$TERN_HOME/single-user`) it switches
 //!     nothing and delivers only as its own uid. It trusts tern-send's
 //!     requests for nothing: every frame is bounded and checked, and a queue
 //!     file must be a regular file owned by the owner of `queue/cur`. It
@@ -139,12 +143,18 @@ fn main() -> ExitCode {
     } else {
         Instance::System
     };
+    let users = if single {
+        start::Users::default()
+    } else {
+        start::Users::lookup()
+    };
     let ctx = start::Ctx {
         home,
         layout,
         cur_owner,
         instance,
         euid,
+        users,
     };
     Event::new(PROG, "started")
         .field("instance", if single { "single-user" } else { "system" })

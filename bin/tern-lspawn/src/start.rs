@@ -17,6 +17,7 @@ use tern_control::{Assign, Control, Home};
 use tern_ipc::local::Output;
 use tern_ipc::{Deliver, Outcome};
 use tern_spool::layout::Layout;
+use tern_sys::privilege::Credentials;
 
 /// The environment's `PATH` for tern-local.
 const CHILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -29,6 +30,8 @@ pub(crate) struct Ctx {
     pub(crate) cur_owner: u32,
     pub(crate) instance: Instance,
     pub(crate) euid: u32,
+    /// Tern's own users and the alias user (system instance only).
+    pub(crate) users: Users,
 }
 
 /// A delivery whose tern-local runs.
@@ -65,6 +68,80 @@ fn refuse(outcome: Outcome, text: impl Into<String>) -> Refusal {
 
 fn temporary(text: impl Into<String>) -> Refusal {
     refuse(Outcome::Deferred, text)
+}
+
+/// The accounts a system instance never delivers as, and the one it always
+/// may (looked up once at start).
+#[derive(Debug, Default)]
+pub(crate) struct Users {
+    /// Tern's own users (`ternd`, `ternq`, `terns`, `ternr`, `ternl`) that
+    /// exist, with their uids.
+    pub(crate) reserved: Vec<(&'static str, u32)>,
+    /// The uid of the `alias` user, when it exists.
+    pub(crate) alias: Option<u32>,
+}
+
+/// Tern's own users: a delivery as one of them could write the queue, or
+/// act as the SMTP front or the remote client.
+pub(crate) const RESERVED_USERS: [&str; 5] = ["ternd", "ternq", "terns", "ternr", "ternl"];
+
+impl Users {
+    /// Looks the reserved users and `alias` up in the passwd database.
+    pub(crate) fn lookup() -> Users {
+        let uid_of = |name: &str| {
+            tern_control::owner::Passwd::user(&SystemPasswd, name)
+                .ok()
+                .flatten()
+                .map(|e| e.uid)
+        };
+        Users {
+            reserved: RESERVED_USERS
+                .iter()
+                .filter_map(|&n| uid_of(n).map(|u| (n, u)))
+                .collect(),
+            alias: uid_of(tern_control::owner::ALIAS_USER),
+        }
+    }
+}
+
+/// Whether a system instance may deliver as `uid`/`gid`: never uid 0 or gid
+/// 0, never one of Tern's own users, always the alias user, otherwise only
+/// within `localuidmin..=localuidmax` (`range`). Refusals are permanent; a
+/// range whose minimum is above its maximum is a configuration error
+/// (temporary).
+pub(crate) fn uid_allowed(
+    uid: u32,
+    gid: u32,
+    range: (u64, u64),
+    users: &Users,
+) -> Result<(), Refusal> {
+    let denied = |text: String| Err(refuse(Outcome::Failed, text));
+    if uid == 0 {
+        return denied("Sorry, not allowed to perform deliveries as root. (#5.7.1)".into());
+    }
+    if gid == 0 {
+        return denied("Sorry, not allowed to perform deliveries with gid 0. (#5.7.1)".into());
+    }
+    if let Some((name, _)) = users.reserved.iter().find(|(_, u)| *u == uid) {
+        return denied(format!(
+            "Sorry, uid {uid} is Tern's own user {name}; no deliveries as Tern's users. (#5.7.1)"
+        ));
+    }
+    if users.alias == Some(uid) {
+        return Ok(());
+    }
+    let (min, max) = range;
+    if min > max {
+        return Err(temporary(format!(
+            "control/localuidmin ({min}) is above control/localuidmax ({max}) (#4.3.0)"
+        )));
+    }
+    if u64::from(uid) < min || u64::from(uid) > max {
+        return denied(format!(
+            "Sorry, uid {uid} is outside the uids allowed for deliveries ({min} to {max}, control/localuidmin and localuidmax). (#5.7.1)"
+        ));
+    }
+    Ok(())
 }
 
 /// Opens `queue/cur/<bucket>/<id>` without following a symlink, checks it
@@ -150,11 +227,14 @@ pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
         uid: Some(owner.uid),
         ..r
     };
+    let control = Control::new(&ctx.home);
     match ctx.instance {
-        Instance::System if owner.uid == 0 => {
-            return Err(with_uid(temporary(
-                "Not allowed to perform deliveries as root. (#4.3.0)",
-            )));
+        Instance::System => {
+            let range = control
+                .localuidmin()
+                .and_then(|min| Ok((min, control.localuidmax()?)))
+                .map_err(|e| with_uid(temporary(format!("{e} (#4.3.0)"))))?;
+            uid_allowed(owner.uid, owner.gid, range, &ctx.users).map_err(with_uid)?;
         }
         Instance::SingleUser { .. } if owner.uid != ctx.euid => {
             return Err(with_uid(temporary(format!(
@@ -165,7 +245,6 @@ pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
         _ => {}
     }
 
-    let control = Control::new(&ctx.home);
     let timeout_secs = control
         .timeoutlocal()
         .map_err(|e| with_uid(temporary(format!("{e} (#4.3.0)"))))?;
@@ -203,16 +282,22 @@ pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
         .stderr(Stdio::from(out_w2))
         .process_group(0);
     if ctx.instance == Instance::System {
-        // std sets the groups to none, then the gid, then the uid, in the
-        // child before exec.
-        cmd.uid(owner.uid).gid(owner.gid);
+        // In the child before exec: no supplementary groups, then the gid,
+        // then the uid, then a check that root cannot be regained.
+        let creds = Credentials::new(owner.uid, owner.gid)
+            .map_err(|e| with_uid(refuse(Outcome::Failed, format!("Sorry, {e}. (#5.7.1)"))))?;
+        tern_sys::privilege::run_as(&mut cmd, creds);
     }
     let spawned = cmd.spawn();
     // The Command holds our copies of the pipe's write end: close them, or
     // the pipe never reaches end of file.
     drop(cmd);
-    let child =
-        spawned.map_err(|e| with_uid(temporary(format!("cannot run tern-local: {e} (#4.3.0)"))))?;
+    let child = spawned.map_err(|e| {
+        with_uid(temporary(format!(
+            "cannot run tern-local: {} (#4.3.0)",
+            tern_sys::privilege::spawn_error_text(&e)
+        )))
+    })?;
     let started = Instant::now();
     Ok(Running {
         slot: d.slot,
@@ -227,4 +312,71 @@ pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
         timeout_secs,
         timed_out: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_policy() {
+        let users = Users {
+            reserved: vec![("ternq", 998), ("terns", 997)],
+            alias: Some(996),
+        };
+        let range = (1000, 60_000);
+        // Refusals first: (uid, gid, range, outcome, text fragment).
+        type Case = (u32, u32, (u64, u64), Outcome, &'static str);
+        let refused: &[Case] = &[
+            (0, 0, range, Outcome::Failed, "as root"),
+            (0, 1000, range, Outcome::Failed, "as root"),
+            (1000, 0, range, Outcome::Failed, "gid 0"),
+            (998, 998, range, Outcome::Failed, "Tern's own user ternq"),
+            (
+                997,
+                997,
+                (1, 60_000),
+                Outcome::Failed,
+                "Tern's own user terns",
+            ),
+            (999, 999, range, Outcome::Failed, "outside the uids allowed"),
+            (1, 1, range, Outcome::Failed, "outside the uids allowed"),
+            (
+                60_001,
+                60_001,
+                range,
+                Outcome::Failed,
+                "outside the uids allowed",
+            ),
+            (
+                65_534,
+                65_534,
+                range,
+                Outcome::Failed,
+                "outside the uids allowed",
+            ),
+            (1000, 1000, (2000, 1000), Outcome::Deferred, "is above"),
+        ];
+        for &(uid, gid, range, outcome, text) in refused {
+            let r = uid_allowed(uid, gid, range, &users).expect_err("refused");
+            assert_eq!(r.outcome, outcome, "{uid}: {}", r.text);
+            assert!(r.text.contains(text), "{uid}: {}", r.text);
+            let code = if outcome == Outcome::Failed {
+                "(#5.7.1)"
+            } else {
+                "(#4.3.0)"
+            };
+            assert!(r.text.ends_with(code), "{}", r.text);
+        }
+        for (uid, range) in [
+            (1000, range),
+            (60_000, range),
+            (4242, range),
+            (996, range),
+            (996, (2000, 1000)),
+            (500, (1, 60_000)),
+        ] {
+            assert!(uid_allowed(uid, uid, range, &users).is_ok(), "{uid}");
+        }
+    }
 }
