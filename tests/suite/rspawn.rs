@@ -751,4 +751,17 @@ fn help_and_usage() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(100));
+    // Not started by tern-start: fd 0 is no socket.
+    let out = s
+        .inst
+        .command("tern-rspawn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(111));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fd 0 is not a socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -116,6 +116,19 @@ fn main() -> ExitCode {
         };
     }
 
+    // Descriptors travel only on a Unix socket: refuse anything else at
+    // once, with a clear reason (run by hand from a terminal, say).
+    match rustix::fs::fstat(rustix::stdio::stdin()) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket => {}
+        Ok(_) => {
+            return trouble(
+                "startup_failed",
+                &"fd 0 is not a socket: tern-start runs tern-rspawn with a Unix socket to tern-send",
+            );
+        }
+        Err(e) => return trouble("startup_failed", &format!("fd 0: {e}")),
+    }
     let home = match Home::from_env() {
         Ok(h) => h,
         Err(e) => return trouble("startup_failed", &e),
