@@ -13,11 +13,14 @@
 //!     stdout; the exit code is the answer.
 //!
 //! SECURITY
-//!     Installed setuid to the queue owner. When the kernel reports AT_SECURE
-//!     it ignores `TERN_HOME` and `TERN_QUEUE_TIMEOUT` and uses the compiled-in
-//!     home; it trusts nothing but fd 0 and fd 1. It sets its umask, resets
-//!     signal mask and dispositions, and arms its own deadline. Writes only
-//!     below `queue/`.
+//!     Installed setuid to the queue owner (`ternq`). When the kernel reports
+//!     AT_SECURE it first clears its environment (ignoring `TERN_HOME`,
+//!     `TERN_QUEUE_TIMEOUT` and everything else), takes as home the
+//!     directory above the `bin/` that holds it (`/proc/self/exe`; else the
+//!     compiled-in home), and refuses a `queue/` that does not belong to its
+//!     effective uid; it trusts nothing but fd 0 and fd 1. It sets its
+//!     umask, resets signal mask and dispositions, and arms its own
+//!     deadline. Writes only below `queue/`.
 //!
 //! EXIT CODES
 //!     0 queued; 11 address too long; 12 too many recipients; 13 envelope
@@ -37,6 +40,7 @@
 
 use std::io::BufReader;
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tern_log::Event;
@@ -62,7 +66,35 @@ fn refuse(exit: QueueExit, reason: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(exit.code())
 }
 
+/// The home of a setuid `tern-queue`: the directory above the `bin/` that
+/// holds this program (`/proc/self/exe`, which the caller cannot change:
+/// it names the file the kernel executed), so one binary serves any
+/// install location. A program not in a directory named `bin` (or no
+/// `/proc`) uses the compiled-in home. Either way, the queue found there
+/// must belong to the queue user (checked after opening it).
+fn secure_home() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            let bin = exe.parent()?;
+            if bin.file_name()? != "bin" {
+                return None;
+            }
+            Some(bin.parent()?.to_path_buf())
+        })
+        .unwrap_or_else(|| DEFAULT_HOME.into())
+}
+
 fn main() -> ExitCode {
+    // Setuid: nothing from the caller's environment reaches anything that
+    // runs later (the standard library reads RUST_* variables). Done first,
+    // while this is the only thread.
+    let secure = tern_sys::secure::at_secure();
+    let env_cleared = if secure {
+        tern_sys::secure::clear_env().err()
+    } else {
+        None
+    };
     tern_sys::signals::reset();
     tern_sys::signals::exit_on_crash(
         QueueExit::Bug.code().into(),
@@ -90,24 +122,41 @@ fn main() -> ExitCode {
         };
     }
 
-    let secure = tern_sys::secure::at_secure();
+    if let Some(e) = env_cleared {
+        // Not fatal: a setuid tern-queue reads no variable anyway.
+        Event::new(PROG, "warning")
+            .field("reason", format!("environment not cleared: {e}"))
+            .emit();
+    }
     let env = |name: &str| if secure { None } else { std::env::var_os(name) };
     let timeout = env("TERN_QUEUE_TIMEOUT")
         .and_then(|v| v.to_str().and_then(|s| s.parse::<u64>().ok()))
         .filter(|&s| s > 0)
         .unwrap_or(DEATH_SECS);
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(timeout));
-        Event::new(PROG, "refused")
-            .num("code", QueueExit::Timeout.code())
-            .field("reason", "timeout")
-            .emit();
-        tern_sys::signals::exit_now(QueueExit::Timeout.code().into());
-    });
-    let home = env("TERN_HOME")
-        .filter(|h| !h.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_HOME.into());
+    let watchdog = std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            std::thread::sleep(Duration::from_secs(timeout));
+            Event::new(PROG, "refused")
+                .num("code", QueueExit::Timeout.code())
+                .field("reason", "timeout")
+                .emit();
+            tern_sys::signals::exit_now(QueueExit::Timeout.code().into());
+        });
+    if let Err(e) = watchdog {
+        return refuse(
+            QueueExit::OutOfMemory,
+            &format!("cannot start the deadline thread: {e}"),
+        );
+    }
+    let home = if secure {
+        secure_home()
+    } else {
+        env("TERN_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| DEFAULT_HOME.into())
+    };
 
     let home_fd = match rustix::fs::open(
         &home,
@@ -126,6 +175,26 @@ fn main() -> ExitCode {
         Ok(q) => q,
         Err(e) => return refuse(QueueExit::QueueDirTrouble, &format!("open queue: {e}")),
     };
+    // Setuid: the queue must be the queue user's own. A copy of this
+    // program hard-linked into a tree the caller made finds a queue/ the
+    // caller owns there, and refuses it.
+    if secure {
+        let euid = tern_sys::effective_uid();
+        match rustix::fs::fstat(&queue) {
+            Ok(st) if st.st_uid == euid => {}
+            Ok(st) => {
+                return refuse(
+                    QueueExit::QueueDirTrouble,
+                    &format!(
+                        "{}/queue belongs to uid {}, not to the queue user (uid {euid})",
+                        home.display(),
+                        st.st_uid
+                    ),
+                );
+            }
+            Err(e) => return refuse(QueueExit::QueueDirTrouble, &format!("fstat queue: {e}")),
+        }
+    }
     let layout = match commit::read_layout(&queue) {
         Ok(l) => l,
         Err(e) => return refuse(QueueExit::QueueDirTrouble, &e),
