@@ -33,8 +33,8 @@ pub(crate) enum Answer<T> {
 pub(crate) struct Limits {
     /// One query to one server.
     pub timeout: Duration,
-    /// Tries per query (hickory's `attempts`).
-    pub attempts: usize,
+    /// Retries after a query's first try failed (hickory's `attempts`).
+    pub retries: usize,
 }
 
 /// A resolver and the runtime that drives it.
@@ -71,7 +71,7 @@ impl Dns {
         let config = ResolverConfig::from_parts(None, Vec::new(), name_servers);
         let mut opts = ResolverOpts::default();
         opts.timeout = limits.timeout;
-        opts.attempts = limits.attempts;
+        opts.attempts = limits.retries;
         opts.ndots = 0;
         opts.use_hosts_file = ResolveHosts::Never;
         opts.cache_size = 64;

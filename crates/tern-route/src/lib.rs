@@ -28,7 +28,7 @@
 //!   fully qualified (no search list), `/etc/hosts` is not read, UDP falls
 //!   back to TCP for truncated answers, and each query and each whole
 //!   resolution have bounded timeouts ([`QUERY_TIMEOUT`],
-//!   [`QUERY_ATTEMPTS`], [`RESOLVE_DEADLINE`]).
+//!   [`QUERY_RETRIES`], [`RESOLVE_DEADLINE`]).
 //! * [`TlsPolicies`] is `control/tlsdestinations`: `none`, `may` (the
 //!   default: opportunistic STARTTLS, certificate not checked) or `verify`
 //!   per domain, `.suffix` or default.
@@ -59,7 +59,7 @@ pub use memory::{
 };
 pub use order::{MAX_ADDRESSES, MAX_MX_HOSTS};
 pub use router::{
-    QUERY_ATTEMPTS, QUERY_TIMEOUT, RESOLVE_DEADLINE, Resolution, Router, SMTP_PORT, Target,
+    QUERY_RETRIES, QUERY_TIMEOUT, RESOLVE_DEADLINE, Resolution, Router, SMTP_PORT, Target,
 };
 pub use servers::{
     MAX_RESOLV_CONF, MAX_RESOLV_NAMESERVERS, RESOLV_CONF, parse_dns_servers, parse_resolv_conf,

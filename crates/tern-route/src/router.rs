@@ -16,10 +16,11 @@ use crate::servers::{RESOLV_CONF, parse_dns_servers, read_resolv_conf};
 
 /// The SMTP port: MX hosts, implicit MX and address literals.
 pub const SMTP_PORT: u16 = 25;
-/// Default time one DNS query may take at one server.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(4);
-/// Default tries per DNS query.
-pub const QUERY_ATTEMPTS: usize = 2;
+/// Default time one try of a DNS query may take.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default retries of a DNS query after its first try timed out or failed
+/// (so an unreachable server costs 2 × 3 s per query).
+pub const QUERY_RETRIES: usize = 1;
 /// Default time all the lookups for one domain may take together; what was
 /// found by then is used.
 pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(30);
@@ -96,7 +97,7 @@ impl Router {
             servers,
             limits: Limits {
                 timeout: QUERY_TIMEOUT,
-                attempts: QUERY_ATTEMPTS,
+                retries: QUERY_RETRIES,
             },
             deadline: RESOLVE_DEADLINE,
             port: SMTP_PORT,
@@ -113,13 +114,13 @@ impl Router {
         self
     }
 
-    /// Sets the DNS timeouts: per query and server, tries per query, and
-    /// the total for one [`Router::resolve`]. Zero values are raised to the
-    /// smallest useful ones (10 ms, 1 try).
-    pub fn with_timeouts(mut self, query: Duration, attempts: usize, total: Duration) -> Router {
+    /// Sets the DNS timeouts: one try of a query, retries after a failed
+    /// first try, and the total for one [`Router::resolve`] (what was found
+    /// by then is used). Durations under 10 ms are raised to 10 ms.
+    pub fn with_timeouts(mut self, query: Duration, retries: usize, total: Duration) -> Router {
         self.limits = Limits {
             timeout: query.max(Duration::from_millis(10)),
-            attempts: attempts.max(1),
+            retries,
         };
         self.deadline = total.max(Duration::from_millis(10));
         self.dns = OnceLock::new();
@@ -231,7 +232,9 @@ impl Router {
         self.with_dns(|resolver, end| async move {
             let records = match until(end, dns::mx(&resolver, name)).await {
                 None => {
-                    return Resolution::Temporary(format!("DNS lookups for {domain} took too long"));
+                    return Resolution::Temporary(format!(
+                        "DNS lookups for {domain} took too long"
+                    ));
                 }
                 Some(Answer::Found(r)) if !r.is_empty() => r,
                 Some(Answer::Found(_) | Answer::NoRecords) => {
