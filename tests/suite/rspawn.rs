@@ -402,6 +402,30 @@ fn per_recipient_reports_and_reuse_of_an_idle_worker() {
 }
 
 #[test]
+fn a_full_request_of_100_recipients() {
+    let s = setup("rspawn-full", None, true);
+    let mut r = Rspawn::start(&s);
+    r.hello();
+    let rcpts: Vec<String> = (0..tern_ipc::remote::MAX_RCPTS)
+        .map(|i| {
+            if i == 60 {
+                "die@a.example".to_string()
+            } else {
+                format!("u{i}@a.example")
+            }
+        })
+        .collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    r.send(&s, 7, "a.example", &refs);
+    let got = r.request_reports(7, rcpts.len());
+    assert!(got[..60].iter().all(|g| g.outcome == Outcome::Delivered));
+    assert!(got[60..].iter().all(|g| g.outcome == Outcome::Deferred));
+    let (status, log) = r.close_and_wait();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("unreported=40"), "{log}");
+}
+
+#[test]
 fn a_dying_or_broken_worker_leaves_deferred_recipients() {
     let s = setup("rspawn-dying", None, true);
     let mut r = Rspawn::start(&s);

@@ -341,30 +341,41 @@ impl Loop<'_> {
         }
     }
 
-    /// Reads what worker `i`'s socket has and handles every whole frame.
+    /// Handles every whole frame worker `i` has sent. False when the
+    /// worker was found broken (its socket is closed).
+    fn worker_frames(&mut self, i: usize) -> bool {
+        loop {
+            match self.workers[i].inbox.next_frame() {
+                Ok(Some(Frame::Report(r))) => self.on_report(i, r),
+                // A worker may announce itself; nothing to do with it.
+                Ok(Some(Frame::Hello(_))) => {}
+                Ok(Some(Frame::Deliver(..))) => {
+                    self.broken(i, "a request from a worker");
+                }
+                Ok(None) => return true,
+                Err(e) => self.broken(i, &e.to_string()),
+            }
+            if self.workers[i].sock.is_none() {
+                return false;
+            }
+        }
+    }
+
+    /// Reads what worker `i`'s socket has (at most [`READS_PER_WAKE`]
+    /// reads; poll() brings us back for the rest) and handles every whole
+    /// frame.
     fn read_worker(&mut self, i: usize) {
         for _ in 0..READS_PER_WAKE {
-            loop {
-                match self.workers[i].inbox.next_frame() {
-                    Ok(Some(Frame::Report(r))) => self.on_report(i, r),
-                    // A worker may announce itself; nothing to do with it.
-                    Ok(Some(Frame::Hello(_))) => {}
-                    Ok(Some(Frame::Deliver(..))) => {
-                        return self.broken(i, "a request from a worker");
-                    }
-                    Ok(None) => break,
-                    Err(e) => return self.broken(i, &e.to_string()),
-                }
-                if self.workers[i].sock.is_none() {
-                    return;
-                }
-            }
             let w = &mut self.workers[i];
             let Some(sock) = &w.sock else {
                 return;
             };
             match w.inbox.fill(sock.as_fd()) {
-                Ok(true) => {}
+                Ok(true) => {
+                    if !self.worker_frames(i) {
+                        return;
+                    }
+                }
                 Ok(false) => {
                     // End of file: it is exiting. A request it was serving
                     // is finished when its exit status is known.
