@@ -666,6 +666,22 @@ fn end_of_input_lets_busy_workers_finish() {
 }
 
 #[test]
+fn tern_send_gone_while_a_worker_is_busy() {
+    let s = setup("rspawn-gone", None, true);
+    let mut r = Rspawn::start(&s);
+    r.hello();
+    r.send(&s, 0, "a.example", &["slow10@a.example"]);
+    assert!(wait_until(5, || record(&s).contains("req ")));
+    // tern-send closes its end entirely: the worker finishes, its report
+    // cannot be written and is dropped, and tern-rspawn stops cleanly.
+    let (status, log) = r.close_and_wait();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("event=report_failed"), "{log}");
+    assert!(log.contains("event=request_done"), "{log}");
+    assert!(workers(&s).is_empty(), "no worker left: {:?}", workers(&s));
+}
+
+#[test]
 fn sigterm_stops_after_busy_workers() {
     let s = setup("rspawn-term", None, true);
     let mut r = Rspawn::start(&s);
