@@ -49,6 +49,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("smtp_command", smtp_command),
     ("smtp_data", smtp_data),
     ("smtp_auth", smtp_auth),
+    ("route", route),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -1706,3 +1707,130 @@ pub fn ipc(data: &[u8]) {
     }
 }
 
+// ------------------------------------------------------------------- route
+
+const ROUTE_ALPHABET: &[&[u8]] = &[
+    b"\n",
+    b"\r",
+    b":",
+    b".",
+    b"[",
+    b"]",
+    b"#",
+    b" ",
+    b"\t",
+    b"127.0.0.1",
+    b"::1",
+    b"IPv6:",
+    b"2001:db8::1",
+    b"0.0.0.0",
+    b"example.com",
+    b".example.com",
+    b"may",
+    b"verify",
+    b"none",
+    b"nameserver ",
+    b"53",
+    b"65536",
+    b"0",
+    b"%eth0",
+    b"-",
+    b"1800000000",
+    b"\xff",
+    b"\xc3\xbc",
+];
+
+/// `tern_route`: the resolv.conf parser
+/// ([`tern_route::parse_resolv_conf`]), the `dnsservers` and
+/// `tlsdestinations` line parsers ([`tern_route::parse_dns_servers`],
+/// [`tern_route::TlsPolicies`]), [`tern_route::Router::resolve`] on each
+/// line as a recipient domain (with the first line's smtproutes, if it
+/// parses, and no DNS server, so nothing is ever sent), and
+/// [`tern_route::HostMemory`] reading the input as its entry files.
+/// Checks: 1 to 3 resolv.conf servers, port 53, none unspecified or
+/// multicast; at most 8 dnsservers, no duplicates; bad-entry numbers within
+/// the lines given; a route's targets are 1 to 32 addresses with a host
+/// name and a non-zero port; a name that reaches DNS is temporary (there
+/// is no server); a garbage entry file never blocks a host, and a failure
+/// recorded over it always does.
+pub fn route(data: &[u8]) {
+    route_bytes(data);
+    route_bytes(&mapped(data, ROUTE_ALPHABET));
+}
+
+fn route_bytes(data: &[u8]) {
+    use tern_route::{Error, MAX_ADDRESSES, Resolution, Router, TlsPolicies};
+    let text = String::from_utf8_lossy(data);
+    let servers = tern_route::parse_resolv_conf(&text);
+    assert!((1..=3).contains(&servers.len()), "{servers:?}");
+    for s in &servers {
+        assert_eq!(s.port(), 53);
+        assert!(!s.ip().is_unspecified() && !s.ip().is_multicast());
+    }
+    let lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let entry_ok = |e: Error| match e {
+        Error::Entry { entry, reason, .. } => {
+            assert!((1..=lines.len()).contains(&entry), "entry {entry}");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("unexpected error {other}"),
+    };
+    match tern_route::parse_dns_servers(&lines) {
+        Ok(list) => {
+            assert!(list.len() <= tern_control::MAX_DNS_SERVERS);
+            let unique: HashSet<_> = list.iter().collect();
+            assert_eq!(unique.len(), list.len());
+        }
+        Err(e) => entry_ok(e),
+    }
+    match TlsPolicies::parse(&lines) {
+        Ok(p) => {
+            for l in &lines {
+                let _ = p.lookup(l.split(':').next().unwrap_or(""));
+            }
+        }
+        Err(e) => entry_ok(e),
+    }
+    let routes = tern_control::SmtpRoutes::parse(&lines[0]).unwrap_or_default();
+    let router = Router::new(routes, Vec::new());
+    for l in lines.iter().take(8) {
+        match router.resolve(l) {
+            Resolution::Targets(t) => {
+                assert!((1..=MAX_ADDRESSES).contains(&t.len()));
+                for target in t {
+                    assert!(!target.host.is_empty());
+                    assert_ne!(target.addr.port(), 0);
+                }
+            }
+            Resolution::NullMx => panic!("a null MX without DNS"),
+            Resolution::NoDomain(why) | Resolution::Temporary(why) => assert!(!why.is_empty()),
+        }
+    }
+    host_memory_files(data);
+}
+
+/// The entry files of [`tern_route::HostMemory`] holding the input.
+fn host_memory_files(data: &[u8]) {
+    let dir = scratch_dir().join("remote");
+    std::fs::create_dir_all(&dir).expect("create the scratch remote directory");
+    let memory = tern_route::HostMemory::open(&dir);
+    let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+    let now = 1_800_000_000;
+    for name in ["c-192.0.2.1", "t-192.0.2.1"] {
+        std::fs::write(dir.join(name), data).expect("write a scratch entry");
+    }
+    let _ = memory.connect_failed_recently(ip, now);
+    let _ = memory.connect_retry_at(ip);
+    let _ = memory.tls_failed_recently(ip, now);
+    // whatever was there, a failure recorded now counts
+    memory.record_connect_failure(ip, now);
+    memory.record_tls_failure(ip, now);
+    let connect = memory.connect_failed_recently(ip, now);
+    let tls = memory.tls_failed_recently(ip, now);
+    assert!(connect, "a connect failure recorded now does not count");
+    assert!(tls, "a TLS failure recorded now is not remembered");
+    memory.record_connect_success(ip);
+    memory.forget_tls_failure(ip);
+    assert_eq!(memory.connect_retry_at(ip), None);
+    assert!(!memory.tls_failed_recently(ip, now));
+}
