@@ -1,0 +1,532 @@
+//! One worker's deliveries: routing (cached per domain), connecting with
+//! fallback over the targets, TLS per policy, the transaction, and the
+//! reports. The SMTP protocol itself is tern-client's.
+
+use std::fs::File;
+use std::net::{IpAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::ServerName;
+use tern_client::tls::{load_ca_file, server_name};
+use tern_client::{Client, Envelope, FileSource, RcptResult, Status, TlsConfig, Transaction};
+use tern_ipc::Outcome;
+use tern_ipc::remote::{RcptReport, RemoteDeliver};
+use tern_log::Event;
+use tern_route::{HostMemory, Resolution, Router, Target, TlsPolicies, TlsPolicy};
+
+use crate::PROG;
+
+/// How long QUIT may wait for its reply at the end.
+const QUIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Settings read once at start.
+pub(crate) struct Settings {
+    pub(crate) helo: String,
+    pub(crate) timeout_remote: Duration,
+    pub(crate) timeout_connect: Duration,
+    pub(crate) policies: TlsPolicies,
+    /// The CA bundle for `verify` destinations (first line of control/tlsca).
+    pub(crate) tlsca: Option<PathBuf>,
+}
+
+/// An open SMTP session and where it goes.
+struct Conn {
+    client: Client<TcpStream>,
+    target: Target,
+}
+
+/// The worker's state between requests.
+pub(crate) struct Worker {
+    settings: Settings,
+    router: Router,
+    memory: HostMemory,
+    /// The domain whose resolution is cached, and the resolution.
+    resolved: Option<(String, Resolution)>,
+    conn: Option<Conn>,
+    opportunistic: Option<Result<TlsConfig, String>>,
+    verify: Option<Result<TlsConfig, String>>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// True for addresses that belong to a private or local network: they are
+/// left out of report texts (a bounce must not show internal addresses,
+/// e.g. of a smarthost on the local network).
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The server's name in report texts: `mx.example.org [192.0.2.1]`; for an
+/// internal address, the host name alone, or `the relay` when the host is
+/// only known by that address.
+pub(crate) fn label(target: &Target) -> String {
+    let ip = target.addr.ip();
+    let host_is_ip = target.host.parse::<IpAddr>().is_ok();
+    match (is_internal(ip), host_is_ip) {
+        (false, false) => format!("{} [{ip}]", target.host),
+        (false, true) => format!("[{ip}]"),
+        (true, false) => target.host.clone(),
+        (true, true) => "the relay".to_string(),
+    }
+}
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Accepted => "delivered",
+        Status::Temporary => "deferred",
+        Status::Permanent => "failed",
+    }
+}
+
+fn outcome(s: Status) -> Outcome {
+    match s {
+        Status::Accepted => Outcome::Delivered,
+        Status::Temporary => Outcome::Deferred,
+        Status::Permanent => Outcome::Failed,
+    }
+}
+
+fn all(n: usize, status: Status, text: &str) -> Vec<RcptResult> {
+    vec![
+        RcptResult {
+            status,
+            text: text.to_string(),
+        };
+        n
+    ]
+}
+
+/// Why a target could not be used.
+struct HostFailure {
+    text: String,
+    /// The enhanced status code for the report, when this is the last
+    /// target's failure.
+    code: &'static str,
+}
+
+impl HostFailure {
+    fn new(text: String) -> HostFailure {
+        HostFailure {
+            text,
+            code: "4.4.1",
+        }
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(settings: Settings, router: Router, memory: HostMemory) -> Worker {
+        Worker {
+            settings,
+            router,
+            memory,
+            resolved: None,
+            conn: None,
+            opportunistic: None,
+            verify: None,
+        }
+    }
+
+    /// Delivers one request; one report per recipient, in order.
+    pub(crate) fn deliver(&mut self, req: &RemoteDeliver, fd: OwnedFd) -> Vec<RcptReport> {
+        let results = self.results(req, fd);
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Event::new(PROG, "rcpt")
+                    .num("qid", req.id)
+                    .field("rcpt", &req.recipients[i])
+                    .field("status", status_word(r.status))
+                    .field("reason", &r.text)
+                    .emit();
+                RcptReport {
+                    slot: req.slot,
+                    rcpt: i as u32,
+                    outcome: outcome(r.status),
+                    text: r.text.into_bytes(),
+                }
+            })
+            .collect()
+    }
+
+    fn results(&mut self, req: &RemoteDeliver, fd: OwnedFd) -> Vec<RcptResult> {
+        let n = req.recipients.len();
+        let Ok(domain) = std::str::from_utf8(&req.domain).map(str::to_ascii_lowercase) else {
+            return all(n, Status::Permanent, "domain is not valid UTF-8 (#5.1.2)");
+        };
+        if self.resolved.as_ref().is_none_or(|(d, _)| *d != domain) {
+            self.close();
+            let r = self.router.resolve(&domain);
+            if let Resolution::Targets(t) = &r {
+                Event::new(PROG, "resolved")
+                    .field("domain", &domain)
+                    .num("targets", t.len())
+                    .emit();
+            }
+            self.resolved = Some((domain.clone(), r));
+        }
+        let targets = match &self.resolved {
+            Some((_, Resolution::Targets(t))) => t.clone(),
+            Some((_, Resolution::NullMx)) => {
+                return all(
+                    n,
+                    Status::Permanent,
+                    &format!("{domain} does not accept mail (null MX) (#5.1.10)"),
+                );
+            }
+            Some((_, Resolution::NoDomain(why))) => {
+                return all(n, Status::Permanent, &format!("{why} (#5.1.2)"));
+            }
+            Some((_, Resolution::Temporary(why))) => {
+                return all(n, Status::Temporary, &format!("{why} (#4.4.3)"));
+            }
+            None => unreachable!("resolved just above"),
+        };
+
+        let source = FileSource::new(File::from(fd), req.offset, req.size);
+        let scan = match tern_client::message::Source::reader(&source).and_then(tern_client::scan) {
+            Ok(s) => s,
+            Err(e) => {
+                return all(
+                    n,
+                    Status::Temporary,
+                    &format!("cannot read the message: {e} (#4.3.0)"),
+                );
+            }
+        };
+        let env = Envelope {
+            sender: &req.sender,
+            recipients: &req.recipients,
+        };
+
+        // A connection kept from the last request first; if it died while
+        // idle (no reply to its first command, or 421), once more on a new
+        // connection.
+        if let Some(mut conn) = self.conn.take() {
+            match conn.client.send(&env, &source, &scan) {
+                Transaction::Done(r) => {
+                    self.keep(conn);
+                    return r;
+                }
+                Transaction::NotStarted(e) => {
+                    Event::new(PROG, "reconnect")
+                        .field("host", &conn.target.host)
+                        .field("ip", conn.target.addr.ip().to_string())
+                        .field("reason", e.to_string())
+                        .emit();
+                }
+            }
+        }
+        let mut conn = match self.open_any(&domain, &targets) {
+            Ok(c) => c,
+            Err(text) => return all(n, Status::Temporary, &text),
+        };
+        match conn.client.send(&env, &source, &scan) {
+            Transaction::Done(r) => {
+                self.keep(conn);
+                r
+            }
+            Transaction::NotStarted(e) => {
+                let text = format!("{} {e} (#4.4.2)", label(&conn.target));
+                all(n, Status::Temporary, &text)
+            }
+        }
+    }
+
+    /// Keeps a connection for the next request if it is still usable.
+    fn keep(&mut self, conn: Conn) {
+        if conn.client.is_usable() {
+            self.conn = Some(conn);
+        }
+    }
+
+    /// Ends the open session, if any, with QUIT.
+    pub(crate) fn close(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            if let Some(s) = conn.client.stream_mut() {
+                let wait = Some(self.settings.timeout_remote.min(QUIT_WAIT));
+                let _ = s.set_read_timeout(wait);
+                let _ = s.set_write_timeout(wait);
+            }
+            Event::new(PROG, "quit")
+                .field("host", &conn.target.host)
+                .field("ip", conn.target.addr.ip().to_string())
+                .emit();
+            conn.client.quit();
+        }
+    }
+
+    /// Tries the targets in order until one gives a session ready for mail.
+    /// Addresses that failed to connect recently are passed over; when that
+    /// is all of them, the one whose back-off ends first is tried anyway,
+    /// so that mail is not held back by memory alone.
+    fn open_any(&mut self, domain: &str, targets: &[Target]) -> Result<Conn, String> {
+        let t = now();
+        let mut todo: Vec<&Target> = targets
+            .iter()
+            .filter(|x| !self.memory.connect_failed_recently(x.addr.ip(), t))
+            .collect();
+        if todo.is_empty()
+            && let Some(first) = targets
+                .iter()
+                .min_by_key(|x| self.memory.connect_retry_at(x.addr.ip()).unwrap_or(0))
+        {
+            Event::new(PROG, "all_backed_off")
+                .field("domain", domain)
+                .field("trying", first.addr.ip().to_string())
+                .emit();
+            todo.push(first);
+        }
+        let mut last = HostFailure::new("no address to try".to_string());
+        for target in todo {
+            match self.open(target) {
+                Ok(c) => return Ok(c),
+                Err(f) => {
+                    Event::new(PROG, "host_failed")
+                        .field("host", &target.host)
+                        .field("ip", target.addr.ip().to_string())
+                        .num("port", target.addr.port())
+                        .field("reason", &f.text)
+                        .emit();
+                    last = f;
+                }
+            }
+        }
+        Err(format!(
+            "no mail server for {domain} could be used; last: {} (#{})",
+            last.text, last.code
+        ))
+    }
+
+    /// A TCP connection, greeting and EHLO.
+    fn connect(&self, target: &Target) -> Result<Client<TcpStream>, HostFailure> {
+        let ip = target.addr.ip();
+        let name = label(target);
+        let tcp = match TcpStream::connect_timeout(&target.addr, self.settings.timeout_connect) {
+            Ok(s) => s,
+            Err(e) => {
+                self.memory.record_connect_failure(ip, now());
+                let what = if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) {
+                    "timed out".to_string()
+                } else {
+                    e.to_string()
+                };
+                return Err(HostFailure::new(format!(
+                    "cannot connect to {name}: {what}"
+                )));
+            }
+        };
+        self.memory.record_connect_success(ip);
+        Event::new(PROG, "connect")
+            .field("host", &target.host)
+            .field("ip", ip.to_string())
+            .num("port", target.addr.port())
+            .emit();
+        let t = Some(self.settings.timeout_remote);
+        let _ = tcp.set_read_timeout(t);
+        let _ = tcp.set_write_timeout(t);
+        let _ = tcp.set_nodelay(true);
+        let fail = |e: tern_client::Error| HostFailure::new(format!("{name} {e}"));
+        let mut client = Client::connect(tcp, name.clone(), t).map_err(fail)?;
+        client.hello(&self.settings.helo).map_err(fail)?;
+        Ok(client)
+    }
+
+    fn tls_config(&mut self, verify: bool) -> Result<TlsConfig, String> {
+        let slot = if verify {
+            &mut self.verify
+        } else {
+            &mut self.opportunistic
+        };
+        if slot.is_none() {
+            let made = if verify {
+                match &self.settings.tlsca {
+                    None => Err("control/tlsca names no CA bundle".to_string()),
+                    Some(p) => load_ca_file(p)
+                        .and_then(TlsConfig::verify)
+                        .map_err(|e| format!("CA bundle: {e}")),
+                }
+            } else {
+                TlsConfig::opportunistic().map_err(|e| e.to_string())
+            };
+            *slot = Some(made);
+        }
+        slot.clone().expect("filled just above")
+    }
+
+    /// A session with `target` ready for mail, TLS as the domain's policy
+    /// says.
+    fn open(&mut self, target: &Target) -> Result<Conn, HostFailure> {
+        let domain = self
+            .resolved
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .unwrap_or_default();
+        let policy = self.settings.policies.lookup(&domain);
+        let ip = target.addr.ip();
+        let name = label(target);
+        let mut client = self.connect(target)?;
+        let log_tls = |info: &tern_client::TlsInfo| {
+            Event::new(PROG, "tls")
+                .field("host", &target.host)
+                .field("ip", ip.to_string())
+                .field("protocol", &info.protocol)
+                .field("cipher", &info.cipher)
+                .field("verified", if info.verified { "yes" } else { "no" })
+                .emit();
+        };
+        let log_fallback = |reason: &str| {
+            Event::new(PROG, "tls")
+                .field("host", &target.host)
+                .field("ip", ip.to_string())
+                .field("fallback", "plaintext")
+                .field("reason", reason)
+                .emit();
+        };
+        match policy {
+            TlsPolicy::None => {}
+            TlsPolicy::May => {
+                if !client.capabilities().starttls {
+                    // nothing to try
+                } else if self.memory.tls_failed_recently(ip, now()) {
+                    log_fallback("STARTTLS failed recently");
+                } else {
+                    let config = match self.tls_config(false) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            return Err(HostFailure::new(format!("TLS setup: {e}")));
+                        }
+                    };
+                    let sni = server_name(&target.host)
+                        .unwrap_or_else(|_| ServerName::IpAddress(ip.into()));
+                    match client.starttls(&config, sni, &self.settings.helo) {
+                        Ok(info) => log_tls(&info),
+                        Err(e) if client.is_usable() => {
+                            // STARTTLS refused with a reply: go on in plain text.
+                            log_fallback(&format!("{e}"));
+                        }
+                        Err(e) => {
+                            self.memory.record_tls_failure(ip, now());
+                            log_fallback(&format!("{e}"));
+                            drop(client);
+                            client = self.connect(target)?;
+                        }
+                    }
+                }
+            }
+            TlsPolicy::Verify => {
+                let refuse = |client: Client<TcpStream>, why: String| {
+                    if client.is_usable() {
+                        client.quit();
+                    }
+                    Err(HostFailure {
+                        text: why,
+                        code: "4.7.5",
+                    })
+                };
+                if !client.capabilities().starttls {
+                    return refuse(
+                        client,
+                        format!(
+                            "{name} does not offer STARTTLS, which the TLS policy (verify) requires"
+                        ),
+                    );
+                }
+                let config = match self.tls_config(true) {
+                    Ok(c) => c,
+                    Err(e) => return refuse(client, format!("TLS policy verify: {e}")),
+                };
+                let sni = match server_name(&target.host) {
+                    Ok(s) => s,
+                    Err(e) => return refuse(client, format!("TLS policy verify: {e}")),
+                };
+                match client.starttls(&config, sni, &self.settings.helo) {
+                    Ok(info) => log_tls(&info),
+                    Err(e) => {
+                        return refuse(
+                            client,
+                            format!("{name} {e}; TLS policy verify allows no plain text"),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(Conn {
+            client,
+            target: target.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(host: &str, addr: &str) -> Target {
+        Target {
+            host: host.to_string(),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn labels_hide_internal_addresses() {
+        assert_eq!(
+            label(&t("mx.example.org", "192.0.2.1:25")),
+            "mx.example.org [192.0.2.1]"
+        );
+        assert_eq!(label(&t("192.0.2.1", "192.0.2.1:25")), "[192.0.2.1]");
+        assert_eq!(
+            label(&t("mx.example.org", "[2001:db8::1]:25")),
+            "mx.example.org [2001:db8::1]"
+        );
+        for internal in [
+            "127.0.0.1:25",
+            "10.1.2.3:25",
+            "172.16.0.1:25",
+            "192.168.1.1:25",
+            "169.254.1.1:25",
+            "100.64.0.1:25",
+            "[::1]:25",
+            "[fd00::1]:25",
+            "[fe80::1]:25",
+            "[::ffff:10.0.0.1]:25",
+        ] {
+            assert_eq!(label(&t("relay.lan", internal)), "relay.lan", "{internal}");
+            let ip = internal
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .ip()
+                .to_string();
+            assert_eq!(label(&t(&ip, internal)), "the relay", "{internal}");
+        }
+    }
+}

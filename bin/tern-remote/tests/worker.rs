@@ -1,0 +1,472 @@
+//! The tern-remote program, fed like tern-rspawn feeds it (requests with
+//! message descriptors on a socketpair), delivering to scripted fake SMTP
+//! servers on 127.0.0.1 that `control/smtproutes` routes to.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tern_ipc::Outcome;
+use tern_ipc::remote::{Frame, Inbox, RcptReport, RemoteDeliver, socket_pair, write_deliver};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A throwaway TERN_HOME with control files.
+struct Home(PathBuf);
+
+impl Home {
+    fn new(tag: &str) -> Home {
+        let dir =
+            std::env::temp_dir().join(format!("tern-remote-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("control")).unwrap();
+        std::fs::create_dir_all(dir.join("queue/remote")).unwrap();
+        let h = Home(dir);
+        h.control("me", "client.test");
+        h.control("timeoutconnect", "5");
+        h.control("timeoutremote", "10");
+        // never asked: every route here is an IP relay
+        h.control("dnsservers", "[127.0.0.1]:9");
+        h
+    }
+
+    fn control(&self, name: &str, text: &str) {
+        std::fs::write(self.0.join("control").join(name), format!("{text}\n")).unwrap();
+    }
+
+    fn route(&self, domain: &str, port: u16) {
+        self.control("smtproutes", &format!("{domain}:[127.0.0.1]:{port}"));
+    }
+
+    fn memory(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.0.join("queue/remote"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running tern-remote and our end of its socket.
+struct Worker {
+    child: Child,
+    sock: Option<OwnedFd>,
+    inbox: Inbox,
+}
+
+impl Worker {
+    fn start(home: &Home) -> Worker {
+        let (ours, theirs) = socket_pair().unwrap();
+        let theirs_out = theirs.try_clone().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tern-remote"))
+            .env_clear()
+            .env("TERN_HOME", &home.0)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::from(theirs_out))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Worker {
+            child,
+            sock: Some(ours),
+            inbox: Inbox::default(),
+        }
+    }
+
+    /// Sends one request for `to` with `message`; returns its reports.
+    fn deliver(&mut self, slot: u32, to: &[&str], message: &[u8]) -> Vec<RcptReport> {
+        let path =
+            std::env::temp_dir().join(format!("tern-remote-msg-{}-{slot}", std::process::id()));
+        let mut f = std::fs::File::create(&path).unwrap();
+        // the message starts at an offset, as in a queue file
+        f.write_all(b"HEADER").unwrap();
+        f.write_all(message).unwrap();
+        drop(f);
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let req = RemoteDeliver {
+            slot,
+            id: 1000 + u64::from(slot),
+            offset: 6,
+            size: message.len() as u64,
+            sender: b"s@client.test".to_vec(),
+            domain: b"test.example".to_vec(),
+            recipients: to.iter().map(|r| r.as_bytes().to_vec()).collect(),
+        };
+        let sock = self.sock.as_ref().unwrap();
+        write_deliver(sock.as_fd(), &req, f.as_fd()).unwrap();
+        let mut got = Vec::new();
+        while got.len() < to.len() {
+            match self.inbox.next_frame().unwrap() {
+                Some(Frame::Report(r)) => {
+                    assert_eq!(r.slot, slot);
+                    assert_eq!(r.rcpt as usize, got.len(), "reports in order");
+                    got.push(r);
+                }
+                Some(other) => panic!("unexpected frame {other:?}"),
+                None => assert!(
+                    self.inbox.fill(sock.as_fd()).unwrap(),
+                    "worker closed its socket"
+                ),
+            }
+        }
+        got
+    }
+
+    /// Closes our end (end of input) and returns the exit code and log.
+    fn finish(mut self) -> (i32, String) {
+        self.sock = None;
+        let status = self.child.wait().unwrap();
+        let mut log = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        (status.code().unwrap_or(-1), log)
+    }
+}
+
+/// The server side of one connection.
+struct Peer(BufReader<TcpStream>);
+
+impl Peer {
+    fn send(&mut self, lines: &str) {
+        let mut out = String::new();
+        for l in lines.split('\n') {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        self.0.get_mut().write_all(out.as_bytes()).unwrap();
+    }
+    fn line(&mut self) -> Option<String> {
+        let mut buf = String::new();
+        if self.0.read_line(&mut buf).unwrap() == 0 {
+            return None;
+        }
+        assert!(buf.ends_with("\r\n"), "{buf:?}");
+        buf.truncate(buf.len() - 2);
+        Some(buf)
+    }
+    fn expect(&mut self, prefix: &str) -> String {
+        let l = self
+            .line()
+            .unwrap_or_else(|| panic!("EOF, expected {prefix}"));
+        assert!(l.starts_with(prefix), "expected {prefix:?}, got {l:?}");
+        l
+    }
+    fn data(&mut self) -> Vec<u8> {
+        let mut wire = Vec::new();
+        loop {
+            let n = self.0.read_until(b'\n', &mut wire).unwrap();
+            assert!(n > 0, "EOF in data");
+            if wire.ends_with(b"\r\n.\r\n") || wire == b".\r\n" {
+                return wire;
+            }
+        }
+    }
+    /// One whole transaction, PIPELINING, for `n` recipients all accepted.
+    fn transaction(&mut self, n: usize) -> Vec<u8> {
+        self.expect("MAIL FROM:<s@client.test>");
+        for _ in 0..n {
+            self.expect("RCPT TO:");
+        }
+        self.expect("DATA");
+        let mut replies = vec!["250 ok"; n + 1];
+        replies.push("354 go");
+        self.send(&replies.join("\n"));
+        let d = self.data();
+        self.send("250 2.0.0 queued");
+        d
+    }
+}
+
+fn greet(p: &mut Peer, caps: &[&str]) {
+    p.send("220 mx.test ESMTP");
+    p.expect("EHLO client.test");
+    let mut lines: Vec<String> = std::iter::once("mx.test")
+        .chain(caps.iter().copied())
+        .map(String::from)
+        .collect();
+    let last = lines.len() - 1;
+    for (i, l) in lines.iter_mut().enumerate() {
+        *l = format!("250{}{l}", if i == last { ' ' } else { '-' });
+    }
+    p.send(&lines.join("\n"));
+}
+
+fn server<F>(conns: usize, script: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(usize, &mut Peer) + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        for i in 0..conns {
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            script(i, &mut Peer(BufReader::new(s)));
+        }
+    });
+    (addr, h)
+}
+
+fn outcomes(r: &[RcptReport]) -> Vec<Outcome> {
+    r.iter().map(|x| x.outcome).collect()
+}
+
+fn text(r: &RcptReport) -> String {
+    String::from_utf8(r.text.clone()).unwrap()
+}
+
+#[test]
+fn requests_share_one_connection_and_quit_at_the_end() {
+    let home = Home::new("reuse");
+    let (addr, h) = server(1, |_, p| {
+        greet(p, &["PIPELINING", "SIZE 100000", "8BITMIME"]);
+        let d = p.transaction(1);
+        assert_eq!(d, b"Subject: one\r\n\r\n..dot\r\nbare\r\nCR\r\n.\r\n");
+        // second request: two recipients, one refused
+        p.expect("MAIL");
+        p.expect("RCPT TO:<a@test.example>");
+        p.expect("RCPT TO:<b@test.example>");
+        p.expect("DATA");
+        p.send("250 ok\n250 ok\n550 5.1.1 no such user\n354 go");
+        p.data();
+        p.send("250 2.0.0 queued");
+        assert_eq!(p.line().as_deref(), Some("QUIT"));
+        p.send("221 bye");
+    });
+    home.route("test.example", addr.port());
+    let mut w = Worker::start(&home);
+    let r = w.deliver(1, &["u@test.example"], b"Subject: one\n\n.dot\nbare\rCR\n");
+    assert_eq!(outcomes(&r), [Outcome::Delivered]);
+    assert_eq!(text(&r[0]), "the relay said: 250 2.0.0 queued");
+    let r = w.deliver(2, &["a@test.example", "b@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Delivered, Outcome::Failed]);
+    // the bounce text quotes the reply and hides the internal address
+    assert_eq!(text(&r[1]), "the relay said: 550 5.1.1 no such user");
+    let (code, log) = w.finish();
+    h.join().unwrap();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(log.matches("event=connect ").count(), 1, "{log}");
+    assert!(log.contains("event=quit"), "{log}");
+    assert!(
+        log.contains("event=rcpt qid=1002 rcpt=b@test.example status=failed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_connection_closed_while_idle_is_reopened_transparently() {
+    let home = Home::new("reopen");
+    let (addr, h) = server(2, |i, p| {
+        greet(p, &["PIPELINING"]);
+        if i == 0 {
+            p.transaction(1);
+            // the server's idle timeout
+        } else {
+            p.transaction(1);
+            assert_eq!(p.line().as_deref(), Some("QUIT"));
+        }
+    });
+    home.route("test.example", addr.port());
+    let mut w = Worker::start(&home);
+    assert_eq!(
+        outcomes(&w.deliver(1, &["u@test.example"], b"x\n")),
+        [Outcome::Delivered]
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        outcomes(&w.deliver(2, &["u@test.example"], b"y\n")),
+        [Outcome::Delivered]
+    );
+    let (code, log) = w.finish();
+    h.join().unwrap();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("event=reconnect"), "{log}");
+    assert_eq!(log.matches("event=connect ").count(), 2, "{log}");
+}
+
+#[test]
+fn failed_handshake_falls_back_to_plain_text_and_is_remembered() {
+    let home = Home::new("tlsfail");
+    let (addr, h) = server(3, |i, p| {
+        greet(p, &["PIPELINING", "STARTTLS"]);
+        if i == 0 {
+            p.expect("STARTTLS");
+            p.send("220 go ahead");
+            std::thread::sleep(Duration::from_millis(200));
+            p.0.get_mut().write_all(b"this is not TLS\r\n").unwrap();
+            let mut sink = Vec::new();
+            let _ = p.0.read_to_end(&mut sink);
+        } else {
+            // plain text at once: the retry, then the next worker, which
+            // remembers the failure and does not try STARTTLS
+            p.transaction(1);
+            assert_eq!(p.line().as_deref(), Some("QUIT"));
+        }
+    });
+    home.route("test.example", addr.port());
+    let mut w = Worker::start(&home);
+    assert_eq!(
+        outcomes(&w.deliver(1, &["u@test.example"], b"x\n")),
+        [Outcome::Delivered]
+    );
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("event=tls host=127.0.0.1 ip=127.0.0.1 fallback=plaintext"),
+        "{log}"
+    );
+    assert_eq!(home.memory(), ["t-127.0.0.1"]);
+    let mut w = Worker::start(&home);
+    assert_eq!(
+        outcomes(&w.deliver(1, &["u@test.example"], b"x\n")),
+        [Outcome::Delivered]
+    );
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("reason=\"STARTTLS failed recently\""), "{log}");
+    h.join().unwrap();
+}
+
+#[test]
+fn verify_policy_without_starttls_is_temporary_and_sends_no_envelope() {
+    let home = Home::new("verify");
+    home.control("tlsdestinations", "test.example:verify");
+    let (addr, h) = server(1, |_, p| {
+        greet(p, &["PIPELINING"]);
+        assert_eq!(p.line().as_deref(), Some("QUIT"));
+        p.send("221 bye");
+    });
+    home.route("test.example", addr.port());
+    let mut w = Worker::start(&home);
+    let r = w.deliver(1, &["u@test.example", "v@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred, Outcome::Deferred]);
+    assert_eq!(
+        text(&r[0]),
+        "no mail server for test.example could be used; last: the relay does not offer \
+         STARTTLS, which the TLS policy (verify) requires (#4.7.5)"
+    );
+    let (code, log) = w.finish();
+    h.join().unwrap();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn refused_connection_is_temporary_and_remembered() {
+    let home = Home::new("refused");
+    // a port nobody listens on
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    home.route("test.example", port);
+    let mut w = Worker::start(&home);
+    let r = w.deliver(1, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred]);
+    assert!(
+        text(&r[0]).starts_with(
+            "no mail server for test.example could be used; last: cannot connect to the relay"
+        ),
+        "{}",
+        text(&r[0])
+    );
+    assert!(!text(&r[0]).contains("127.0.0.1"));
+    assert_eq!(home.memory(), ["c-127.0.0.1"]);
+    // backed off, but the only address is tried anyway
+    let r = w.deliver(2, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred]);
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("event=all_backed_off"), "{log}");
+    assert_eq!(log.matches("event=host_failed").count(), 2, "{log}");
+}
+
+#[test]
+fn permanent_and_temporary_routing_results() {
+    let home = Home::new("routing");
+    // An address literal that can be no server: permanent, no connection.
+    let mut w = Worker::start(&home);
+    let sock = w.sock.as_ref().unwrap();
+    let f = std::fs::File::open("/dev/null").unwrap();
+    let req = RemoteDeliver {
+        slot: 7,
+        id: 1,
+        offset: 0,
+        size: 0,
+        sender: vec![],
+        domain: b"[0.0.0.0]".to_vec(),
+        recipients: vec![b"u@[0.0.0.0]".to_vec()],
+    };
+    write_deliver(sock.as_fd(), &req, f.as_fd()).unwrap();
+    let rep = loop {
+        match w.inbox.next_frame().unwrap() {
+            Some(Frame::Report(r)) => break r,
+            Some(other) => panic!("{other:?}"),
+            None => assert!(w.inbox.fill(sock.as_fd()).unwrap()),
+        }
+    };
+    assert_eq!(rep.outcome, Outcome::Failed, "{}", text(&rep));
+    // A name with no DNS server answering: temporary.
+    let r = w.deliver(8, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred], "{}", text(&r[0]));
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn protocol_errors_and_usage() {
+    let home = Home::new("proto");
+    let w = Worker::start(&home);
+    let sock = w.sock.as_ref().unwrap();
+    // a request without its descriptor
+    let req = RemoteDeliver {
+        slot: 1,
+        id: 1,
+        offset: 0,
+        size: 1,
+        sender: vec![],
+        domain: b"test.example".to_vec(),
+        recipients: vec![b"u@test.example".to_vec()],
+    };
+    tern_ipc::remote::write_plain(sock, &req.encode()).unwrap();
+    let (code, log) = w.finish();
+    assert_eq!(code, 111, "{log}");
+    assert!(log.contains("event=protocol_error"), "{log}");
+
+    let bin = env!("CARGO_BIN_EXE_tern-remote");
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("111"));
+    let out = Command::new(bin).arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(100));
+    // no control/me: cannot start
+    let empty = Home::new("nome");
+    std::fs::remove_file(empty.0.join("control/me")).unwrap();
+    let out = Command::new(bin)
+        .env_clear()
+        .env("TERN_HOME", &empty.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(111),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
