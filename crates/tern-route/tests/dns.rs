@@ -580,3 +580,38 @@ fn servfail_and_garbage_answers_are_temporary() {
         assert!(start.elapsed() < Duration::from_secs(4));
     }
 }
+
+#[test]
+fn internationalised_domains_and_cnamed_mx_hosts() {
+    if !have_dnsmasq() {
+        return;
+    }
+    let dns = dnsmasq(&args(&[
+        // bücher.test in A-label form
+        "--mx-host=xn--bcher-kva.test,mx.xn--bcher-kva.test,10",
+        "--host-record=mx.xn--bcher-kva.test,127.0.0.71",
+        "--host-record=xn--caf-dma.test,127.0.0.72",
+        // an MX host that is an alias (RFC 5321 says it should not be)
+        "--mx-host=cn.test,alias.cn.test,10",
+        "--cname=alias.cn.test,real.cn.test",
+        "--host-record=real.cn.test,127.0.0.73",
+    ]));
+    let r = router(&dns, "");
+    assert_eq!(
+        targets(r.resolve("bücher.test")),
+        ["mx.xn--bcher-kva.test 127.0.0.71:25"]
+    );
+    assert_eq!(
+        targets(r.resolve("xn--bcher-kva.test")),
+        ["mx.xn--bcher-kva.test 127.0.0.71:25"]
+    );
+    // implicit MX: the host name is the A-label form
+    assert_eq!(
+        targets(r.resolve("café.test")),
+        ["xn--caf-dma.test 127.0.0.72:25"]
+    );
+    assert_eq!(
+        targets(r.resolve("cn.test")),
+        ["alias.cn.test 127.0.0.73:25"]
+    );
+}
