@@ -17,6 +17,10 @@
 //! pseudo-random inputs, on the stable toolchain. [`TARGETS`] lists them.
 #![forbid(unsafe_code)]
 
+mod client;
+
+pub use client::{smtp_encode, smtp_reply};
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 
@@ -49,6 +53,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("smtp_command", smtp_command),
     ("smtp_data", smtp_data),
     ("smtp_auth", smtp_auth),
+    ("smtp_reply", smtp_reply),
+    ("smtp_encode", smtp_encode),
     ("route", route),
 ];
 
@@ -1697,11 +1703,8 @@ pub fn ipc(data: &[u8]) {
         let mut fb = FrameBuffer::default();
         for part in data.chunks(chunk) {
             fb.extend(part);
-            loop {
-                match fb.next_frame() {
-                    Ok(Some(f)) => assert!(f.len() <= tern_ipc::MAX_FRAME),
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(f)) = fb.next_frame() {
+                assert!(f.len() <= tern_ipc::MAX_FRAME);
             }
         }
     }
