@@ -132,7 +132,7 @@ pub static SETTINGS: &[Setting] = &[
         doc: "largest message accepted over SMTP, in bytes; 0 means no limit" },
     Setting { name: "concurrencylocal", kind: Kind::Number { min: 1, max: 1000 }, default: DefaultValue::Number(10), readers: "tern-send",
         doc: "most local deliveries at once" },
-    Setting { name: "concurrencyremote", kind: Kind::Number { min: 1, max: 1000 }, default: DefaultValue::Number(20), readers: "tern-send",
+    Setting { name: "concurrencyremote", kind: Kind::Number { min: 1, max: 1000 }, default: DefaultValue::Number(20), readers: "tern-send, tern-rspawn",
         doc: "most remote deliveries at once" },
     Setting { name: "concurrencydomain", kind: Kind::Number { min: 1, max: 1000 }, default: DefaultValue::Number(10), readers: "tern-send",
         doc: "most remote deliveries at once to one destination domain (so one slow domain cannot take every remote slot)" },
