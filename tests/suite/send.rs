@@ -248,11 +248,12 @@ fn temporary_failure_is_retried_and_then_delivered() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(wait_until(30, || delivered.exists()), "{}", daemon.log());
+    // The file exists as soon as `cat` opens it: wait for the content.
     assert!(
-        std::fs::read_to_string(&delivered)
-            .unwrap()
-            .contains("retry me")
+        wait_until(30, || std::fs::read_to_string(&delivered)
+            .is_ok_and(|t| t.contains("retry me"))),
+        "{}",
+        daemon.log()
     );
     assert!(wait_until(30, || inst.queue().count().unwrap() == 0));
     assert!(
