@@ -1,0 +1,234 @@
+//! The bodies of the tern-client targets: the reply parser (what a remote
+//! server sends us) and the message encoder and address formatting (what
+//! we send, from stored bytes).
+
+use tern_client::address::{MAX_ADDRESS, format_path};
+use tern_client::ehlo::Capabilities;
+use tern_client::message::{Encoder, encode_all, scan};
+use tern_client::reply::{MAX_LINE, MAX_LINES, MAX_TEXT, Reply, ReplyParser, parse_all, sanitise};
+
+use crate::mapped;
+
+const REPLY_ALPHABET: &[&[u8]] = &[
+    b"250",
+    b"-",
+    b" ",
+    b"\r\n",
+    b"\n",
+    b"550",
+    b"354",
+    b"PIPELINING",
+    b"SIZE 100",
+    b"SIZE",
+    b"STARTTLS",
+    b"8BITMIME",
+    b"x",
+    b"\r",
+    b"2",
+    b"\x00",
+    b"\xc3\xa9",
+    b"\xff",
+];
+
+/// `tern_client::reply`: [`ReplyParser`] fed whole, byte by byte and in
+/// chunks taken from the data, [`Capabilities::parse`] and [`sanitise`].
+/// Checks: every chunking gives the same replies and the same error; every
+/// reply has a code 200..=599, 1 to [`MAX_LINES`] lines each shorter than
+/// [`MAX_LINE`], and re-sent in wire form parses back to itself; texts are
+/// at most [`MAX_TEXT`] bytes without control characters; a SIZE limit
+/// read is never 0.
+pub fn smtp_reply(data: &[u8]) {
+    smtp_reply_bytes(data);
+    smtp_reply_bytes(&mapped(data, REPLY_ALPHABET));
+}
+
+fn printable(text: &str) {
+    assert!(text.len() <= MAX_TEXT, "text too long");
+    assert!(
+        !text.chars().any(char::is_control),
+        "control character in text"
+    );
+}
+
+fn wire(reply: &Reply) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, line) in reply.lines.iter().enumerate() {
+        out.extend_from_slice(reply.code.to_string().as_bytes());
+        out.push(if i + 1 == reply.lines.len() {
+            b' '
+        } else {
+            b'-'
+        });
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn chunked(
+    data: &[u8],
+    size: impl Fn(usize) -> usize,
+) -> (Vec<Reply>, Option<tern_client::ReplyError>) {
+    let mut p = ReplyParser::new();
+    let mut replies = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    while at < data.len() {
+        let end = (at + size(i).max(1)).min(data.len());
+        i += 1;
+        let mut chunk = &data[at..end];
+        at = end;
+        loop {
+            let (used, ev) = p.feed(chunk);
+            assert!(used <= chunk.len());
+            chunk = &chunk[used..];
+            match ev {
+                Some(Ok(r)) => replies.push(r),
+                Some(Err(e)) => return (replies, Some(e)),
+                None => {
+                    assert!(chunk.is_empty(), "input left without a reply");
+                    break;
+                }
+            }
+        }
+    }
+    (replies, None)
+}
+
+fn smtp_reply_bytes(data: &[u8]) {
+    let (replies, err, _partial) = parse_all(data);
+    assert_eq!(
+        chunked(data, |_| 1),
+        (replies.clone(), err),
+        "1-byte chunks differ"
+    );
+    let seed = data.first().copied().unwrap_or(0);
+    assert_eq!(
+        chunked(data, |i| 1 + usize::from(data[i % data.len()] ^ seed) % 23),
+        (replies.clone(), err),
+        "chunking changed the result"
+    );
+    for r in &replies {
+        assert!((200..=599).contains(&r.code));
+        assert!(!r.lines.is_empty() && r.lines.len() <= MAX_LINES);
+        for l in &r.lines {
+            assert!(l.len() < MAX_LINE);
+            assert!(!l.contains(&b'\n'));
+        }
+        let again = parse_all(&wire(r));
+        assert_eq!(
+            again.0.as_slice(),
+            std::slice::from_ref(r),
+            "reply does not round-trip"
+        );
+        assert_eq!(again.1, None);
+        printable(&r.text());
+        let caps = Capabilities::parse(r);
+        assert_ne!(caps.size_limit, Some(0));
+        assert!(caps.size || caps.size_limit.is_none());
+    }
+    printable(&sanitise(data));
+}
+
+const ENCODE_ALPHABET: &[&[u8]] = &[
+    b"\r",
+    b"\n",
+    b".",
+    b"a",
+    b"\r\n",
+    b"\xff",
+    b"\r\n.\r\n",
+    b"MAIL FROM:<x@y>",
+    b"@",
+    b"\"",
+    b" ",
+    b"\\",
+    b"[",
+    b"]",
+];
+
+/// `tern_client::message` and `tern_client::address`: [`encode_all`], the
+/// [`Encoder`] in chunks, [`scan`] and [`format_path`]. Checks: what is sent
+/// decodes with tern-smtp's strict DATA reader (only CRLF `.` CRLF ends
+/// data, a bare CR or LF is fatal) into exactly one message that ends at
+/// the last byte sent and equals the stored bytes with every line end as
+/// LF; no bare CR or LF is sent; chunking does not change the output; the
+/// counting pass agrees with it; a formatted path is `<...>`, holds no
+/// control byte, and is valid UTF-8.
+pub fn smtp_encode(data: &[u8]) {
+    smtp_encode_bytes(data);
+    smtp_encode_bytes(&mapped(data, ENCODE_ALPHABET));
+}
+
+/// Every stored line end (CRLF, bare CR, bare LF) as LF, and a final LF.
+fn normalised(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 1);
+    let mut i = 0;
+    while i < message.len() {
+        match message[i] {
+            b'\r' if message.get(i + 1) == Some(&b'\n') => {
+                out.push(b'\n');
+                i += 1;
+            }
+            b'\r' | b'\n' => out.push(b'\n'),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && out.last() != Some(&b'\n') {
+        out.push(b'\n');
+    }
+    out
+}
+
+fn smtp_encode_bytes(data: &[u8]) {
+    use tern_smtp::{DataDecoder, DataLimits, DataStatus};
+    let sent = encode_all(data);
+    let mut d = DataDecoder::new(DataLimits {
+        max_bytes: None,
+        max_line: usize::MAX,
+        max_hops: usize::MAX,
+    });
+    let mut out = Vec::new();
+    let (used, status) = d.feed(&sent, &mut out);
+    assert_eq!(status, DataStatus::End, "data did not end");
+    assert_eq!(used, sent.len(), "data ended early");
+    assert_eq!(out, normalised(data), "content changed");
+    for (i, &b) in sent.iter().enumerate() {
+        if b == b'\r' {
+            assert_eq!(sent.get(i + 1), Some(&b'\n'), "bare CR sent");
+        } else if b == b'\n' {
+            assert!(i > 0 && sent[i - 1] == b'\r', "bare LF sent");
+        }
+    }
+    let s = scan(data).expect("reading a slice");
+    assert_eq!(s.wire, sent.len() as u64);
+    let n = normalised(data);
+    assert_eq!(
+        s.size,
+        (n.len() + n.iter().filter(|&&b| b == b'\n').count()) as u64
+    );
+    assert_eq!(s.eight_bit, data.iter().any(|&b| b >= 0x80));
+    let step = 1 + usize::from(data.first().copied().unwrap_or(0) % 7);
+    let mut enc = Encoder::new();
+    let mut chunks = Vec::new();
+    for c in data.chunks(step) {
+        enc.encode(c, &mut chunks);
+    }
+    enc.finish(&mut chunks);
+    assert_eq!(chunks, sent, "chunking changed the output");
+
+    if let Ok(p) = format_path(data) {
+        assert!(data.len() <= MAX_ADDRESS);
+        assert!(p.starts_with(b"<") && p.ends_with(b">"));
+        assert!(
+            !p.iter().any(|&b| b < 32 || b == 127),
+            "control byte in a path"
+        );
+        assert!(std::str::from_utf8(&p).is_ok());
+        assert!(p.len() <= 2 * data.len() + 4);
+        if data.is_empty() {
+            assert_eq!(p, b"<>");
+        }
+    }
+}
