@@ -94,7 +94,7 @@ fn sync_parent(path: &Path) {
 
 /// This host's name for `control/me`: the node name when it is a valid
 /// host name (with or without a dot), else `localhost`.
-fn host_name() -> (String, bool) {
+pub(crate) fn host_name() -> (String, bool) {
     let node = tern_sys::node_name();
     match Domain::parse(node.as_bytes(), Charset::Ascii) {
         Ok(d) if !d.is_literal() => (d.to_string(), true),
@@ -103,7 +103,7 @@ fn host_name() -> (String, bool) {
 }
 
 /// A domain list of `localhost` and `me` (once if they are the same).
-fn local_list(me: &str) -> String {
+pub(crate) fn local_list(me: &str) -> String {
     if me.eq_ignore_ascii_case("localhost") {
         "localhost\n".to_string()
     } else {

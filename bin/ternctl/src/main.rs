@@ -9,6 +9,9 @@
 //!   ternctl [--home DIR] queue [--json] [--count]
 //!   ternctl [--home DIR] repair
 //!   ternctl [--home DIR] passwd LOGIN
+//!   ternctl [--home DIR] install --bin-dir DIR [--send-only] [--sendmail-links]
+//!           [--system-root DIR] [--me HOST] [--split N]
+//!   ternctl [--home DIR] uninstall [--system-root DIR] [--purge --yes-really]
 //!
 //! DESCRIPTION
 //!   `init` creates (or completes) a single-user instance; `check` explains
@@ -16,12 +19,20 @@
 //!   the queue; `repair` removes what a crashed writer left in the queue;
 //!   `passwd` reads a password from stdin and stores its argon2id hash for
 //!   LOGIN in control/passwords (mode 0640), for tern-checkpassword.
+//!   `install` makes (or upgrades) a root install of a system instance as
+//!   conf/tern-files says: users, groups, owners, modes, the setuid
+//!   tern-queue (scripts/install runs it); `uninstall` removes the programs
+//!   and links, and the queue only with `--purge --yes-really`.
 //!   The instance is `--home`, else `TERN_HOME`, else the compiled-in home.
 //!
 //! SECURITY
 //!   Runs as the invoking user, never setuid. Reads control files and the
 //!   queue; writes only under the DIR given to `init` and (for `repair`) in
-//!   the queue. Addresses from the queue are untrusted: control characters
+//!   the queue. `install` and `uninstall` need root: they create users and
+//!   groups (useradd, groupadd), and set owners and modes through
+//!   descriptors opened without following symbolic links; outside the home
+//!   they touch only the sendmail links, /etc/cron.d/tern and the Tern
+//!   systemd units. Addresses from the queue are untrusted: control characters
 //!   are escaped before they reach the terminal.
 //!
 //! EXIT CODES
@@ -36,6 +47,8 @@
 #![forbid(unsafe_code)]
 
 mod init;
+mod install;
+mod manifest;
 mod show;
 
 use std::path::PathBuf;
@@ -144,6 +157,44 @@ enum Command {
         /// The login (1 to 255 bytes, no ':', blanks or control characters).
         login: String,
     },
+    /// Install or upgrade a system instance (root): users, groups, owners
+    /// and modes of conf/tern-files, the programs, control/ (scripts/install).
+    Install {
+        /// Directory of the built programs to install.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: PathBuf,
+        /// No SMTP service: install the cron queue runner instead.
+        #[arg(long)]
+        send_only: bool,
+        /// Link /usr/sbin/sendmail, /usr/lib/sendmail and /usr/bin/mailq to
+        /// Tern's sendmail, saving what was there as NAME.tern-saved.
+        #[arg(long)]
+        sendmail_links: bool,
+        /// Prefix of the system paths outside the home (sendmail links,
+        /// /etc/cron.d, /etc/systemd/system).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        system_root: PathBuf,
+        /// control/me of a new instance (default: the host name).
+        #[arg(long, value_name = "HOST")]
+        me: Option<String>,
+        /// Hashed subdirectories of a new queue (default 23).
+        #[arg(long, value_name = "N")]
+        split: Option<u32>,
+    },
+    /// Remove an installed system instance's programs and links (root); the
+    /// queue and control files stay unless --purge --yes-really.
+    Uninstall {
+        /// Prefix of the system paths outside the home.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        system_root: PathBuf,
+        /// Also remove the home: queue, control files, alias/ (needs
+        /// --yes-really too).
+        #[arg(long)]
+        purge: bool,
+        /// Confirms --purge.
+        #[arg(long)]
+        yes_really: bool,
+    },
 }
 
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
@@ -183,6 +234,40 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Passwd { login } => {
             passwd(&home(cli.home)?, &login)?;
+            Ok(Exit::Ok)
+        }
+        Command::Install {
+            bin_dir,
+            send_only,
+            sendmail_links,
+            system_root,
+            me,
+            split,
+        } => {
+            let bin_dir = std::path::absolute(&bin_dir)
+                .map_err(|e| Usage(format!("--bin-dir {}: {e}", bin_dir.display())))?;
+            let opts = install::Options {
+                bin_dir,
+                send_only,
+                sendmail_links,
+                system_root,
+                me,
+                split,
+            };
+            install::install(&home(cli.home)?, &opts)?;
+            Ok(Exit::Ok)
+        }
+        Command::Uninstall {
+            system_root,
+            purge,
+            yes_really,
+        } => {
+            let opts = install::UninstallOptions {
+                system_root,
+                purge,
+                yes_really,
+            };
+            install::uninstall(&home(cli.home)?, &opts)?;
             Ok(Exit::Ok)
         }
     }
