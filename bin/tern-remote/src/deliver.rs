@@ -161,7 +161,7 @@ impl Worker {
                 Event::new(PROG, "rcpt")
                     .num("qid", req.id)
                     .field("rcpt", &req.recipients[i])
-                    .field("status", status_word(r.status))
+                    .field("result", status_word(r.status))
                     .field("reason", &r.text)
                     .emit();
                 RcptReport {

@@ -264,7 +264,7 @@ fn requests_share_one_connection_and_quit_at_the_end() {
     assert_eq!(log.matches("event=connect ").count(), 1, "{log}");
     assert!(log.contains("event=quit"), "{log}");
     assert!(
-        log.contains("event=rcpt qid=1002 rcpt=b@test.example status=failed"),
+        log.contains("event=rcpt qid=1002 rcpt=b@test.example result=failed"),
         "{log}"
     );
 }
