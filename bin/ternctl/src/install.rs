@@ -429,7 +429,7 @@ fn apply(
                 bail!("{} is missing", src.display());
             }
             install_program(&parent, name, &src, uid, gid, e.mode)?;
-            report.say(format!("installed {} (mode {:o})", e.path, e.mode));
+            report.say(format!("installed {} (mode {:04o})", e.path, e.mode));
             Ok(())
         }
         Kind::Link { target } => {
