@@ -655,6 +655,35 @@ fn starttls_opportunistic_then_transaction() {
 }
 
 #[test]
+fn starttls_opportunistic_accepts_a_self_signed_certificate() {
+    let Some(certs) = certs("selfsigned") else {
+        return;
+    };
+    let sc = certs.self_signed_config();
+    let (addr, h) = server(1, move |_, p: &mut Peer| {
+        greet(p, &["STARTTLS"]);
+        p.expect("STARTTLS");
+        p.send("220 go ahead");
+        p.starttls(sc.clone()).unwrap();
+        p.expect("EHLO client.test");
+        p.send("250 mx.test");
+        p.quit();
+    });
+    let mut c = client(addr);
+    let info = c
+        .starttls(
+            &TlsConfig::opportunistic().unwrap(),
+            server_name("mx.test").unwrap(),
+            "client.test",
+        )
+        .unwrap();
+    assert!(!info.verified);
+    assert_eq!(c.tls(), Some(&info));
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
 fn starttls_verify() {
     let Some(certs) = certs("verify") else { return };
     let sc = certs.server_config();

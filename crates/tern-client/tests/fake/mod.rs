@@ -243,8 +243,10 @@ pub fn greet(p: &mut Peer, caps: &[&str]) {
 /// Certificates for the TLS tests, made with `openssl`.
 pub struct Certs {
     pub dir: PathBuf,
-    /// A CA certificate (PEM).
+    /// A CA certificate (PEM), self-signed.
     pub ca: Vec<u8>,
+    /// Its key.
+    pub ca_key: Vec<u8>,
     /// Another CA that signed nothing here.
     pub other_ca: Vec<u8>,
     /// The server chain (leaf for `mx.test.example`, signed by `ca`) and key.
@@ -339,6 +341,7 @@ pub fn certs(tag: &str) -> Option<Certs> {
     let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
     Some(Certs {
         ca: read("ca.crt"),
+        ca_key: read("ca.key"),
         other_ca: read("other.crt"),
         chain: read("leaf.crt"),
         key: read("leaf.key"),
@@ -349,20 +352,29 @@ pub fn certs(tag: &str) -> Option<Certs> {
 impl Certs {
     /// The server configuration with the leaf certificate.
     pub fn server_config(&self) -> Arc<ServerConfig> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.chain)
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(&self.key).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(
-            ServerConfig::builder_with_provider(provider)
-                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .unwrap(),
-        )
+        config_for(&self.chain, &self.key)
     }
+
+    /// A server presenting the self-signed CA certificate itself.
+    pub fn self_signed_config(&self) -> Arc<ServerConfig> {
+        config_for(&self.ca, &self.ca_key)
+    }
+}
+
+fn config_for(chain: &[u8], key: &[u8]) -> Arc<ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    )
 }
 
 impl Drop for Certs {
