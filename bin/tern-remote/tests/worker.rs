@@ -308,7 +308,10 @@ fn failed_handshake_falls_back_to_plain_text_and_is_remembered() {
         if i == 0 {
             p.expect("STARTTLS");
             p.send("220 go ahead");
-            std::thread::sleep(Duration::from_millis(200));
+            // wait for the ClientHello, then answer garbage
+            let mut first = [0u8; 1];
+            p.0.read_exact(&mut first).unwrap();
+            assert_eq!(first, [0x16]);
             p.0.get_mut().write_all(b"this is not TLS\r\n").unwrap();
             let mut sink = Vec::new();
             let _ = p.0.read_to_end(&mut sink);
