@@ -637,13 +637,24 @@ fn system_instance_switches_uid_and_refuses_root() {
     s.add_assign(&format!("=u4242:u4242:4242:4243:{}:::", mailbox.display()));
     // Outside localuidmin..localuidmax (1000..60000 by default), and gid 0.
     s.add_assign(&format!("=u77:u77:77:77:{}:::", mailbox.display()));
-    s.add_assign(&format!("=u65534:u65534:65534:65534:{}:::", mailbox.display()));
+    s.add_assign(&format!(
+        "=u65534:u65534:65534:65534:{}:::",
+        mailbox.display()
+    ));
     s.add_assign(&format!("=g0:g0:4242:0:{}:::", mailbox.display()));
     fs::set_permissions(&s.record, fs::Permissions::from_mode(0o777)).unwrap();
     let mut l = s.spawn();
     for (slot, rcpt, want) in [
-        (3, "u77@localhost", "Sorry, uid 77 is outside the uids allowed"),
-        (4, "u65534@localhost", "Sorry, uid 65534 is outside the uids allowed"),
+        (
+            3,
+            "u77@localhost",
+            "Sorry, uid 77 is outside the uids allowed",
+        ),
+        (
+            4,
+            "u65534@localhost",
+            "Sorry, uid 65534 is outside the uids allowed",
+        ),
         (5, "g0@localhost", "deliveries with gid 0. (#5.7.1)"),
     ] {
         l.send(&s.deliver(slot, rcpt));

@@ -1,191 +1,521 @@
-//! A system instance (root only): tern-start runs each program under its own
-//! uid, and a message reaches a real user's Maildir owned by that user.
+//! The root install's privilege separation, proved from the running system
+//! (root only; CI runs as root; elsewhere every test says SKIP).
 //!
-//! The test creates the Tern users (`ternq`, `terns`, `ternr`, `ternl`, group
-//! `tern`) and one mailbox user if they are missing, lays out the queue with
-//! the ownership of a root install by hand, and removes what it created.
+//! `scripts/install` lays out a system instance in a scratch `TERN_HOME`
+//! with the real Tern users; `tern-start` runs it and `tcpserver` runs
+//! `tern-smtpd` as `ternd`; `swaks` sends mail to a regular user created
+//! for the test, which lands in that user's `~/Maildir`, owned by them.
+//! Then, from `/proc/PID/status`: every program's uid and gid are the ones
+//! docs/security.md lists, and none but `tern-start` and `tern-lspawn` has
+//! uid 0 or any capability. As `ternd`: the queue cannot be written or
+//! read, another user's Maildir cannot be read, `tern-queue` works. As
+//! `terns`: a message file cannot be changed. As any user: the setuid
+//! `tern-queue` ignores `TERN_HOME` and writes only the real queue, and a
+//! hard link of it into a tree the user owns refuses to run. `tern-lspawn`
+//! refuses a `users/assign` line mapping to uid 0 (a permanent failure,
+//! logged) and one outside `localuidmin`..`localuidmax`.
 
+#[path = "rootinst.rs"]
+mod rootinst;
+
+use rootinst::{Accounts, as_user, creds, ids, sh_as};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
-use tern_tests::{Daemon, Instance, is_root, skip, wait_until};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tern_tests::{envelope, inject_raw, wait_until};
 
-fn run(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
+/// Kills and reaps a child when dropped.
+struct Killed(Option<Child>);
 
-fn uid_of(name: &str) -> Option<u32> {
-    let out = Command::new("id").args(["-u", name]).output().ok()?;
-    String::from_utf8(out.stdout)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|_| out.status.success())
-}
-
-/// Users and groups made by this test, removed on drop.
-struct Made {
-    users: Vec<String>,
-    group: bool,
-}
-
-impl Drop for Made {
+impl Drop for Killed {
     fn drop(&mut self) {
-        for u in &self.users {
-            run("userdel", &[u]);
-        }
-        if self.group {
-            run("groupdel", &["tern"]);
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
 
-fn proc_uid(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+/// `tern-start` run as root; SIGTERM and wait when dropped.
+struct Start(Option<Child>);
+
+impl Drop for Start {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            if !wait_until(30, || c.try_wait().ok().flatten().is_some()) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn read(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
 }
 
 #[test]
-fn system_instance_runs_each_program_under_its_uid() {
-    const T: &str = "system_instance_runs_each_program_under_its_uid";
-    if !is_root() {
-        skip(T, "needs root (creates users, switches uids)");
+fn root_install_separates_privileges() {
+    const T: &str = "root_install_separates_privileges";
+    if !rootinst::can_run(T, &["tcpserver", "swaks"]) {
         return;
     }
-    if !tern_tests::have_tool("useradd") || !tern_tests::have_tool("setpriv") {
-        skip(T, "useradd or setpriv missing");
+    let _lock = rootinst::lock();
+    let Some(root) = rootinst::scratch(T, "system") else {
         return;
-    }
-    let mut made = Made {
-        users: vec![],
-        group: false,
     };
-    if !run("getent", &["group", "tern"]) {
-        assert!(run("groupadd", &["--system", "tern"]));
-        made.group = true;
-    }
-    for u in ["ternq", "terns", "ternr", "ternl"] {
-        if uid_of(u).is_none() {
-            assert!(run(
-                "useradd",
-                &[
-                    "--system",
-                    "-g",
-                    "tern",
-                    "-M",
-                    "-d",
-                    "/nonexistent",
-                    "-s",
-                    "/usr/sbin/nologin",
-                    u
-                ]
-            ));
-            made.users.push(u.to_string());
+    let mut accounts = Accounts::snapshot();
+    let home = root.join("home");
+    let sysroot = root.join("sys");
+    let bob_home = root.join("bob");
+    let carl_home = root.join("carl");
+    let (bob, bob_gid) = accounts.add_user("terntestbob", &bob_home);
+    let (carl, _) = accounts.add_user("terntestcarl", &carl_home);
+    assert!(
+        sh_as(
+            "terntestbob",
+            &format!(
+                "mkdir -p -m 700 {0}/Maildir/new {0}/Maildir/cur {0}/Maildir/tmp",
+                bob_home.display()
+            )
+        ),
+        "Maildir for bob"
+    );
+
+    let out = rootinst::install(&home, &sysroot, &[]);
+    assert!(
+        out.status.success(),
+        "scripts/install: {}",
+        rootinst::text(&out)
+    );
+    let bad = rootinst::tree_mismatches(&home);
+    assert!(
+        bad.is_empty(),
+        "installed tree differs from conf/tern-files:\n{}",
+        bad.join("\n")
+    );
+
+    // Remote lookups go to a closed loopback port (nothing leaves this
+    // host); uid 0 and uid 1 (daemon) get mailboxes by users/assign.
+    std::fs::write(home.join("control/dnsservers"), "[127.0.0.1]:9\n").unwrap();
+    std::fs::write(
+        home.join("users/assign"),
+        "=rootbox:root:0:0:/root:::\n=daemonbox:daemon:1:1:/usr/sbin:::\n.\n",
+    )
+    .unwrap();
+
+    // tern-start as root, its log through a logger (cat, as ternl) into a
+    // file; tern-smtpd under tcpserver as ternd.
+    let log = root.join("tern.log");
+    let start = Start(Some(
+        Command::new(home.join("bin/tern-start"))
+            .args(["--logger", "/bin/cat"])
+            .env_clear()
+            .env("TERN_HOME", &home)
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tern-start"),
+    ));
+    let start_pid = start.0.as_ref().unwrap().id() as i32;
+    let port = free_port();
+    let (ternd, ternd_gid) = ids("ternd");
+    let front_log = root.join("tcpserver.log");
+    let _front = Killed(Some(
+        Command::new("tcpserver")
+            .args(["-H", "-R", "-l", "localhost"])
+            .args(["-u", &ternd.to_string(), "-g", &ternd_gid.to_string()])
+            .args(["127.0.0.1", &port.to_string()])
+            .arg(home.join("bin/tern-smtpd"))
+            .env_clear()
+            .env("TERN_HOME", &home)
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&front_log).unwrap()))
+            .spawn()
+            .expect("start tcpserver"),
+    ));
+    assert!(
+        wait_until(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+        "tcpserver does not listen"
+    );
+
+    // --- swaks to a real user: the message is in their Maildir, theirs.
+    let swaks = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args([
+            "--to",
+            "terntestbob@localhost",
+            "--from",
+            "sender@example.org",
+        ])
+        .args([
+            "--header",
+            "Subject: privsep",
+            "--body",
+            "hello bob over smtp",
+        ])
+        .output()
+        .expect("run swaks");
+    assert!(swaks.status.success(), "swaks: {}", rootinst::text(&swaks));
+    let bob_new = bob_home.join("Maildir/new");
+    assert!(
+        wait_until(30, || !files_in(&bob_new).is_empty()),
+        "not delivered to bob: {}\n{}",
+        read(&log),
+        read(&front_log)
+    );
+    let file = files_in(&bob_new).remove(0);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (bob, bob_gid),
+        "the Maildir file is bob's"
+    );
+    assert!(read(&file).contains("hello bob over smtp"));
+    assert!(
+        read(&file).contains(&format!("invoked by uid {ternd}")),
+        "tern-queue was run by tern-smtpd as ternd: {}",
+        read(&file)
+    );
+
+    // --- every running program's credentials, from /proc. An SMTP
+    // session is held open (tern-smtpd runs) and a tern-queue waits for
+    // its message (started by carl).
+    let mut session = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    session
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = String::new();
+    BufReader::new(&session).read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let mut waiting = Killed(Some(
+        as_user("terntestcarl", home.join("bin/tern-queue"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let bin = home.join("bin");
+    assert!(
+        wait_until(10, || {
+            let comms: Vec<String> = rootinst::processes_under(&bin)
+                .into_iter()
+                .map(|p| p.1)
+                .collect();
+            [
+                "tern-start",
+                "tern-lspawn",
+                "tern-send",
+                "tern-clean",
+                "tern-smtpd",
+                "tern-queue",
+            ]
+            .iter()
+            .all(|c| comms.iter().any(|x| x == c))
+        }),
+        "not every program runs: {:?}",
+        rootinst::processes_under(&bin)
+    );
+    let (terns, tern_gid) = (ids("terns").0, rootinst::group_id("tern").unwrap());
+    let (ternq, _) = ids("ternq");
+    let (ternr, ternr_gid) = ids("ternr");
+    let (ternl, ternl_gid) = ids("ternl");
+    let mut seen = Vec::new();
+    let mut procs = rootinst::processes_under(&bin);
+    procs.extend(
+        rootinst::children_of(start_pid)
+            .into_iter()
+            .filter(|(_, c)| c == "cat"),
+    );
+    for (pid, comm) in procs {
+        let Some(c) = creds(pid) else { continue };
+        seen.push(comm.clone());
+        let all = |want: u32| [want; 4];
+        match comm.as_str() {
+            // The only programs that keep root.
+            "tern-start" | "tern-lspawn" => {
+                assert_eq!(c.uid, all(0), "{comm} runs as root");
+                continue;
+            }
+            "tern-send" => {
+                assert_eq!((c.uid, c.gid), (all(terns), all(tern_gid)), "{comm}");
+                assert!(
+                    !c.no_new_privs,
+                    "tern-send must be able to run the setuid tern-queue"
+                );
+            }
+            "tern-clean" => {
+                assert_eq!((c.uid, c.gid), (all(ternq), all(tern_gid)), "{comm}");
+                assert!(c.no_new_privs, "{comm}");
+            }
+            "tern-rspawn" | "tern-remote" => {
+                assert_eq!((c.uid, c.gid), (all(ternr), all(ternr_gid)), "{comm}");
+                assert!(c.no_new_privs, "{comm}");
+            }
+            "cat" => {
+                assert_eq!((c.uid, c.gid), (all(ternl), all(ternl_gid)), "the logger");
+                assert!(c.no_new_privs, "the logger");
+            }
+            "tern-smtpd" => {
+                assert_eq!((c.uid, c.gid), (all(ternd), all(ternd_gid)), "{comm}");
+            }
+            "tern-queue" => {
+                // setuid ternq: real uid the caller's, effective and saved ternq.
+                assert_eq!(c.uid, [carl, ternq, ternq, ternq], "{comm}");
+            }
+            other => panic!(
+                "unexpected program {other} (pid {pid}) from {}",
+                bin.display()
+            ),
+        }
+        assert!(
+            !c.uid.contains(&0) && !c.gid.contains(&0),
+            "{comm} has id 0: {c:?}"
+        );
+        assert_eq!(
+            (c.cap_eff, c.cap_prm),
+            (0, 0),
+            "{comm} holds capabilities: {c:?}"
+        );
+        if comm != "tern-smtpd" {
+            // tcpserver's own drop keeps the primary gid as the one
+            // supplementary group; Tern's drops keep none.
+            assert!(
+                c.groups.is_empty() || comm == "tern-queue",
+                "{comm}: groups {:?}",
+                c.groups
+            );
         }
     }
-    let inst = Instance::new("system");
-    let home = inst.home().to_path_buf();
-    let h = |p: &str| home.join(p).display().to_string();
-    let mailbox_home = home.join("mail/alice");
-    if uid_of("terntestalice").is_none() {
-        assert!(run(
-            "useradd",
-            &[
-                "-M",
-                "-d",
-                &mailbox_home.display().to_string(),
-                "-s",
-                "/usr/sbin/nologin",
-                "terntestalice"
-            ]
-        ));
-        made.users.push("terntestalice".into());
+    for want in [
+        "tern-start",
+        "tern-lspawn",
+        "tern-send",
+        "tern-clean",
+        "tern-smtpd",
+        "tern-queue",
+        "cat",
+    ] {
+        assert!(seen.iter().any(|s| s == want), "{want} not seen: {seen:?}");
     }
-    let alice = uid_of("terntestalice").unwrap();
-    let gid_out = Command::new("id")
-        .args(["-g", "terntestalice"])
-        .output()
-        .unwrap();
-    let alice_gid: u32 = String::from_utf8_lossy(&gid_out.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    // The waiting tern-queue gets a message but no envelope: nothing is
+    // queued (exit 54).
+    {
+        let mut c = waiting.0.take().unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: never\n\n")
+            .unwrap();
+        drop(c.stdout.take());
+        assert_eq!(c.wait().unwrap().code(), Some(54));
+    }
+    session.write_all(b"QUIT\r\n").unwrap();
+    drop(session);
 
-    // A system instance: no single-user marker, the root install's owners.
-    std::fs::remove_file(home.join("single-user")).unwrap();
-    let mut assign = std::fs::read_to_string(home.join("users/assign")).unwrap();
-    assign = assign.replacen(
-        ".\n",
-        &format!(
-            "=alice:terntestalice:{alice}:{alice_gid}:{}:::\n.\n",
-            mailbox_home.display()
+    // --- as ternd: the queue is closed, bob's Maildir too; tern-queue works.
+    let h = home.display();
+    for (what, script) in [
+        (
+            "write into queue/new",
+            format!("echo x > {h}/queue/new/0/planted"),
         ),
-        1,
-    );
-    std::fs::write(home.join("users/assign"), assign).unwrap();
-    for d in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(mailbox_home.join("Maildir").join(d)).unwrap();
+        (
+            "write into queue/tmp",
+            format!("echo x > {h}/queue/tmp/planted"),
+        ),
+        ("list queue/", format!("ls {h}/queue")),
+        ("read queue/format", format!("cat {h}/queue/format")),
+        ("list queue/new/0", format!("ls {h}/queue/new/0")),
+        (
+            "list bob's Maildir",
+            format!("ls {}/Maildir/new", bob_home.display()),
+        ),
+        ("read bob's message", format!("cat {}", file.display())),
+        ("write control/", format!("echo x > {h}/control/planted")),
+    ] {
+        assert!(!sh_as("ternd", &script), "ternd could {what}");
     }
-    assert!(run(
-        "chown",
-        &["-R", "terntestalice:", &mailbox_home.display().to_string()]
-    ));
-    assert!(run("chown", &["-R", "ternq:tern", &h("queue")]));
-    assert!(run("chown", &["-R", "terns:tern", &h("queue/state")]));
-    assert!(run("chown", &["terns:tern", &h("queue/lock/trigger")]));
-
-    // Inject as the queue owner (a root install makes tern-queue setuid ternq).
-    let (code, err) = {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", "ternq", "--regid", "tern", "--clear-groups"])
-            .arg(tern_tests::bin("tern-queue"))
-            .env("TERN_HOME", &home);
-        let r = tern_tests::inject_raw(
-            c,
-            b"Subject: to alice\n\nhello alice\n",
-            &tern_tests::envelope("root@localhost", &["alice@localhost"]),
-        );
-        (r.code(), r.stderr)
-    };
-    assert_eq!(code, 0, "{err}");
-
-    let daemon = Daemon::start(&inst);
-    let maildir_new = mailbox_home.join("Maildir/new");
-    let delivered = wait_until(30, || {
-        std::fs::read_dir(&maildir_new)
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 1
-    });
-    // Who runs as whom, from /proc.
-    let uid = |comm: &str| inst.pids_of(comm).first().and_then(|&p| proc_uid(p));
-    let (send, clean, lspawn) = (uid("tern-send"), uid("tern-clean"), uid("tern-lspawn"));
-    let log = daemon.log();
-    drop(daemon);
-    assert!(delivered, "not delivered: {log}");
-    assert_eq!(send, uid_of("terns"), "tern-send's uid");
-    assert_eq!(clean, uid_of("ternq"), "tern-clean's uid");
-    assert_eq!(lspawn, Some(0), "tern-lspawn stays root");
-    let file = std::fs::read_dir(&maildir_new)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let r = inject_raw(
+        as_user("ternd", home.join("bin/tern-queue")),
+        b"Subject: from ternd\n\nmarker-ternd\n",
+        &envelope("ternd@localhost", &["someone@remote.example.net"]),
+    );
+    assert_eq!(r.code(), 0, "tern-queue as ternd: {}", r.stderr);
+    // tern-send takes it over (queue/cur/) and keeps it: the remote
+    // domain cannot be resolved (a temporary failure).
+    let mut queued = PathBuf::new();
+    assert!(
+        wait_until(30, || {
+            rootinst::queue_file_with(&home, "marker-ternd")
+                .filter(|p| p.to_string_lossy().contains("/queue/cur/"))
+                .map(|p| queued = p)
+                .is_some()
+        }),
+        "the message is not in queue/cur: {}",
+        read(&log)
+    );
+    let m = std::fs::metadata(&queued).unwrap();
     assert_eq!(
-        std::fs::metadata(&file).unwrap().uid(),
-        alice,
-        "the Maildir file belongs to the recipient"
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (ternq, tern_gid, 0o640),
+        "a message belongs to ternq, group tern, mode 0640"
+    );
+
+    // --- as terns: messages can be read, never changed or removed.
+    let q = queued.display();
+    assert!(
+        sh_as("terns", &format!("cat {q} > /dev/null")),
+        "terns reads messages"
+    );
+    for (what, script) in [
+        ("append to a message", format!("echo x >> {q}")),
+        ("truncate a message", format!(": > {q}")),
+        ("remove a message", format!("rm {q}")),
+        (
+            "write into queue/new",
+            format!("echo x > {h}/queue/new/0/planted"),
+        ),
+    ] {
+        assert!(!sh_as("terns", &script), "terns could {what}");
+    }
+    // --- as ternr: not even reading.
+    assert!(
+        !sh_as("ternr", &format!("cat {q}")),
+        "ternr could read a message"
     );
     assert!(
-        std::fs::read_to_string(&file)
-            .unwrap()
-            .contains("hello alice")
+        sh_as("ternr", &format!("ls {h}/queue/remote")),
+        "ternr reaches queue/remote"
     );
-    drop(made);
+    assert!(queued.exists() && read(&queued).contains("marker-ternd"));
+
+    // --- any user: TERN_HOME pointing elsewhere changes nothing for the
+    // setuid tern-queue; the message reaches bob through the real queue.
+    let fake = carl_home.join("fake");
+    let init = as_user("terntestcarl", home.join("bin/ternctl"))
+        .arg("init")
+        .arg(&fake)
+        .env("HOME", &carl_home)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "ternctl init as carl: {}",
+        rootinst::text(&init)
+    );
+    let mut c = as_user("terntestcarl", home.join("bin/tern-queue"));
+    c.env("TERN_HOME", &fake);
+    let r = inject_raw(
+        c,
+        b"Subject: elsewhere?\n\nmarker-fake-home\n",
+        &envelope("carl@localhost", &["terntestbob@localhost"]),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert!(
+        rootinst::queue_files(&fake).is_empty(),
+        "the caller's TERN_HOME was used"
+    );
+    assert!(
+        wait_until(30, || files_in(&bob_new)
+            .iter()
+            .any(|f| read(f).contains("marker-fake-home"))),
+        "the message did not go through the real queue to bob: {}",
+        read(&log)
+    );
+
+    // --- a hard link of tern-queue into a tree carl owns: its queue/ is
+    // carl's, not ternq's, and tern-queue refuses it.
+    let evil = carl_home.join("evil");
+    std::fs::create_dir_all(evil.join("bin")).unwrap();
+    let st = Command::new("cp")
+        .args(["-a"])
+        .arg(fake.join("queue"))
+        .arg(evil.join("queue"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::hard_link(home.join("bin/tern-queue"), evil.join("bin/tern-queue")).unwrap();
+    let r = inject_raw(
+        as_user("terntestcarl", evil.join("bin/tern-queue")),
+        b"Subject: evil\n\nmarker-evil\n",
+        &envelope("carl@localhost", &["terntestbob@localhost"]),
+    );
+    std::fs::remove_file(evil.join("bin/tern-queue")).unwrap();
+    assert_eq!(
+        r.code(),
+        62,
+        "a hard-linked tern-queue must refuse a foreign queue: {}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not to the queue user"), "{}", r.stderr);
+    assert!(rootinst::queue_files(&evil).is_empty());
+    assert!(rootinst::queue_file_with(&home, "marker-evil").is_none());
+
+    // --- tern-lspawn: uid 0 and uids outside localuidmin..localuidmax are
+    // permanent failures, logged.
+    let r = inject_raw(
+        as_user("terntestcarl", home.join("bin/tern-queue")),
+        b"Subject: to root\n\nmarker-root\n",
+        &envelope("", &["rootbox@localhost", "daemonbox@localhost"]),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let refused = |rcpt: &str, text: &str| {
+        read(&log).lines().any(|l| {
+            l.starts_with("tern-lspawn: event=delivery_end")
+                && l.contains(&format!("rcpt={rcpt}"))
+                && l.contains("status=failed")
+                && l.contains(text)
+        })
+    };
+    assert!(
+        wait_until(30, || refused("rootbox@localhost", "uid=0")
+            && refused(
+                "rootbox@localhost",
+                "not allowed to perform deliveries as root. (#5.7.1)"
+            )
+            && refused(
+                "daemonbox@localhost",
+                "uid 1 is outside the uids allowed"
+            )),
+        "no permanent refusal logged: {}",
+        read(&log)
+    );
+    assert!(
+        wait_until(30, || rootinst::queue_file_with(&home, "marker-root")
+            .is_none()),
+        "a permanently failed message must leave the queue"
+    );
+
+    drop(_front);
+    drop(start);
+    let out = rootinst::uninstall(&home, &sysroot, &["--purge", "--yes-really"]);
+    assert!(out.status.success(), "uninstall: {}", rootinst::text(&out));
+    assert!(!home.exists());
+    drop(accounts);
+    let _ = std::fs::remove_dir_all(&root);
 }
