@@ -459,6 +459,14 @@ fn root_install_separates_privileges() {
         .status()
         .unwrap();
     assert!(st.success());
+    // Open to everyone, as an attacker would make it: only the owner
+    // check stops ternq from writing there.
+    let st = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(evil.join("queue"))
+        .status()
+        .unwrap();
+    assert!(st.success());
     std::fs::hard_link(home.join("bin/tern-queue"), evil.join("bin/tern-queue")).unwrap();
     let r = inject_raw(
         as_user("terntestcarl", evil.join("bin/tern-queue")),
