@@ -92,7 +92,7 @@ fn install_upgrade_uninstall() {
         .collect();
 
     // The tree is the manifest.
-    let bad = rootinst::tree_mismatches(&home);
+    let bad = rootinst::tree_mismatches(&home, rootinst::immutable_supported(&out));
     assert!(
         bad.is_empty(),
         "installed tree differs from conf/tern-files:\n{}",
@@ -167,7 +167,7 @@ fn install_upgrade_uninstall() {
         .map(|u| rootinst::ids(u).0)
         .collect();
     assert_eq!(uids, again, "existing users are kept");
-    let bad = rootinst::tree_mismatches(&home);
+    let bad = rootinst::tree_mismatches(&home, rootinst::immutable_supported(&out));
     assert!(bad.is_empty(), "after the upgrade:\n{}", bad.join("\n"));
     assert_eq!(
         read(&sys.join("usr/sbin/sendmail.tern-saved")),
@@ -245,7 +245,7 @@ fn send_only_install_has_a_cron_runner_and_no_listener() {
         .map(|e| e.file_name())
         .collect();
     assert!(units.is_empty(), "send-only installs no service: {units:?}");
-    let bad = rootinst::tree_mismatches(&home);
+    let bad = rootinst::tree_mismatches(&home, rootinst::immutable_supported(&out));
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 
     // The cron job's command works: a local message is delivered by one

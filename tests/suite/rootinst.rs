@@ -423,10 +423,25 @@ pub fn split_of(home: &Path) -> u32 {
         .expect("split line")
 }
 
+/// Whether the install's output says the file system cannot hold the
+/// immutable flag (then it is not checked).
+pub fn immutable_supported(install_output: &Output) -> bool {
+    !String::from_utf8_lossy(&install_output.stdout).contains("immutable on this file system")
+}
+
+/// Whether `path` has the immutable flag (`lsattr`'s `i`).
+pub fn is_immutable(path: &Path) -> bool {
+    let f = std::fs::File::open(path).expect("open for the flags");
+    rustix::fs::ioctl_getflags(&f)
+        .map(|fl| fl.contains(rustix::fs::IFlags::IMMUTABLE))
+        .unwrap_or(false)
+}
+
 /// Every difference between the tree under `home` and `conf/tern-files`
-/// (owner, group, mode, type), one line each; empty when they agree.
-/// Optional programs missing from the build may be missing.
-pub fn tree_mismatches(home: &Path) -> Vec<String> {
+/// (owner, group, mode, type, the immutable flag when `immutable` says the
+/// file system has it), one line each; empty when they agree. Optional
+/// programs missing from the build may be missing.
+pub fn tree_mismatches(home: &Path, immutable: bool) -> Vec<String> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut bad = Vec::new();
     for e in manifest(split_of(home)) {
@@ -478,6 +493,9 @@ pub fn tree_mismatches(home: &Path) -> Vec<String> {
                 e.owner,
                 e.group
             ));
+        }
+        if e.arg.as_deref() == Some("immutable") && immutable && !is_immutable(&p) {
+            bad.push(format!("{}: not immutable", e.path));
         }
         if e.kind == 'l' {
             let target = std::fs::read_link(&p).unwrap_or_default();

@@ -107,7 +107,7 @@ fn root_install_separates_privileges() {
         "scripts/install: {}",
         rootinst::text(&out)
     );
-    let bad = rootinst::tree_mismatches(&home);
+    let bad = rootinst::tree_mismatches(&home, rootinst::immutable_supported(&out));
     assert!(
         bad.is_empty(),
         "installed tree differs from conf/tern-files:\n{}",
@@ -284,8 +284,9 @@ fn root_install_separates_privileges() {
                 assert_eq!((c.uid, c.gid), (all(ternd), all(ternd_gid)), "{comm}");
             }
             "tern-queue" => {
-                // setuid ternq: real uid the caller's, effective and saved ternq.
-                assert_eq!(c.uid, [carl, ternq, ternq, ternq], "{comm}");
+                // setuid ternq, and the caller's uid given up: it cannot
+                // return to carl's uid (or root's, when root sends mail).
+                assert_eq!(c.uid, all(ternq), "{comm} (started by uid {carl})");
             }
             other => panic!(
                 "unexpected program {other} (pid {pid}) from {}",
@@ -403,6 +404,30 @@ fn root_install_separates_privileges() {
     ] {
         assert!(!sh_as("terns", &script), "terns could {what}");
     }
+    // --- as ternq (which owns tern-queue, as set-user-id requires): the
+    // program cannot be changed, so ternq cannot plant code that a later
+    // caller (ternd, terns, root) would run. Not even root can link it.
+    let tq = home.join("bin/tern-queue");
+    if rootinst::immutable_supported(&out) {
+        assert!(rootinst::is_immutable(&tq), "bin/tern-queue is immutable");
+        for (what, script) in [
+            ("chmod tern-queue", format!("chmod u+w {}", tq.display())),
+            (
+                "append to tern-queue",
+                format!("echo x >> {}", tq.display()),
+            ),
+            ("rename tern-queue", format!("mv {0} {0}.old", tq.display())),
+        ] {
+            assert!(!sh_as("ternq", &script), "ternq could {what}");
+        }
+        assert!(
+            std::fs::hard_link(&tq, root.join("tq-link")).is_err(),
+            "root could hard-link it"
+        );
+    } else {
+        tern_tests::skip(T, "the file system has no immutable flag: not checked");
+    }
+
     // --- as ternr: not even reading.
     assert!(
         !sh_as("ternr", &format!("cat {q}")),
@@ -448,7 +473,8 @@ fn root_install_separates_privileges() {
         read(&log)
     );
 
-    // --- a hard link of tern-queue into a tree carl owns: its queue/ is
+    // --- a set-user-id copy of tern-queue in a tree carl owns (a hard
+    // link made before the install marked it immutable): its queue/ is
     // carl's, not ternq's, and tern-queue refuses it.
     let evil = carl_home.join("evil");
     std::fs::create_dir_all(evil.join("bin")).unwrap();
@@ -467,7 +493,18 @@ fn root_install_separates_privileges() {
         .status()
         .unwrap();
     assert!(st.success());
-    std::fs::hard_link(home.join("bin/tern-queue"), evil.join("bin/tern-queue")).unwrap();
+    // (The installed file is immutable, so not even root can hard-link it;
+    // a copy made by root keeps the set-user-id bit and the owner ternq,
+    // like a link made before the install marked it.)
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(home.join("bin/tern-queue"))
+        .arg(evil.join("bin/tern-queue"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let m = std::fs::metadata(evil.join("bin/tern-queue")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (ternq, 0o4711));
     let r = inject_raw(
         as_user("terntestcarl", evil.join("bin/tern-queue")),
         b"Subject: evil\n\nmarker-evil\n",
@@ -477,7 +514,7 @@ fn root_install_separates_privileges() {
     assert_eq!(
         r.code(),
         62,
-        "a hard-linked tern-queue must refuse a foreign queue: {}",
+        "a copied tern-queue must refuse a foreign queue: {}",
         r.stderr
     );
     assert!(r.stderr.contains("not to the queue user"), "{}", r.stderr);

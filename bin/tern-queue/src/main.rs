@@ -18,7 +18,9 @@
 //!     `TERN_QUEUE_TIMEOUT` and everything else), takes as home the
 //!     directory above the `bin/` that holds it (`/proc/self/exe`; else the
 //!     compiled-in home), and refuses a `queue/` that does not belong to its
-//!     effective uid; it trusts nothing but fd 0 and fd 1. It sets its
+//!     effective uid; it trusts nothing but fd 0 and fd 1. It sets its real
+//!     and saved uid to `ternq` too (after noting the caller's uid for the
+//!     Received line), so it can never return to its caller's uid. It sets its
 //!     umask, resets signal mask and dispositions, and arms its own
 //!     deadline. Writes only below `queue/`.
 //!
@@ -95,6 +97,15 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    // Setuid: the real and saved uid become ternq too, so nothing in this
+    // process can return to the caller's uid (root's, when root sends
+    // mail). The caller's uid is kept for the Received line and the queue
+    // file's `u` record.
+    let caller = if secure {
+        tern_sys::privilege::shed_caller_uid()
+    } else {
+        Ok(tern_sys::real_uid())
+    };
     tern_sys::signals::reset();
     tern_sys::signals::exit_on_crash(
         QueueExit::Bug.code().into(),
@@ -122,6 +133,15 @@ fn main() -> ExitCode {
         };
     }
 
+    let caller = match caller {
+        Ok(uid) => uid,
+        Err(e) => {
+            return refuse(
+                QueueExit::Bug,
+                &format!("cannot give up the caller's uid: {e}"),
+            );
+        }
+    };
     if let Some(e) = env_cleared {
         // Not fatal: a setuid tern-queue reads no variable anyway.
         Event::new(PROG, "warning")
@@ -208,7 +228,7 @@ fn main() -> ExitCode {
     };
 
     let origin = Origin {
-        uid: tern_sys::real_uid(),
+        uid: caller,
         pid: std::process::id(),
         time: tern_date::now(),
     };

@@ -416,7 +416,10 @@ fn apply(
                 .map_err(|err| anyhow!("{} is not a directory (or is a link): {err}", e.path))?;
             set_owner_mode(&fd, uid, gid, e.mode, &e.path)
         }
-        Kind::Program { optional } => {
+        Kind::Program {
+            optional,
+            immutable,
+        } => {
             let src = opts.bin_dir.join(name);
             if !src.is_file() {
                 if *optional {
@@ -428,8 +431,19 @@ fn apply(
                 }
                 bail!("{} is missing", src.display());
             }
+            // An immutable file cannot be renamed over: clear the mark.
+            set_immutable(&parent, name, false).with_context(|| format!("chattr -i {}", e.path))?;
             install_program(&parent, name, &src, uid, gid, e.mode)?;
             report.say(format!("installed {} (mode {:04o})", e.path, e.mode));
+            if *immutable {
+                match set_immutable(&parent, name, true) {
+                    Ok(()) => report.say(format!("made {} immutable", e.path)),
+                    Err(err) => report.say(format!(
+                        "note: cannot make {} immutable on this file system ({err}); its owner could change it",
+                        e.path
+                    )),
+                }
+            }
             Ok(())
         }
         Kind::Link { target } => {
@@ -508,6 +522,38 @@ fn apply(
             set_owner_mode(&fd, uid, gid, e.mode, &e.path)
         }
     }
+}
+
+/// Sets or clears the immutable flag (`FS_IMMUTABLE_FL`, `chattr +i`) of
+/// `dir/name`, opened without following a link. A missing file, or a
+/// file system without the flag when clearing, is no error.
+fn set_immutable(dir: &OwnedFd, name: &str, on: bool) -> rustix::io::Result<()> {
+    use rustix::fs::IFlags;
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // Missing, or a symbolic link (which has no flags): nothing to clear.
+        Err(Errno::NOENT | Errno::LOOP) if !on => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let flags = match rustix::fs::ioctl_getflags(&fd) {
+        Ok(f) => f,
+        Err(Errno::NOTTY | Errno::OPNOTSUPP | Errno::INVAL) if !on => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if flags.contains(IFlags::IMMUTABLE) == on {
+        return Ok(());
+    }
+    let new = if on {
+        flags | IFlags::IMMUTABLE
+    } else {
+        flags - IFlags::IMMUTABLE
+    };
+    rustix::fs::ioctl_setflags(&fd, new)
 }
 
 /// Copies `src` to `dir/.NAME.tern-new`, syncs it, sets owner and mode,
@@ -689,7 +735,9 @@ pub fn install(home: &Home, opts: &Options) -> Result<()> {
     }
     let entries = manifest::entries();
     for e in &entries {
-        if let Kind::Program { optional: false } = e.kind
+        if let Kind::Program {
+            optional: false, ..
+        } = e.kind
             && !opts.bin_dir.join(e.name()).is_file()
         {
             return Err(Usage(format!(
@@ -923,6 +971,16 @@ pub fn uninstall(home: &Home, opts: &UninstallOptions) -> Result<()> {
             }
             let name = e.name();
             let path = bin.join(name);
+            if matches!(e.kind, Kind::Program { .. })
+                && let Ok(dir) = rustix::fs::open(
+                    &bin,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            {
+                set_immutable(&dir, name, false)
+                    .with_context(|| format!("chattr -i {}", path.display()))?;
+            }
             if fs::symlink_metadata(&path).is_ok() {
                 fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
                 report.say(format!("removed {}", path.display()));

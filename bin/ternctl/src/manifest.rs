@@ -17,6 +17,9 @@ pub enum Kind {
     Program {
         /// Skipped when `--bin-dir` lacks it.
         optional: bool,
+        /// Marked immutable (`chattr +i`) once in place, so that not even
+        /// its owner can change it, or link it elsewhere.
+        immutable: bool,
     },
     /// `l`: a symbolic link to `target` (a name in the same directory).
     Link {
@@ -129,8 +132,18 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
         let arg = f.get(5).copied();
         let kind = match (f[1], arg) {
             ("d", None) => Kind::Dir,
-            ("x", None) => Kind::Program { optional: false },
-            ("x", Some("optional")) => Kind::Program { optional: true },
+            ("x", None) => Kind::Program {
+                optional: false,
+                immutable: false,
+            },
+            ("x", Some("optional")) => Kind::Program {
+                optional: true,
+                immutable: false,
+            },
+            ("x", Some("immutable")) => Kind::Program {
+                optional: false,
+                immutable: true,
+            },
             ("l", Some(t)) => {
                 check_path(t).map_err(err)?;
                 if t.contains('/') || t.contains('*') {
@@ -247,6 +260,13 @@ mod tests {
         let e = entries();
         let q = e.iter().find(|e| e.path == "bin/tern-queue").unwrap();
         assert_eq!((q.owner.as_str(), q.mode), ("ternq", 0o4711));
+        assert_eq!(
+            q.kind,
+            Kind::Program {
+                optional: false,
+                immutable: true
+            }
+        );
         // The only set-id program.
         let setid: Vec<_> = e
             .iter()

@@ -304,6 +304,34 @@ fn capabilities() -> Result<(u64, u64), Errno> {
     ))
 }
 
+/// For a set-user-id program: makes the real and saved uid equal to the
+/// effective one (`setresuid(e, e, e)`), so the process cannot return to
+/// its caller's uid (root, when root runs it), then verifies that the
+/// three are equal and that `setuid(caller)` fails. Returns the caller's
+/// (former real) uid, which the program may still record. Gids are left
+/// alone: an unprivileged process cannot drop its caller's groups.
+///
+/// # Errors
+/// [`DropError::SetUid`] when the switch fails, [`DropError::IdsDiffer`]
+/// or [`DropError::RootRegained`] when the check does (the process must
+/// end at once).
+///
+/// # References
+/// setresuid(2), getresuid(2).
+pub fn shed_caller_uid() -> Result<u32, DropError> {
+    let r = nix::unistd::getresuid().map_err(DropError::Query)?;
+    let (caller, me) = (r.real, r.effective);
+    nix::unistd::setresuid(me, me, me).map_err(DropError::SetUid)?;
+    let r = nix::unistd::getresuid().map_err(DropError::Query)?;
+    if r.real != me || r.saved != me || r.effective != me {
+        return Err(DropError::IdsDiffer);
+    }
+    if caller != me && nix::unistd::setuid(caller).is_ok() {
+        return Err(DropError::RootRegained);
+    }
+    Ok(caller.as_raw())
+}
+
 /// Makes `cmd`'s child [`drop_to`] `c` after `fork` and before `exec`. If
 /// the drop fails, or cannot be verified, the child never execs and
 /// `spawn` returns the error's [`DropError::errno`] as a raw OS error
@@ -372,6 +400,14 @@ mod tests {
             Credentials::for_user("root"),
             Err(UserError::Root)
         ));
+    }
+
+    #[test]
+    fn shedding_the_caller_uid_without_setuid_changes_nothing() {
+        // Not setuid: real = effective already, so the caller is us.
+        let me = rustix::process::getuid().as_raw();
+        assert_eq!(shed_caller_uid(), Ok(me));
+        assert_eq!(rustix::process::getuid().as_raw(), me);
     }
 
     #[test]
