@@ -714,6 +714,32 @@ fn sendmail_links(home: &Path, root: &Path, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// Notes each existing directory above the home that someone other than
+/// root could use to replace the home: not owned by root, or writable by
+/// group or others without the sticky bit.
+fn check_ancestors(home: &Path, report: &mut Report) {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut p = home.parent();
+    while let Some(dir) = p {
+        if let Ok(m) = fs::metadata(dir) {
+            let loose = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
+            if m.uid() != 0 || loose {
+                report.say(format!(
+                    "note: {} is {}; whoever controls it can replace {}",
+                    dir.display(),
+                    if m.uid() != 0 {
+                        format!("owned by uid {}", m.uid())
+                    } else {
+                        format!("writable by others (mode {:04o})", m.mode() & 0o7777)
+                    },
+                    home.display()
+                ));
+            }
+        }
+        p = dir.parent();
+    }
+}
+
 /// `ternctl install`.
 pub fn install(home: &Home, opts: &Options) -> Result<()> {
     must_be_root("ternctl install")?;
@@ -758,6 +784,7 @@ pub fn install(home: &Home, opts: &Options) -> Result<()> {
         .into());
     }
     let mut report = Report(Vec::new());
+    check_ancestors(&dir, &mut report);
     let ids = ensure_accounts(&dir, &mut report)?;
 
     if !dir.exists() {
