@@ -364,12 +364,65 @@ fn smarthost_takes_every_remote_domain() {
     assert_eq!(queue_count(&inst), 0, "{}", ctx());
 }
 
+/// [::1]:25 is the one IPv6 loopback port 25: the tests that listen there
+/// or need it closed take turns.
+static V6_PORT25: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn every_address_of_an_mx_host_is_tried() {
+    let t = "remote::every_address_of_an_mx_host_is_tried";
+    if !tools_and_root(t) {
+        return;
+    }
+    let _v6 = V6_PORT25.lock().unwrap_or_else(|e| e.into_inner());
+    if std::net::TcpStream::connect("[::1]:25").is_ok() {
+        skip(t, "something listens on [::1]:25");
+        return;
+    }
+    let inst = instance("remote-addresses");
+    let dir = inst.scratch();
+    let peer = Peer::on_port25(dir, &PeerOptions::default());
+    // One MX host with two addresses: AAAA ::1 (nothing listens on port
+    // 25 there: refused), tried first (AAAA before A), then A, the peer.
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx("addresses.test", 10, "mx.addresses.test"),
+            DnsRecord::host(
+                "mx.addresses.test",
+                &[IpAddr::V6(Ipv6Addr::LOCALHOST), peer.ip()],
+            ),
+        ],
+    );
+    send(&inst, &["user@addresses.test"], &msg("second address"));
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    let got = peer.messages();
+    assert_eq!(got.len(), 1, "{}", ctx());
+    assert_eq!(subject(&got[0]), "second address");
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    // Tried in order: ::1 first (refused), then the peer's address.
+    let remote: Vec<&str> = lines_with(&log, "tern-remote: ");
+    let refused = remote
+        .iter()
+        .position(|l| l.contains("ip=::1 ") && l.contains("refused"));
+    let used = remote
+        .iter()
+        .position(|l| l.contains("event=connect ") && l.contains(&format!("ip={} ", peer.ip())));
+    assert!(
+        matches!((refused, used), (Some(r), Some(u)) if r < u),
+        "the refused address must have been tried first: {}",
+        ctx()
+    );
+}
+
 #[test]
 fn ipv6_loopback_mx() {
     let t = "remote::ipv6_loopback_mx";
     if !tools_and_root(t) {
         return;
     }
+    let _v6 = V6_PORT25.lock().unwrap_or_else(|e| e.into_inner());
     let inst = instance("remote-ipv6");
     let dir = inst.scratch();
     let peer = match Peer::start(dir, Ipv6Addr::LOCALHOST.into(), 25, &PeerOptions::default()) {
