@@ -8,7 +8,8 @@ by arguments, recording what it receives in a directory:
   DIR/connections    one line per TCP connection: "<n> <peer address>"
   DIR/log            one line per command and per behaviour taken
   DIR/msg-<k>.json   one per accepted message: {"conn", "mail_from",
-                     "rcpt_tos", "tls", "tls_version", "size"}
+                     "mail_options", "rcpt_tos", "tls", "tls_version",
+                     "size"}
   DIR/msg-<k>.eml    its content exactly as aiosmtpd hands it over: CRLF
                      line ends as received, leading dots unstuffed
                      (RFC 5321 4.5.2); the .json file is renamed into place
@@ -25,6 +26,8 @@ Behaviours:
                      the server sends a TLS handshake_failure alert and
                      closes (as an old server whose ciphers the client
                      refuses would)
+  --size N           announce and enforce SIZE N (default 33554432)
+  --no-smtputf8      do not offer SMTPUTF8 (aiosmtpd then refuses it)
 
 Exit status: 0 on SIGTERM; 3 when the address cannot be bound.
 """
@@ -48,6 +51,8 @@ ap.add_argument("--reject", action="append", default=[])
 ap.add_argument("--drop-in-data", type=int, default=0)
 ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 ap.add_argument("--bad-starttls", action="store_true")
+ap.add_argument("--size", type=int, default=33554432)
+ap.add_argument("--no-smtputf8", action="store_true")
 args = ap.parse_args()
 
 state = {
@@ -102,6 +107,7 @@ class Handler:
         meta = {
             "conn": session.conn,
             "mail_from": envelope.mail_from,
+            "mail_options": envelope.mail_options,
             "rcpt_tos": envelope.rcpt_tos,
             "tls": tls,
             "tls_version": version,
@@ -175,7 +181,8 @@ async def main():
             handler,
             hostname="peer.test",
             tls_context=tls_context,
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=not args.no_smtputf8,
+            data_size_limit=args.size,
             timeout=60,
         )
 

@@ -791,6 +791,10 @@ pub struct PeerOptions {
     /// With `tls`: answer STARTTLS with 220, then fail the handshake (a
     /// fatal handshake_failure alert) and close.
     pub bad_starttls: bool,
+    /// Announce and enforce `SIZE` this many bytes (None: aiosmtpd's 32 MiB).
+    pub size: Option<u64>,
+    /// Do not offer SMTPUTF8.
+    pub no_smtputf8: bool,
 }
 
 /// One message a [`Peer`] accepted.
@@ -800,6 +804,8 @@ pub struct PeerMessage {
     pub conn: u64,
     /// The MAIL FROM address (empty for `<>`).
     pub mail_from: String,
+    /// The MAIL FROM parameters (`SIZE=1234`, `BODY=8BITMIME`, ...).
+    pub mail_options: Vec<String>,
     /// The accepted RCPT TO addresses, in order.
     pub rcpt_tos: Vec<String>,
     /// Whether the session was under STARTTLS.
@@ -874,6 +880,12 @@ impl Peer {
         }
         if opts.bad_starttls {
             cmd.arg("--bad-starttls");
+        }
+        if let Some(size) = opts.size {
+            cmd.args(["--size", &size.to_string()]);
+        }
+        if opts.no_smtputf8 {
+            cmd.arg("--no-smtputf8");
         }
         let err = std::fs::File::create(dir.join("stderr")).expect("peer stderr");
         let mut child = cmd
@@ -972,6 +984,14 @@ impl Peer {
             out.push(PeerMessage {
                 conn: v["conn"].as_u64().unwrap_or(0),
                 mail_from: v["mail_from"].as_str().unwrap_or_default().to_string(),
+                mail_options: v["mail_options"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|r| r.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 rcpt_tos: v["rcpt_tos"]
                     .as_array()
                     .map(|a| {

@@ -1125,3 +1125,154 @@ send(bad, False)
     assert!(!got[0].tls);
     assert!(bad.log().contains("bad starttls"));
 }
+
+#[test]
+fn mail_from_announces_size_and_8bitmime_when_the_message_needs_it() {
+    let t = "remote::mail_from_announces_size_and_8bitmime_when_the_message_needs_it";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-params");
+    let peer = Peer::on_free_port(inst.scratch(), &PeerOptions::default());
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!("params.test:[127.0.0.1]:{}", peer.port()),
+    );
+    send(
+        &inst,
+        &["user@params.test"],
+        b"Subject: seven\n\nplain ASCII\n.dot\n",
+    );
+    send(
+        &inst,
+        &["user@params.test"],
+        "Subject: eight\n\ncaf\u{e9} cr\u{e8}me\n".as_bytes(),
+    );
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    let got = peer.messages();
+    assert_eq!(got.len(), 2, "{}", ctx());
+    for m in &got {
+        // RFC 1870: the size with CRLF line ends, without the stuffed dots
+        // and the final "." line, which is what the peer ends up with.
+        let size = format!("SIZE={}", m.data.len());
+        assert!(
+            m.mail_options.contains(&size),
+            "{:?} lacks {size}: {}",
+            m.mail_options,
+            ctx()
+        );
+        let eight = m.data.iter().any(|&b| b >= 0x80);
+        assert_eq!(
+            m.mail_options.iter().any(|o| o == "BODY=8BITMIME"),
+            eight,
+            "BODY=8BITMIME exactly for the 8-bit message: {:?} ({})",
+            m.mail_options,
+            subject(m)
+        );
+    }
+}
+
+#[test]
+fn message_over_the_peers_size_limit_bounces() {
+    let t = "remote::message_over_the_peers_size_limit_bounces";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-size");
+    let peer = Peer::on_free_port(
+        inst.scratch(),
+        &PeerOptions {
+            size: Some(5000),
+            ..PeerOptions::default()
+        },
+    );
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!("size.test:[127.0.0.1]:{}", peer.port()),
+    );
+    let mut big = b"Subject: too big\n\n".to_vec();
+    for i in 0..400 {
+        big.extend_from_slice(format!("{i:04} {}\n", "s".repeat(60)).as_bytes());
+    }
+    send(&inst, &["user@size.test"], &big);
+    let log = once(&inst);
+    let ctx = || context(&log, &[&peer], &dns);
+    assert_eq!(peer.message_count(), 0, "{}", ctx());
+    assert_eq!(
+        queue_count(&inst),
+        0,
+        "a size refusal is permanent: {}",
+        ctx()
+    );
+    let bounce = the_bounce(&inst, &log);
+    assert!(
+        bounce.contains("Final-Recipient: rfc822; user@size.test"),
+        "{bounce}"
+    );
+    assert!(bounce.contains("Action: failed"), "{bounce}");
+    assert!(
+        !peer.log().contains("DATA"),
+        "the message must not be sent when SIZE says it is too big: {}",
+        ctx()
+    );
+}
+
+#[test]
+fn utf8_address_needs_smtputf8_at_the_peer() {
+    let t = "remote::utf8_address_needs_smtputf8_at_the_peer";
+    if !tools(t) {
+        return;
+    }
+    let inst = instance("remote-utf8");
+    let new = Peer::on_free_port(inst.scratch(), &PeerOptions::default());
+    let old = Peer::on_free_port(
+        inst.scratch(),
+        &PeerOptions {
+            no_smtputf8: true,
+            ..PeerOptions::default()
+        },
+    );
+    let dns = dns(&inst, &[]);
+    control(
+        &inst,
+        "smtproutes",
+        &format!(
+            "new.test:[127.0.0.1]:{}\nold.test:[127.0.0.1]:{}",
+            new.port(),
+            old.port()
+        ),
+    );
+    send(
+        &inst,
+        &["j\u{fc}rgen@new.test", "j\u{fc}rgen@old.test"],
+        b"Subject: utf8 address\n\nhello\n",
+    );
+    let log = once(&inst);
+    let ctx = || context(&log, &[&new, &old], &dns);
+    let got = new.messages();
+    assert_eq!(got.len(), 1, "{}", ctx());
+    assert_eq!(got[0].rcpt_tos, vec!["j\u{fc}rgen@new.test"]);
+    assert!(
+        got[0].mail_options.iter().any(|o| o == "SMTPUTF8"),
+        "{:?}",
+        got[0].mail_options
+    );
+    assert_eq!(old.message_count(), 0, "{}", ctx());
+    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    let bounce = the_bounce(&inst, &log);
+    assert!(bounce.contains("old.test"), "{bounce}");
+    assert!(
+        !bounce.contains("Final-Recipient: rfc822; j\u{fc}rgen@new.test")
+            && !bounce.contains("Final-Recipient: utf-8; j\u{fc}rgen@new.test"),
+        "{bounce}"
+    );
+    assert!(
+        bounce.contains("SMTPUTF8"),
+        "the bounce must say why: {bounce}"
+    );
+}
