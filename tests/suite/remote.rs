@@ -557,7 +557,12 @@ fn permanent_failure_bounces_naming_the_recipient_and_the_reply() {
         bounce.contains("no such mailbox here"),
         "the bounce must quote the remote reply: {bounce}"
     );
-    assert!(bounce.contains("5.1.1"), "{bounce}");
+    // The remote reply's enhanced status code is the recipient's DSN status
+    // (RFC 3464 2.3.4), not a generic 5.0.0.
+    assert!(
+        bounce.contains("Status: 5.1.1"),
+        "the DSN status must be the remote's 5.1.1: {bounce}"
+    );
     assert!(
         !bounce.contains("127.0.0.1"),
         "the bounce discloses an internal address: {bounce}"
