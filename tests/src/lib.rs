@@ -670,7 +670,9 @@ impl Dnsmasq {
             let port = free_udp_tcp_port();
             let log = dir.join(format!("dnsmasq-{}.log", N.fetch_add(1, Ordering::Relaxed)));
             let f = std::fs::File::create(&log).expect("dnsmasq log");
-            let mut cmd = Command::new("dnsmasq");
+            let mut cmd = Command::new(
+                dnsmasq_program().expect("dnsmasq not installed (Debian package dnsmasq-base)"),
+            );
             cmd.args([
                 "--no-daemon",
                 &format!("--port={port}"),
@@ -743,6 +745,18 @@ impl Drop for Dnsmasq {
             let _ = c.wait();
         }
     }
+}
+
+/// The dnsmasq program: on PATH, else `/usr/sbin/dnsmasq` (not on a
+/// normal user's PATH on Debian); None when not installed.
+pub fn dnsmasq_program() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("dnsmasq"))
+                .find(|p| p.is_file())
+        })
+        .or_else(|| Some(PathBuf::from("/usr/sbin/dnsmasq")).filter(|p| p.is_file()))
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 (at the time of asking).

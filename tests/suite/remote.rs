@@ -31,8 +31,8 @@ use tern_tests::{
 /// The tools every test here needs; prints SKIP and returns false when one
 /// is missing.
 fn tools(test: &str) -> bool {
-    if !have_tool("dnsmasq") {
-        skip(test, "dnsmasq not installed (Debian package dnsmasq)");
+    if tern_tests::dnsmasq_program().is_none() {
+        skip(test, "dnsmasq not installed (Debian package dnsmasq-base)");
         return false;
     }
     if !Path::new(PYTHON).is_file() || python("import aiosmtpd", &[]).0 != 0 {
