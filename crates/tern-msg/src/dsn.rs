@@ -139,13 +139,41 @@ fn sanitize_address(addr: &[u8], max: usize) -> String {
         .collect()
 }
 
-/// The first `(#5.x.y)` status in `text` (x, y of 1 to 3 digits), else
-/// `5.0.0`.
+/// The first `(#5.x.y)` status in `text` (x, y of 1 to 3 digits); else
+/// the enhanced code of the first quoted SMTP reply in it (`550 5.1.1 ...`,
+/// as tern-remote reports a remote server's answer); else `5.0.0`.
 pub fn status_of(text: &[u8]) -> String {
     let digits = |s: &[u8]| -> Option<usize> {
         let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
         (1..=3).contains(&n).then_some(n)
     };
+    if let Some(s) = qmail_status(text, digits) {
+        return s;
+    }
+    // "5DD 5.X.Y" at a word start, followed by a space or the end.
+    for (i, w) in text.windows(6).enumerate() {
+        if w[0] == b'5'
+            && w[1].is_ascii_digit()
+            && w[2].is_ascii_digit()
+            && w[3] == b' '
+            && w[4] == b'5'
+            && w[5] == b'.'
+            && (i == 0 || !text[i - 1].is_ascii_alphanumeric())
+        {
+            let rest = &text[i + 6..];
+            if let Some(a) = digits(rest)
+                && rest.get(a) == Some(&b'.')
+                && let Some(b) = digits(&rest[a + 1..])
+                && rest.get(a + 1 + b).is_none_or(|&c| c == b' ')
+            {
+                return String::from_utf8_lossy(&text[i + 4..i + 6 + a + 1 + b]).into_owned();
+            }
+        }
+    }
+    "5.0.0".to_string()
+}
+
+fn qmail_status(text: &[u8], digits: impl Fn(&[u8]) -> Option<usize>) -> Option<String> {
     let mut i = 0;
     while let Some(p) = memchr::memmem::find(&text[i..], b"(#5.") {
         let start = i + p + 2; // at '5'
@@ -155,11 +183,11 @@ pub fn status_of(text: &[u8]) -> String {
             && let Some(b) = digits(&rest[a + 1..])
             && rest.get(a + 1 + b) == Some(&b')')
         {
-            return String::from_utf8_lossy(&text[start..start + 2 + a + 1 + b]).into_owned();
+            return Some(String::from_utf8_lossy(&text[start..start + 2 + a + 1 + b]).into_owned());
         }
         i = start;
     }
-    "5.0.0".to_string()
+    None
 }
 
 /// Folds `text` (already sanitised: single spaces, no control characters)
@@ -540,6 +568,22 @@ Second line\n";
             (b"(#5.bad) then (#5.7.1)", "5.7.1"),
             (b"(#5.4.6) and (#5.1.1)", "5.4.6"),
             (b"x (#5.100.999) y", "5.100.999"),
+            // a remote server's reply, as tern-remote quotes it
+            (
+                b"mx.example [192.0.2.1] said: 550 5.1.1 no such user",
+                "5.1.1",
+            ),
+            (
+                b"the relay said: 552 5.3.4 too big / 552 5.3.4 really",
+                "5.3.4",
+            ),
+            (b"said: 550 5.7.1", "5.7.1"),
+            (b"said: 550 no enhanced code", "5.0.0"),
+            (b"said: 550 5.1.1x", "5.0.0"),
+            (b"said: 1550 5.1.1 y", "5.0.0"),
+            (b"said: 550 4.1.1 y", "5.0.0"),
+            (b"said: 550 5.1234.1 y", "5.0.0"),
+            (b"said: 550 5.1.1 (#5.7.1)", "5.7.1"),
         ];
         for (text, want) in cases {
             assert_eq!(
