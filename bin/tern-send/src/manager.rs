@@ -612,28 +612,31 @@ impl Manager {
         Some(!self.not_taken.contains(&id))
     }
 
-    fn start_local(&mut self, now: i64) {
-        let ci = ch_index(Channel::Local);
-        while let Some(sp) = self.spawners[ci].as_mut() {
-            if sp.free.is_empty() {
-                break;
+    /// The next recipient of channel `ci` that is due and deliverable,
+    /// taken out of the ready set; `None` when nothing (more) can start now
+    /// (no free slot, nothing due).
+    fn next_ready(&mut self, ci: usize, now: i64) -> Option<(i64, u64, u32)> {
+        loop {
+            if self.spawners[ci].as_ref()?.free.is_empty() {
+                return None;
             }
-            let Some(&(due, id, index)) = self.ready[ci].first() else {
-                break;
-            };
+            let &(due, id, index) = self.ready[ci].first()?;
             if due > now {
-                break;
+                return None;
             }
             self.ready[ci].pop_first();
             match self.deliverable(id, index) {
-                None => continue,
-                Some(false) => {
-                    // Not in cur/ yet: try again shortly.
-                    self.ready[ci].insert(now + 5, id, index);
-                    continue;
-                }
-                Some(true) => {}
+                None => {}
+                // Not in cur/ yet: try again shortly.
+                Some(false) => self.ready[ci].insert(now + 5, id, index),
+                Some(true) => return Some((due, id, index)),
             }
+        }
+    }
+
+    fn start_local(&mut self, now: i64) {
+        let ci = ch_index(Channel::Local);
+        while let Some((_, id, index)) = self.next_ready(ci, now) {
             let msg = &self.state.messages[&id];
             let r = &msg.recipients[index as usize];
             let sp = self.spawners[ci].as_mut().expect("checked above");
@@ -672,25 +675,7 @@ impl Manager {
     fn start_remote(&mut self, now: i64) {
         let ci = ch_index(Channel::Remote);
         let mut held: Vec<(i64, u64, u32)> = Vec::new();
-        while let Some(sp) = self.spawners[ci].as_ref() {
-            if sp.free.is_empty() {
-                break;
-            }
-            let Some(&(due, id, index)) = self.ready[ci].first() else {
-                break;
-            };
-            if due > now {
-                break;
-            }
-            self.ready[ci].pop_first();
-            match self.deliverable(id, index) {
-                None => continue,
-                Some(false) => {
-                    self.ready[ci].insert(now + 5, id, index);
-                    continue;
-                }
-                Some(true) => {}
-            }
+        while let Some((due, id, index)) = self.next_ready(ci, now) {
             let msg = &self.state.messages[&id];
             let domain = domain_of(&msg.recipients[index as usize].address);
             if self.domain_busy.get(&domain).copied().unwrap_or(0) >= self.cfg.per_domain {
