@@ -266,6 +266,19 @@ fn failed_status(reply: &Reply) -> Status {
     }
 }
 
+/// The status of a refused RCPT: as [`failed_status`], except that `552`
+/// is temporary. RFC 821 listed 552 for "too many recipients"; RFC 5321
+/// section 4.5.3.1.10 corrects that to 452 and says clients SHOULD treat a
+/// 552 to RCPT as temporary, so that the recipients a server's limit left
+/// out are retried in a later transaction instead of bounced.
+fn rcpt_failed_status(reply: &Reply) -> Status {
+    if reply.code == 552 {
+        Status::Temporary
+    } else {
+        failed_status(reply)
+    }
+}
+
 impl<S: Read + Write> Client<S> {
     /// Reads the greeting on `stream`. `peer` names the server in result
     /// texts (`mx.example.org [192.0.2.1]`); `reply_timeout` bounds the time
@@ -703,7 +716,7 @@ impl<S: Read + Write> Client<S> {
                 Ok(r) if r.is_positive() => accepted.push(*i),
                 Ok(r) => {
                     results[*i] = Some(RcptResult {
-                        status: failed_status(&r),
+                        status: rcpt_failed_status(&r),
                         text: format!("{} said: {}", self.peer, r.text()),
                     });
                     if r.code == 421 {

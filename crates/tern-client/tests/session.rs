@@ -807,3 +807,50 @@ fn starttls_refused_handshake_failed_or_injected() {
     drop(c);
     h.join().unwrap();
 }
+
+/// RFC 5321 4.5.3.1.10: 452 is "too many recipients"; RFC 821 listed 552
+/// for it, and a client SHOULD treat a 552 to RCPT as temporary. Both leave
+/// the refused recipients deferred, not bounced; the others are delivered.
+#[test]
+fn too_many_recipients_452_or_552_at_rcpt_is_temporary() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &[]);
+        p.expect("MAIL");
+        p.send("250 ok");
+        p.expect("RCPT TO:<u@b.test>");
+        p.send("250 ok");
+        p.expect("RCPT TO:<v@b.test>");
+        p.send("452 4.5.3 too many recipients");
+        p.expect("RCPT TO:<w@b.test>");
+        p.send("552 5.5.3 too many recipients");
+        p.expect("RCPT TO:<x@b.test>");
+        p.send("550 5.1.1 no such user");
+        p.expect("DATA");
+        p.send("354 go");
+        p.data();
+        p.send("250 queued");
+        p.quit();
+    });
+    let mut c = client(addr);
+    let r = send(
+        &mut c,
+        "s@a.test",
+        &["u@b.test", "v@b.test", "w@b.test", "x@b.test"],
+        b"x\n",
+    );
+    assert_eq!(
+        statuses(&r),
+        [
+            Status::Accepted,
+            Status::Temporary,
+            Status::Temporary,
+            Status::Permanent
+        ]
+    );
+    assert_eq!(
+        r[2].text,
+        "mx.test [127.0.0.1] said: 552 5.5.3 too many recipients"
+    );
+    c.quit();
+    h.join().unwrap();
+}
