@@ -455,8 +455,8 @@ impl<S: Read + Write> Client<S> {
     /// The server refuses STARTTLS ([`Error::Rejected`]: the connection is
     /// still usable in plain text unless the reply was `421`), sends data
     /// before the handshake, the handshake fails (certificate refused
-    /// included), or EHLO fails afterwards. Every failure but the refusal
-    /// leaves the connection unusable.
+    /// included), or EHLO (and HELO) fails afterwards. Every failure but
+    /// the refusal of STARTTLS itself leaves the connection unusable.
     pub fn starttls(
         &mut self,
         config: &TlsConfig,
@@ -490,7 +490,13 @@ impl<S: Read + Write> Client<S> {
         self.stream = Transport::Tls(Box::new(tls));
         self.broken = false;
         self.dirty = false;
-        self.hello(helo)?;
+        // The TLS session starts without any greeting state (RFC 3207
+        // section 4.2): without a successful EHLO/HELO on it, no mail
+        // command may follow, so a refused one ends the session as well.
+        if let Err(e) = self.hello(helo) {
+            self.broken = true;
+            return Err(e);
+        }
         self.tls = Some(info.clone());
         Ok(info)
     }

@@ -854,3 +854,50 @@ fn too_many_recipients_452_or_552_at_rcpt_is_temporary() {
     c.quit();
     h.join().unwrap();
 }
+
+/// A server that completes the TLS handshake and then refuses EHLO: the
+/// session has no greeting on it, so it must be unusable (no MAIL FROM
+/// without EHLO/HELO, which the server would answer 503, a permanent
+/// failure for every recipient); the caller treats it as a failed TLS
+/// attempt.
+#[test]
+fn ehlo_refused_after_starttls_ends_the_session() {
+    let Some(certs) = certs("ehlo-after-tls") else {
+        return;
+    };
+    let sc = certs.self_signed_config();
+    let (addr, h) = server(1, move |_, p: &mut Peer| {
+        greet(p, &["STARTTLS"]);
+        p.expect("STARTTLS");
+        p.send("220 go ahead");
+        p.starttls(sc.clone()).unwrap();
+        p.expect("EHLO client.test");
+        p.send("454 4.7.0 not now");
+        p.until_eof();
+    });
+    let mut c = client(addr);
+    let e = c
+        .starttls(
+            &TlsConfig::opportunistic().unwrap(),
+            server_name("mx.test").unwrap(),
+            "client.test",
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Rejected {
+                stage: Stage::Ehlo,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(!c.is_usable());
+    assert!(matches!(
+        try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n"),
+        Transaction::NotStarted(Error::Unusable)
+    ));
+    drop(c);
+    h.join().unwrap();
+}
