@@ -344,7 +344,6 @@ impl Worker {
                 )));
             }
         };
-        self.memory.record_connect_success(ip);
         Event::new(PROG, "connect")
             .field("host", &target.host)
             .field("ip", ip.to_string())
@@ -355,7 +354,23 @@ impl Worker {
         let _ = tcp.set_write_timeout(t);
         let _ = tcp.set_nodelay(true);
         let fail = |e: tern_client::Error| HostFailure::new(format!("{name} {e}"));
-        let mut client = Client::connect(tcp, name.clone(), t).map_err(fail)?;
+        // A host that takes the connection but never greets (overloaded,
+        // a tarpit, a dead service behind a live kernel) is as dead as one
+        // that does not answer the SYN, and costs a whole timeoutremote per
+        // try: it is remembered the same way. Any greeting, even a refusal,
+        // shows the host is alive.
+        let mut client = match Client::connect(tcp, name.clone(), t) {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, tern_client::Error::Timeout) {
+                    self.memory.record_connect_failure(ip, now());
+                } else {
+                    self.memory.record_connect_success(ip);
+                }
+                return Err(fail(e));
+            }
+        };
+        self.memory.record_connect_success(ip);
         client.hello(&self.settings.helo).map_err(fail)?;
         Ok(client)
     }

@@ -473,3 +473,38 @@ fn protocol_errors_and_usage() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A host that accepts the connection but never sends its greeting is
+/// remembered like one that cannot be connected to (qmail's tcpto idea: a
+/// dead MX must not cost every delivery a whole timeoutremote); a later
+/// greeting clears the memory.
+#[test]
+fn greeting_timeout_is_remembered_and_a_greeting_clears_it() {
+    let home = Home::new("greeting-timeout");
+    home.control("timeoutremote", "1");
+    let (addr, h) = server(2, |i, p: &mut Peer| {
+        if i == 0 {
+            // silent until the client gives up
+            assert_eq!(p.line(), None);
+            return;
+        }
+        greet(p, &["PIPELINING"]);
+        p.transaction(1);
+        p.expect("QUIT");
+        p.send("221 bye");
+    });
+    home.route("test.example", addr.port());
+    let mut w = Worker::start(&home);
+    let r = w.deliver(1, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred]);
+    assert!(text(&r[0]).contains("timed out"), "{}", text(&r[0]));
+    assert_eq!(home.memory(), ["c-127.0.0.1"]);
+    // backed off; the only address is tried anyway, greets, and is forgotten
+    let r = w.deliver(2, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Delivered]);
+    assert!(home.memory().is_empty(), "{:?}", home.memory());
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("event=all_backed_off"), "{log}");
+    h.join().unwrap();
+}
