@@ -222,21 +222,46 @@ impl Spawner {
         Ok(())
     }
 
-    /// Reads what has arrived: the results, and the domains of remote
-    /// slots that finished.
-    fn read_reports(&mut self) -> Result<(Vec<Result1>, Vec<Vec<u8>>), String> {
+    /// Reads what has arrived: the results, the domains of remote slots
+    /// that finished, and why the spawner is lost, if it is (end of file, a
+    /// read error, a bad frame). The results that arrived before the loss
+    /// are returned all the same: a spawner that writes its last reports
+    /// and exits must not have them dropped (they would be repeated after
+    /// the restart: duplicate deliveries).
+    fn read_reports(&mut self) -> (Vec<Result1>, Vec<Vec<u8>>, Option<String>) {
         let mut buf = [0u8; 16 * 1024];
+        let mut lost = None;
         loop {
             match self.from.read(&mut buf) {
-                Ok(0) => return Err(format!("lost the {} spawner", ch_name(self.channel))),
+                Ok(0) => {
+                    lost = Some(format!("lost the {} spawner", ch_name(self.channel)));
+                    break;
+                }
                 Ok(n) => self.inbuf.extend(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("read from {} spawner: {e}", ch_name(self.channel))),
+                Err(e) => {
+                    lost = Some(format!("read from {} spawner: {e}", ch_name(self.channel)));
+                    break;
+                }
             }
         }
         let mut out = Vec::new();
         let mut freed = Vec::new();
+        if let Err(e) = self.take_frames(&mut out, &mut freed) {
+            lost = Some(e);
+        }
+        (out, freed, lost)
+    }
+
+    /// Decodes every whole frame in the input buffer into `out` (and the
+    /// domains of finished remote slots into `freed`), up to the first bad
+    /// one.
+    fn take_frames(
+        &mut self,
+        out: &mut Vec<Result1>,
+        freed: &mut Vec<Vec<u8>>,
+    ) -> Result<(), String> {
         let name = ch_name(self.channel);
         while let Some(frame) = self.inbuf.next_frame().map_err(|e| e.to_string())? {
             // Local: one Report per slot. Remote: one RcptReport per
@@ -277,7 +302,7 @@ impl Spawner {
                 freed.extend(slot.domain);
             }
         }
-        Ok((out, freed))
+        Ok(())
     }
 }
 
@@ -1128,13 +1153,10 @@ impl Manager {
                 if !ready {
                     continue;
                 }
-                let (reports, freed) = match self.spawners[ci].as_mut().map(Spawner::read_reports) {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => {
-                        self.lose_spawner(ci, e);
-                        continue;
-                    }
-                    None => continue,
+                let Some((reports, freed, lost)) =
+                    self.spawners[ci].as_mut().map(Spawner::read_reports)
+                else {
+                    continue;
                 };
                 for res in reports {
                     self.apply_result(res, now);
@@ -1146,6 +1168,9 @@ impl Manager {
                             self.domain_busy.remove(&d);
                         }
                     }
+                }
+                if let Some(e) = lost {
+                    self.lose_spawner(ci, e);
                 }
             }
             // One flush for every result that arrived in this round.
@@ -1268,6 +1293,48 @@ mod tests {
             }
         }
         assert_eq!(seen, 4);
+    }
+
+    /// A spawner that writes its last reports and exits: the reports read
+    /// together with the end of file are returned (and applied) before the
+    /// spawner counts as lost, so delivered recipients are not repeated.
+    #[test]
+    fn reports_before_end_of_file_are_kept() {
+        let (ours, theirs) = tern_ipc::remote::socket_pair().unwrap();
+        let mut sp = Spawner {
+            channel: Channel::Remote,
+            to: File::from(ours.try_clone().unwrap()),
+            from: File::from(ours),
+            out: Vec::new(),
+            out_fds: VecDeque::new(),
+            inbuf: FrameBuffer::default(),
+            slots: vec![None; 2],
+            free: vec![1],
+        };
+        sp.slots[0] = Some(Slot {
+            id: 7,
+            indices: vec![3, 5],
+            reported: vec![false; 2],
+            domain: Some(b"d.example".to_vec()),
+            dying: false,
+        });
+        let mut theirs = File::from(theirs);
+        for rcpt in [1u32, 0] {
+            let r = RcptReport {
+                slot: 0,
+                rcpt,
+                outcome: Outcome::Delivered,
+                text: b"ok".to_vec(),
+            };
+            tern_ipc::write_frame(&mut theirs, &r.encode()).unwrap();
+        }
+        drop(theirs);
+        let (out, freed, lost) = sp.read_reports();
+        let got: Vec<(u64, u32)> = out.iter().map(|r| (r.id, r.index)).collect();
+        assert_eq!(got, [(7, 5), (7, 3)]);
+        assert_eq!(freed, [b"d.example".to_vec()]);
+        assert_eq!(lost.as_deref(), Some("lost the remote spawner"));
+        assert!(sp.slots[0].is_none());
     }
 
     fn tempfile() -> File {
