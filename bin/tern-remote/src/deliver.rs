@@ -6,7 +6,7 @@ use std::fs::File;
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::ServerName;
 use tern_client::tls::{load_ca_file, server_name};
@@ -20,6 +20,10 @@ use crate::PROG;
 
 /// How long QUIT may wait for its reply at the end.
 const QUIT_WAIT: Duration = Duration::from_secs(10);
+/// How long a worker uses its domain's routing before looking it up again
+/// (a worker kept busy by a steady stream of requests lives for hours; MX
+/// changes must still be seen). A temporary routing failure is never kept.
+const RESOLVED_FOR: Duration = Duration::from_secs(300);
 
 /// Settings read once at start.
 pub(crate) struct Settings {
@@ -42,8 +46,9 @@ pub(crate) struct Worker {
     settings: Settings,
     router: Router,
     memory: HostMemory,
-    /// The domain whose resolution is cached, and the resolution.
-    resolved: Option<(String, Resolution)>,
+    /// The domain whose resolution is cached, the resolution, and when it
+    /// was made.
+    resolved: Option<(String, Resolution, Instant)>,
     conn: Option<Conn>,
     opportunistic: Option<Result<TlsConfig, String>>,
     verify: Option<Result<TlsConfig, String>>,
@@ -179,8 +184,13 @@ impl Worker {
         let Ok(domain) = std::str::from_utf8(&req.domain).map(str::to_ascii_lowercase) else {
             return all(n, Status::Permanent, "domain is not valid UTF-8 (#5.1.2)");
         };
-        if self.resolved.as_ref().is_none_or(|(d, _)| *d != domain) {
-            self.close();
+        let fresh = self.resolved.as_ref().is_some_and(|(d, r, at)| {
+            *d == domain && !matches!(r, Resolution::Temporary(_)) && at.elapsed() < RESOLVED_FOR
+        });
+        if !fresh {
+            if self.resolved.as_ref().is_some_and(|(d, ..)| *d != domain) {
+                self.close();
+            }
             let r = self.router.resolve(&domain);
             if let Resolution::Targets(t) = &r {
                 Event::new(PROG, "resolved")
@@ -188,21 +198,21 @@ impl Worker {
                     .num("targets", t.len())
                     .emit();
             }
-            self.resolved = Some((domain.clone(), r));
+            self.resolved = Some((domain.clone(), r, Instant::now()));
         }
         let targets = match &self.resolved {
-            Some((_, Resolution::Targets(t))) => t.clone(),
-            Some((_, Resolution::NullMx)) => {
+            Some((_, Resolution::Targets(t), _)) => t.clone(),
+            Some((_, Resolution::NullMx, _)) => {
                 return all(
                     n,
                     Status::Permanent,
                     &format!("{domain} does not accept mail (null MX) (#5.1.10)"),
                 );
             }
-            Some((_, Resolution::NoDomain(why))) => {
+            Some((_, Resolution::NoDomain(why), _)) => {
                 return all(n, Status::Permanent, &format!("{why} (#5.1.2)"));
             }
-            Some((_, Resolution::Temporary(why))) => {
+            Some((_, Resolution::Temporary(why), _)) => {
                 return all(n, Status::Temporary, &format!("{why} (#4.4.3)"));
             }
             None => unreachable!("resolved just above"),
@@ -403,7 +413,7 @@ impl Worker {
         let domain = self
             .resolved
             .as_ref()
-            .map(|(d, _)| d.clone())
+            .map(|(d, ..)| d.clone())
             .unwrap_or_default();
         let policy = self.settings.policies.lookup(&domain);
         let ip = target.addr.ip();

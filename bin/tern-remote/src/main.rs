@@ -10,7 +10,7 @@
 //!     recipients of one message at one domain, the queue file as a passed
 //!     descriptor) from fd 0 until end of file and answers each recipient
 //!     with one `RcptReport` on fd 1. Routes through tern-route (smtproutes,
-//!     then MX; resolved once per domain and kept), connects to the targets
+//!     then MX; kept for 5 minutes, a temporary failure not at all), connects to the targets
 //!     in order, uses STARTTLS as control/tlsdestinations says, and speaks
 //!     SMTP through tern-client. The SMTP connection stays open between
 //!     requests and is reused; QUIT is sent at end of file.

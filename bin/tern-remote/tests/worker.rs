@@ -508,3 +508,73 @@ fn greeting_timeout_is_remembered_and_a_greeting_clears_it() {
     assert!(log.contains("event=all_backed_off"), "{log}");
     h.join().unwrap();
 }
+
+/// A fake DNS server on 127.0.0.1 (UDP): SERVFAIL for every query until
+/// `ok` is set, then `127.0.0.1` for A queries and no records for others
+/// (TTL 0, so nothing is cached).
+fn fake_dns(ok: std::sync::Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let q = &buf[..n];
+            // the question: labels up to the root, then type and class
+            let mut end = 12;
+            while end < q.len() && q[end] != 0 {
+                end += 1 + q[end] as usize;
+            }
+            end += 5;
+            if end > q.len() {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([q[end - 4], q[end - 3]]);
+            let good = ok.load(std::sync::atomic::Ordering::SeqCst);
+            let answer = good && qtype == 1;
+            let mut r = Vec::new();
+            r.extend_from_slice(&q[..2]);
+            r.extend_from_slice(if good { &[0x81, 0x80] } else { &[0x81, 0x82] });
+            r.extend_from_slice(&[0, 1, 0, u8::from(answer), 0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..end]);
+            if answer {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 127, 0, 0, 1]);
+            }
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+/// A temporary routing failure is not kept for the worker's life: the next
+/// request looks the domain up again (a worker kept busy by a steady stream
+/// of requests would otherwise defer them all until it went idle).
+#[test]
+fn temporary_routing_failure_is_looked_up_again_on_the_next_request() {
+    let home = Home::new("dns-again");
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dns = fake_dns(ok.clone());
+    home.control("dnsservers", &format!("[127.0.0.1]:{}", dns.port()));
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &["PIPELINING"]);
+        p.transaction(1);
+        p.expect("QUIT");
+        p.send("221 bye");
+    });
+    home.control(
+        "smtproutes",
+        &format!("test.example:relay.test:{}", addr.port()),
+    );
+    let mut w = Worker::start(&home);
+    let r = w.deliver(1, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred]);
+    assert!(text(&r[0]).contains("relay.test"), "{}", text(&r[0]));
+    ok.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = w.deliver(2, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Delivered], "{}", text(&r[0]));
+    let (code, log) = w.finish();
+    assert_eq!(code, 0, "{log}");
+    h.join().unwrap();
+}
