@@ -340,7 +340,12 @@ impl Worker {
         let tcp = match TcpStream::connect_timeout(&target.addr, self.settings.timeout_connect) {
             Ok(s) => s,
             Err(e) => {
-                self.memory.record_connect_failure(ip, now());
+                // A refusal is an immediate, cheap answer from a live host
+                // (qmail's tcpto also ignores it): only connections that
+                // time out or find no route make the address skipped.
+                if e.kind() != std::io::ErrorKind::ConnectionRefused {
+                    self.memory.record_connect_failure(ip, now());
+                }
                 let what = if matches!(
                     e.kind(),
                     std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
