@@ -233,7 +233,18 @@ pub struct Client<S: Read + Write> {
     dirty: bool,
     tls: Option<TlsInfo>,
     reply_timeout: Option<Duration>,
+    /// While the message is written: when the whole write must be done
+    /// (each single write is also bounded by the socket's timeout, but a
+    /// server reading a byte now and then would otherwise hold the
+    /// connection for ever).
+    write_deadline: Option<Instant>,
+    min_data_rate: u64,
 }
+
+/// The slowest transfer accepted for a message, in bytes per second: the
+/// whole DATA write may take `reply_timeout` plus the message size at this
+/// rate (a 10 MB message: 1200 s + 2.8 h).
+pub const MIN_DATA_RATE: u64 = 1024;
 
 impl<S: Read + Write> fmt::Debug for Client<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -305,6 +316,8 @@ impl<S: Read + Write> Client<S> {
             dirty: false,
             tls: None,
             reply_timeout,
+            write_deadline: None,
+            min_data_rate: MIN_DATA_RATE,
         };
         let greeting = c.read_reply()?;
         if greeting.code != 220 {
@@ -356,11 +369,26 @@ impl<S: Read + Write> Client<S> {
         if self.broken {
             return Err(Error::Unusable);
         }
-        let r = self
-            .stream
-            .write_all(bytes)
-            .and_then(|()| self.stream.flush());
-        r.map_err(|e| {
+        let mut done = 0;
+        while done < bytes.len() {
+            if self.write_deadline.is_some_and(|d| Instant::now() > d) {
+                self.broken = true;
+                return Err(Error::Timeout);
+            }
+            match self.stream.write(&bytes[done..]) {
+                Ok(0) => {
+                    self.broken = true;
+                    return Err(io_error(io::Error::from(io::ErrorKind::WriteZero)));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(io_error(e));
+                }
+            }
+        }
+        self.stream.flush().map_err(|e| {
             self.broken = true;
             io_error(e)
         })
@@ -452,6 +480,12 @@ impl<S: Read + Write> Client<S> {
     /// again. Returns what the session uses.
     ///
     /// # Errors
+    /// Sets the slowest transfer accepted while a message is written, in
+    /// bytes per second (default [`MIN_DATA_RATE`]; at least 1).
+    pub fn set_min_data_rate(&mut self, bytes_per_second: u64) {
+        self.min_data_rate = bytes_per_second.max(1);
+    }
+
     /// The server refuses STARTTLS ([`Error::Rejected`]: the connection is
     /// still usable in plain text unless the reply was `421`), sends data
     /// before the handshake, the handshake fails (certificate refused
@@ -483,7 +517,12 @@ impl<S: Read + Write> Client<S> {
         };
         let conn = ClientConnection::new(config.client_config(), name).map_err(Error::Tls)?;
         let mut tls = StreamOwned::new(conn, sock);
+        // The whole handshake, not only each read, within the reply time.
+        let start = Instant::now();
         while tls.conn.is_handshaking() {
+            if self.reply_timeout.is_some_and(|t| start.elapsed() > t) {
+                return Err(Error::Timeout);
+            }
             tls.conn.complete_io(&mut tls.sock).map_err(io_error)?;
         }
         let info = TlsInfo::of(&tls.conn, config.verifies());
@@ -778,8 +817,13 @@ impl<S: Read + Write> Client<S> {
             Ok(_) => {}
         }
 
-        // The message.
-        if let Err(text) = self.write_message(reader) {
+        // The message, within a deadline that follows from its size.
+        self.write_deadline = self
+            .reply_timeout
+            .map(|t| Instant::now() + t + Duration::from_secs(scan.wire / self.min_data_rate));
+        let written = self.write_message(reader);
+        self.write_deadline = None;
+        if let Err(text) = written {
             set(&mut results, Status::Temporary, &text);
             return Transaction::Done(finish(results));
         }

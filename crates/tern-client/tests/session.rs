@@ -517,6 +517,42 @@ fn connection_dropped_mid_data_or_before_the_final_reply() {
 }
 
 #[test]
+fn a_server_that_reads_the_message_too_slowly_is_given_up() {
+    // 32 MiB read at about 320 KB/s would take 100 s; with a minimum rate
+    // of 32 MiB/s the whole write must be done within the reply time (2 s)
+    // + 1 s, long before the socket buffers and the slow reader get through.
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &[]);
+        p.expect("MAIL");
+        p.send("250 ok");
+        p.expect("RCPT");
+        p.send("250 ok");
+        p.expect("DATA");
+        p.send("354 go");
+        p.read_slowly(32 * 1024, std::time::Duration::from_millis(100));
+    });
+    let big: Vec<u8> = b"line of text...\n".repeat(2 << 20);
+    let mut c = Client::connect(
+        tcp(addr),
+        "mx.test [127.0.0.1]",
+        Some(std::time::Duration::from_secs(2)),
+    )
+    .expect("greeting");
+    c.hello("client.test").expect("EHLO");
+    c.set_min_data_rate(32 << 20);
+    let r = send(&mut c, "s@a.test", &["u@b.test"], &big);
+    assert_eq!(statuses(&r), [Status::Temporary]);
+    assert!(
+        r[0].text.contains("while the message was sent"),
+        "{}",
+        r[0].text
+    );
+    assert!(!c.is_usable());
+    drop(c);
+    h.join().unwrap();
+}
+
+#[test]
 fn reused_connection_that_died_is_not_started() {
     let (addr, h) = server(2, |i, p: &mut Peer| {
         greet(p, &["PIPELINING"]);

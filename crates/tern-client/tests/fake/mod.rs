@@ -117,6 +117,18 @@ impl Peer {
         v
     }
 
+    /// Reads `chunk` bytes every `pause` until the client goes away.
+    pub fn read_slowly(&mut self, chunk: usize, pause: Duration) {
+        let mut buf = vec![0u8; chunk];
+        loop {
+            std::thread::sleep(pause);
+            match self.io().read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// True when the client sent nothing more within 200 ms.
     pub fn quiet(&mut self) -> bool {
         if !self.io().buffer().is_empty() {
