@@ -567,6 +567,48 @@ fn logger_receives_every_programs_log_lines() {
 }
 
 #[test]
+fn descriptors_left_open_by_the_caller_do_not_reach_the_programs_started() {
+    // Root starts tern-start from a shell or cron with whatever is open
+    // there; none of it may reach the programs that run under lower uids
+    // (here: the logger, and what it runs).
+    let inst = Instance::new("send-fds");
+    let (code, err) = inst.sendmail(&["test@localhost"], b"Subject: fds\n\nx\n");
+    assert_eq!(code, 0, "{err}");
+    let fds = inst.scratch().join("fds.txt");
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 7</etc/passwd 8>>{scratch}/leak; exec \"$0\" \"$@\"",
+            scratch = inst.scratch().display()
+        ))
+        .arg(tern_tests::bin("tern-start"))
+        .args(["--once", "--logger", "/bin/sh", "-c"])
+        .arg(format!(
+            "ls /proc/self/fd > {}; cat > /dev/null",
+            fds.display()
+        ))
+        .env("TERN_HOME", inst.home())
+        .env_remove("QMAILQUEUE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = std::fs::read_to_string(&fds).unwrap();
+    let open: Vec<&str> = listed.lines().collect();
+    assert!(open.contains(&"0") && open.contains(&"1"), "{listed}");
+    for leaked in ["7", "8"] {
+        assert!(
+            !open.contains(&leaked),
+            "descriptor {leaked} of tern-start's caller reached the logger: {open:?}"
+        );
+    }
+    assert_eq!(inst.maildir_count("test"), 1);
+}
+
+#[test]
 fn a_message_in_cur_unknown_to_the_journal_is_adopted_and_delivered() {
     let inst = Instance::new("send-orphan");
     let (code, err) = inst.sendmail(&["test@localhost"], b"Subject: orphan\n\nadopt me\n");

@@ -29,7 +29,8 @@
 //!     nothing and delivers only as its own uid. It trusts tern-send's
 //!     requests for nothing: every frame is bounded and checked, and a queue
 //!     file must be a regular file owned by the owner of `queue/cur`. It
-//!     writes no files.
+//!     writes no files, and marks every descriptor it inherited above 2
+//!     close-on-exec, so none reaches a recipient's tern-local.
 //!
 //! EXIT CODES
 //!     0 end of input, every delivery reported; 81 internal bug; 100 usage;
@@ -96,6 +97,13 @@ fn main() -> ExitCode {
     tern_sys::signals::reset();
     tern_sys::signals::exit_on_crash(LspawnExit::Bug as i32, LspawnExit::Bug as i32);
     tern_log::install_panic_hook(PROG, LspawnExit::Bug as i32);
+    // Root: nothing its parent left open may reach a recipient's tern-local.
+    if let Err(e) = tern_sys::spawn::cloexec_inherited() {
+        return trouble(
+            "startup_failed",
+            &format!("cannot mark inherited descriptors close-on-exec: {e}"),
+        );
+    }
 
     if let Some(a) = std::env::args_os().nth(1) {
         let (text, code) = match a.to_str() {

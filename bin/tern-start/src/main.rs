@@ -25,6 +25,8 @@
 //!     become each recipient.
 //!
 //! SECURITY
+//!     Every descriptor it inherited above 2 is marked close-on-exec first,
+//!     so nothing its caller left open reaches a child.
 //!     Each child drops root before exec through `tern_sys::privilege`
 //!     (no supplementary groups, gid, uid, then a check that root cannot be
 //!     regained); a failed check fails the start. tern-start stays root to
@@ -151,6 +153,13 @@ fn spawn_error(e: &std::io::Error) -> String {
 fn main() -> ExitCode {
     tern_sys::signals::reset();
     tern_log::install_panic_hook(PROG, 111);
+    // Started by root (a shell, cron, a supervisor): nothing it left open
+    // may reach the programs started under lower uids.
+    if let Err(e) = tern_sys::spawn::cloexec_inherited() {
+        return fail(format!(
+            "cannot mark inherited descriptors close-on-exec: {e}"
+        ));
+    }
     let mut once = false;
     let mut logger: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);

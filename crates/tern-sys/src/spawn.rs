@@ -4,6 +4,7 @@
 // between fork and exec, where only async-signal-safe calls are allowed. It
 // calls only fcntl(F_DUPFD), dup2 and close on plain integers prepared
 // before the fork, allocates nothing, and touches no lock.
+// `cloexec_inherited` runs in the parent and only sets close-on-exec flags.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -54,6 +55,57 @@ pub fn place_fds(cmd: &mut Command, fds: &[(&OwnedFd, i32)]) {
     }
 }
 
+/// Marks every descriptor from 3 up close-on-exec, so that nothing this
+/// process inherited reaches the programs it starts. A root program that
+/// starts others under lower uids (`tern-start`, `tern-lspawn`) calls it
+/// first: whatever its caller left open (a root shell's files, cron's or
+/// a test harness's descriptors) must not be handed to `ternr`, `ternq`,
+/// the logger or a mailbox owner. Descriptors given to a child on purpose
+/// (`Stdio`, [`place_fds`]) are made after this and are unaffected.
+///
+/// # Errors
+/// `close_range` failed for a reason other than being unknown (kernels
+/// before 5.11 get the `/proc/self/fd` fallback), or `/proc/self/fd`
+/// cannot be listed.
+///
+/// # References
+/// close_range(2) `CLOSE_RANGE_CLOEXEC`, fcntl(2) `F_SETFD`, proc(5).
+pub fn cloexec_inherited() -> std::io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors; it closes nothing, so no owner is invalidated.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL)) {
+        return Err(e);
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|d| d.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&n| n >= 3)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only read and set a descriptor flag; a
+        // number no longer open (the listing's own) just fails.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Takes ownership of descriptor `number` inherited from the parent (as
 /// placed by [`place_fds`]), after checking with `fcntl(F_GETFD)` that it is
 /// open, and marks it close-on-exec so it does not leak further. `None` when
@@ -75,4 +127,27 @@ pub fn inherited_fd(number: i32) -> Option<OwnedFd> {
     // SAFETY: the descriptor is open (checked above) and, by this function's
     // contract, not owned by anything else in this process.
     Some(unsafe { OwnedFd::from_raw_fd(number) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inherited_descriptors_become_close_on_exec() {
+        // dup(2) makes a descriptor without close-on-exec, like one a
+        // parent leaves open for its child.
+        // SAFETY: dup of stdin's number; the result is closed below.
+        let fd = unsafe { libc::dup(0) };
+        assert!(fd >= 3, "dup: {}", std::io::Error::last_os_error());
+        // SAFETY: F_GETFD only queries the descriptor.
+        let before = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(before & libc::FD_CLOEXEC, 0);
+        cloexec_inherited().unwrap();
+        // SAFETY: as above.
+        let after = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: fd is ours (from dup) and closed once.
+        unsafe { libc::close(fd) };
+        assert_eq!(after & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+    }
 }
