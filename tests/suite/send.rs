@@ -364,6 +364,40 @@ fn once_with_a_running_manager_flushes_it() {
 }
 
 #[test]
+fn once_does_not_hang_on_a_fifo_planted_as_the_pid_file() {
+    // queue/state/ belongs to tern-send's uid, while tern-start --once runs
+    // as root: what it finds there must not make it open anything but a
+    // regular file (a FIFO would block it forever, a link could name a
+    // device).
+    let inst = Instance::new("send-once-fifo");
+    let daemon = Daemon::start(&inst);
+    assert!(wait_until(30, || daemon.log().contains("event=status")));
+    let pid = inst.home().join("queue/state/pid");
+    assert!(wait_until(10, || pid.exists()), "no pid file");
+    std::fs::remove_file(&pid).unwrap();
+    let st = Command::new("mkfifo").arg(&pid).status().unwrap();
+    assert!(st.success());
+    let mut child = inst
+        .command("tern-start")
+        .arg("--once")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished = wait_until(10, || child.try_wait().ok().flatten().is_some());
+    if !finished {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(finished, "tern-start --once hangs on a FIFO: {log}");
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("flush_running"), "{log}");
+    // Not signalled: the pid could not be read.
+    assert!(!daemon.log().contains("event=flush"), "{}", daemon.log());
+}
+
+#[test]
 fn remote_recipients_stay_queued_until_remote_delivery_exists() {
     let inst = Instance::new("send-remote");
     let (code, err) = inst.sendmail(

@@ -145,6 +145,23 @@ fn is_manager(pid: i32, uid: Option<u32>) -> bool {
         == Some(want)
 }
 
+/// Opens a file of `queue/state/` (written by tern-send, `terns` in a
+/// system instance) for reading as root: never through a symbolic link,
+/// without blocking on a FIFO or taking a terminal, and only when it is a
+/// regular file. A link planted there must not make root open a device
+/// (a watchdog, a tape) or hang on a FIFO.
+fn open_state_file(path: &std::path::Path) -> Option<std::fs::File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| fd.into())
+}
+
 /// The reason for a failed spawn, with the privilege check's own words.
 fn spawn_error(e: &std::io::Error) -> String {
     tern_sys::privilege::spawn_error_text(e)
@@ -214,11 +231,16 @@ fn main() -> ExitCode {
     // leaves at once).
     if once {
         let state = home.queue_dir().join("state");
-        if let Ok(lock) = std::fs::File::open(state.join("lock"))
+        if let Some(lock) = open_state_file(&state.join("lock"))
             && rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
         {
-            let pid = std::fs::read_to_string(state.join("pid"))
-                .ok()
+            let pid = open_state_file(&state.join("pid"))
+                .and_then(|f| {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut std::io::Read::take(f, 32), &mut text)
+                        .ok()?;
+                    Some(text)
+                })
                 .and_then(|p| p.trim().parse::<i32>().ok());
             // The pid file is written by tern-send (terns in a system
             // instance): root signals only a process that is tern-send
