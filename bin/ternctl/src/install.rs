@@ -437,7 +437,17 @@ fn apply(
             report.say(format!("installed {} (mode {:04o})", e.path, e.mode));
             if *immutable {
                 match set_immutable(&parent, name, true) {
-                    Ok(()) => report.say(format!("made {} immutable", e.path)),
+                    Ok(()) => {
+                        // Between the chown to its owner and the mark, the
+                        // owner could have opened the file and changed it
+                        // (or linked it); marked, nobody can: check it now.
+                        if let Err(err) = check_installed(&parent, name, &src, uid, e.mode) {
+                            let _ = set_immutable(&parent, name, false);
+                            let _ = rustix::fs::unlinkat(&parent, name, AtFlags::empty());
+                            bail!("{} changed while it was installed, removed: {err}", e.path);
+                        }
+                        report.say(format!("made {} immutable", e.path))
+                    }
                     Err(err) => report.say(format!(
                         "note: cannot make {} immutable on this file system ({err}); its owner could change it",
                         e.path
@@ -554,6 +564,39 @@ fn set_immutable(dir: &OwnedFd, name: &str, on: bool) -> rustix::io::Result<()> 
         flags - IFlags::IMMUTABLE
     };
     rustix::fs::ioctl_setflags(&fd, new)
+}
+
+/// Checks that `dir/NAME` is a regular file with one link, owner `uid`,
+/// mode `mode`, and the same bytes as `src`.
+fn check_installed(dir: &OwnedFd, name: &str, src: &Path, uid: u32, mode: u32) -> Result<()> {
+    use std::io::Read as _;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || st.st_nlink != 1
+        || st.st_uid != uid
+        || st.st_mode & 0o7777 != mode
+    {
+        bail!(
+            "not a regular file with one link, owner {uid} and mode {mode:04o} \
+             (links {}, owner {}, mode {:04o})",
+            st.st_nlink,
+            st.st_uid,
+            st.st_mode & 0o7777
+        );
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    File::from(fd).read_to_end(&mut a)?;
+    File::open(src)?.read_to_end(&mut b)?;
+    if a != b {
+        bail!("its contents differ from {}", src.display());
+    }
+    Ok(())
 }
 
 /// Copies `src` to `dir/.NAME.tern-new`, syncs it, sets owner and mode,
@@ -1092,6 +1135,36 @@ mod tests {
                 assert!(text.contains("/srv/mail/bin/"), "{name}");
             }
         }
+    }
+
+    #[test]
+    fn an_installed_program_is_checked_after_it_is_marked() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("ternctl-check-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("src");
+        fs::write(&src, b"program bytes").unwrap();
+        fs::write(dir.join("prog"), b"program bytes").unwrap();
+        fs::set_permissions(dir.join("prog"), fs::Permissions::from_mode(0o711)).unwrap();
+        let fd = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let me = tern_sys::effective_uid();
+        check_installed(&fd, "prog", &src, me, 0o711).unwrap();
+        // Wrong mode, wrong owner.
+        assert!(check_installed(&fd, "prog", &src, me, 0o4711).is_err());
+        assert!(check_installed(&fd, "prog", &src, me + 1, 0o711).is_err());
+        // A second link (made in the window) is refused.
+        fs::hard_link(dir.join("prog"), dir.join("link")).unwrap();
+        assert!(check_installed(&fd, "prog", &src, me, 0o711).is_err());
+        fs::remove_file(dir.join("link")).unwrap();
+        // Changed bytes.
+        fs::write(dir.join("prog"), b"planted code!").unwrap();
+        assert!(check_installed(&fd, "prog", &src, me, 0o711).is_err());
+        // A symbolic link is not followed.
+        fs::remove_file(dir.join("prog")).unwrap();
+        std::os::unix::fs::symlink(&src, dir.join("prog")).unwrap();
+        assert!(check_installed(&fd, "prog", &src, me, 0o711).is_err());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
