@@ -23,7 +23,7 @@
 //!     otherwise) and switches each child to the recipient's uid/gid
 //!     through `tern_sys::privilege` (no supplementary groups, gid, uid,
 //!     then a check that root cannot be regained). It never delivers as
-//!     uid 0 or gid 0, as Tern's own users, or (except the alias user) as
+//!     uid 0 or gid 0, with the queue's group (that of queue/cur), as Tern's own users, or (except the alias user) as
 //!     a uid outside `control/localuidmin`..`localuidmax`: each is a
 //!     permanent failure, logged. In a single-user instance (`$TERN_HOME/single-user`) it switches
 //!     nothing and delivers only as its own uid. It trusts tern-send's
@@ -136,8 +136,8 @@ fn main() -> ExitCode {
         Err(e) => return trouble("startup_failed", &e),
     };
     let cur = queue_dir.join(tern_spool::layout::CUR_DIR);
-    let cur_owner = match std::fs::metadata(&cur) {
-        Ok(m) => m.uid(),
+    let (cur_owner, queue_gid) = match std::fs::metadata(&cur) {
+        Ok(m) => (m.uid(), m.gid()),
         Err(e) => return trouble("startup_failed", &format!("{}: {e}", cur.display())),
     };
     let instance = if single {
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
     let users = if single {
         start::Users::default()
     } else {
-        start::Users::lookup()
+        start::Users::lookup(queue_gid)
     };
     let ctx = start::Ctx {
         home,

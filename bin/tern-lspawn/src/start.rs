@@ -79,6 +79,9 @@ pub(crate) struct Users {
     pub(crate) reserved: Vec<(&'static str, u32)>,
     /// The uid of the `alias` user, when it exists.
     pub(crate) alias: Option<u32>,
+    /// The queue's group (`tern`, the group of `queue/cur`), which may
+    /// read every queued message; no delivery runs with it.
+    pub(crate) queue_gid: Option<u32>,
 }
 
 /// Tern's own users: a delivery as one of them could write the queue, or
@@ -86,8 +89,9 @@ pub(crate) struct Users {
 pub(crate) const RESERVED_USERS: [&str; 5] = ["ternd", "ternq", "terns", "ternr", "ternl"];
 
 impl Users {
-    /// Looks the reserved users and `alias` up in the passwd database.
-    pub(crate) fn lookup() -> Users {
+    /// Looks the reserved users and `alias` up in the passwd database;
+    /// `queue_gid` is the group of `queue/cur`.
+    pub(crate) fn lookup(queue_gid: u32) -> Users {
         let uid_of = |name: &str| {
             tern_control::owner::Passwd::user(&SystemPasswd, name)
                 .ok()
@@ -100,6 +104,7 @@ impl Users {
                 .filter_map(|&n| uid_of(n).map(|u| (n, u)))
                 .collect(),
             alias: uid_of(tern_control::owner::ALIAS_USER),
+            queue_gid: Some(queue_gid),
         }
     }
 }
@@ -121,6 +126,11 @@ pub(crate) fn uid_allowed(
     }
     if gid == 0 {
         return denied("Sorry, not allowed to perform deliveries with gid 0. (#5.7.1)".into());
+    }
+    if users.queue_gid == Some(gid) {
+        return denied(format!(
+            "Sorry, gid {gid} is the queue's group, which may read every queued message; no deliveries with it. (#5.7.1)"
+        ));
     }
     if let Some((name, _)) = users.reserved.iter().find(|(_, u)| *u == uid) {
         return denied(format!(
@@ -323,6 +333,7 @@ mod tests {
         let users = Users {
             reserved: vec![("ternq", 998), ("terns", 997)],
             alias: Some(996),
+            queue_gid: Some(995),
         };
         let range = (1000, 60_000);
         // Refusals first: (uid, gid, range, outcome, text fragment).
@@ -356,6 +367,9 @@ mod tests {
                 "outside the uids allowed",
             ),
             (1000, 1000, (2000, 1000), Outcome::Deferred, "is above"),
+            // A user in range whose primary group is the queue's (tern).
+            (1000, 995, range, Outcome::Failed, "the queue's group"),
+            (996, 995, range, Outcome::Failed, "the queue's group"),
         ];
         for &(uid, gid, range, outcome, text) in refused {
             let r = uid_allowed(uid, gid, range, &users).expect_err("refused");
