@@ -125,6 +125,24 @@ fn install_upgrade_uninstall() {
     );
     assert!(!unit.contains("/var/tern"), "{unit}");
     assert!(sys.join("etc/systemd/system/tern.service").exists());
+    // The installed units name real programs, users and options.
+    if tern_tests::have_tool("systemd-analyze") {
+        let dir = sys.join("etc/systemd/system");
+        let v = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(dir.join("tern.service"))
+            .arg(dir.join("tern-smtpd.socket"))
+            .arg(dir.join("tern-smtpd@.service"))
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success() && v.stderr.is_empty(),
+            "systemd-analyze verify: {}",
+            text(&v)
+        );
+    } else {
+        tern_tests::skip(T, "systemd-analyze not installed: units not verified");
+    }
     assert!(
         !sys.join("etc/cron.d/tern").exists(),
         "a full install has no cron runner"
