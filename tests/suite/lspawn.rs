@@ -414,6 +414,18 @@ fn refusals_before_any_child_runs() {
         cur_dir.join(link_id.to_string()),
     )
     .unwrap();
+    // a FIFO there (opening it for reading would block for ever)
+    let fifo_id = s.id + 3_000_003;
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &q.dir()
+            .join(layout.cur_dir(fifo_id))
+            .join(fifo_id.to_string()),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
     let mut l = s.spawn();
     l.send(&s.deliver(1, "nohost"));
     l.send(&s.deliver(2, "@localhost"));
@@ -427,7 +439,10 @@ fn refusals_before_any_child_runs() {
     let mut far = s.deliver(6, "test@localhost");
     far.offset = 1 << 40;
     l.send(&far);
-    let got = l.reports(6);
+    let mut fifo = s.deliver(7, "test@localhost");
+    fifo.id = fifo_id;
+    l.send(&fifo);
+    let got = l.reports(7);
     let want: &[(u32, Outcome, &str)] = &[
         (
             1,
@@ -450,6 +465,11 @@ fn refusals_before_any_child_runs() {
             6,
             Outcome::Failed,
             "beyond the end of the queue file (#5.3.5)",
+        ),
+        (
+            7,
+            Outcome::Failed,
+            "queue file is not a regular file (#5.3.5)",
         ),
     ];
     for (slot, outcome, end) in want {

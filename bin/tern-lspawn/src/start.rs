@@ -163,7 +163,11 @@ fn open_message(ctx: &Ctx, id: u64, offset: u64) -> Result<File, Refusal> {
         .queue_dir()
         .join(ctx.layout.cur_dir(id))
         .join(id.to_string());
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    // NONBLOCK: a FIFO planted in cur/ must not hang root here (it is
+    // then refused as not a regular file); reads of a regular file ignore
+    // the flag.
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = match rustix::fs::open(&path, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => {

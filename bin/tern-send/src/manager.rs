@@ -95,6 +95,23 @@ struct Result1 {
     text: Vec<u8>,
 }
 
+/// Opens a queue file for a remote delivery: never through a link, never
+/// blocking on a FIFO, and only a regular file (`cur/` belongs to another
+/// uid). Returns the file and its length.
+fn open_message_file(path: &std::path::Path) -> std::io::Result<(File, u64)> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )?;
+    let file = File::from(fd);
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((file, meta.len()))
+}
+
 /// The destination domain of a (rewritten) remote address, lower case.
 fn domain_of(address: &[u8]) -> Vec<u8> {
     match memchr::memrchr(b'@', address) {
@@ -725,7 +742,7 @@ impl Manager {
                 }
             }
             let path = self.queue.path(id, Stage::Active);
-            let file = match File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+            let file = match open_message_file(&path) {
                 Ok(f) => f,
                 Err(e) => {
                     Event::new(PROG, "warning")
@@ -1351,5 +1368,31 @@ mod tests {
             .unwrap();
         std::fs::remove_file(&path).unwrap();
         f
+    }
+
+    #[test]
+    fn message_files_are_regular_files_opened_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("tern-send-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // would block for ever without O_NONBLOCK; refused as not a file
+        assert!(open_message_file(&fifo).is_err());
+        let file = dir.join("msg");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(open_message_file(&file).unwrap().1, 5);
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(open_message_file(&link).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
