@@ -231,6 +231,7 @@ fn root_install_separates_privileges() {
                 "tern-lspawn",
                 "tern-send",
                 "tern-clean",
+                "tern-rspawn",
                 "tern-smtpd",
                 "tern-queue",
             ]
@@ -317,6 +318,7 @@ fn root_install_separates_privileges() {
         "tern-lspawn",
         "tern-send",
         "tern-clean",
+        "tern-rspawn",
         "tern-smtpd",
         "tern-queue",
         "cat",
