@@ -3,6 +3,7 @@
 //!
 //! SYNOPSIS
 //!     tern-queue  (message on fd 0, envelope on fd 1)
+//!     tern-queue --gate  (a connected Unix socket on fd 0)
 //!
 //! DESCRIPTION
 //!     Reads a message on fd 0 and an envelope on fd 1 (`F<sender>\0`,
@@ -11,6 +12,17 @@
 //!     `queue/new/<id % split>/<id>` and wakes the queue manager through
 //!     `queue/lock/trigger`. Compatible with qmail-queue. Prints nothing on
 //!     stdout; the exit code is the answer.
+//!
+//!     With `--gate` (the queue gate: started per connection by
+//!     `tern-queue.socket`, or by any inetd-style launcher, as the queue
+//!     user, never setuid) fd 0 is a connected Unix stream socket. The
+//!     client sends a 4-byte header with the read ends of its message and
+//!     envelope pipes attached (`tern_spool::gate`); these stand for fd 0
+//!     and fd 1 above. The invoking uid is the socket peer's
+//!     (`SO_PEERCRED`). The exit code is also written back on the socket as
+//!     one byte. A bad header or a number of descriptors other than two is
+//!     exit code 54, nothing queued. This lets callers with `no_new_privs`
+//!     (tern-smtpd under systemd) queue mail (`$TERN_QUEUE_SOCKET`).
 //!
 //! SECURITY
 //!     Installed setuid to the queue owner (`ternq`). When the kernel reports
@@ -22,7 +34,7 @@
 //!     and saved uid to `ternq` too (after noting the caller's uid for the
 //!     Received line), so it can never return to its caller's uid. It sets its
 //!     umask, resets signal mask and dispositions, and arms its own
-//!     deadline. Writes only below `queue/`.
+//!     deadline. Writes only below `queue/`. Refuses `--gate` when setuid.
 //!
 //! EXIT CODES
 //!     0 queued; 11 address too long; 12 too many recipients; 13 envelope
@@ -40,7 +52,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,14 +72,25 @@ const DEFAULT_HOME: &str = match option_env!("TERN_DEFAULT_HOME") {
 /// The self-destruct deadline (qmail's DEATH): a stuck injection ends.
 const DEATH_SECS: u64 = 86_400;
 
-fn refuse(exit: QueueExit, reason: &dyn std::fmt::Display) -> ExitCode {
+fn refuse(exit: QueueExit, reason: &dyn std::fmt::Display) -> u8 {
     Event::new(PROG, "refused")
         .num("code", exit.code())
         .field("reason", reason.to_string())
         .emit();
-    ExitCode::from(exit.code())
+    exit.code()
 }
 
+/// Writes the gate's answer on fd 0 (the client's socket). A client that
+/// went away misses it; nothing else depends on it.
+fn answer(code: u8) {
+    let sock = std::io::stdin();
+    if let Err(e) = tern_spool::gate::send_status(sock.as_fd(), code) {
+        Event::new(PROG, "warning")
+            .num("code", code)
+            .field("reason", format!("cannot answer the client: {e}"))
+            .emit();
+    }
+}
 /// The home of a setuid `tern-queue`: the directory above the `bin/` that
 /// holds this program (`/proc/self/exe`, which the caller cannot change:
 /// it names the file the kernel executed), so one binary serves any
@@ -114,25 +137,45 @@ fn main() -> ExitCode {
     tern_log::install_panic_hook(PROG, QueueExit::Bug.code().into());
     tern_sys::set_umask(0o027);
 
-    let mut args = std::env::args_os().skip(1);
-    if let Some(a) = args.next() {
-        let out = if a == "--version" {
-            format!("tern-queue {}\n", env!("CARGO_PKG_VERSION"))
-        } else {
-            "usage: tern-queue  (message on fd 0, envelope on fd 1; no arguments)\n\
-             Exit 0 means queued; see tern-queue(8) for the other codes.\n"
-                .to_string()
-        };
-        // fd 1 is the envelope pipe, never an output: help goes to stderr.
-        use std::io::Write as _;
-        let _ = std::io::stderr().write_all(out.as_bytes());
-        return if a == "--help" || a == "-h" || a == "--version" {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(QueueExit::Bug.code())
-        };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(3).collect();
+    let gate = match args.first() {
+        None => false,
+        // The gate is a service of the queue user; the setuid program
+        // never serves one (its caller would choose the socket).
+        Some(a) if a == "--gate" && args.len() == 1 && !secure => true,
+        Some(a) => {
+            let out = if a == "--version" {
+                format!("tern-queue {}\n", env!("CARGO_PKG_VERSION"))
+            } else {
+                "usage: tern-queue  (message on fd 0, envelope on fd 1; no arguments)\n\
+                 \x20      tern-queue --gate  (a connected Unix socket on fd 0; not setuid)\n\
+                 Exit 0 means queued; see tern-queue(8) for the other codes.\n"
+                    .to_string()
+            };
+            // fd 1 is the envelope pipe, never an output: help goes to stderr.
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(out.as_bytes());
+            return if args.len() == 1 && (a == "--help" || a == "-h" || a == "--version") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(QueueExit::Bug.code())
+            };
+        }
+    };
+    let code = run(secure, caller, env_cleared, gate);
+    if gate {
+        answer(code);
     }
+    ExitCode::from(code)
+}
 
+/// Queues one message; returns the exit code.
+fn run(
+    secure: bool,
+    caller: Result<u32, tern_sys::privilege::DropError>,
+    env_cleared: Option<tern_sys::secure::ClearEnvError>,
+    gate: bool,
+) -> u8 {
     let caller = match caller {
         Ok(uid) => uid,
         Err(e) => {
@@ -161,6 +204,9 @@ fn main() -> ExitCode {
                 .num("code", QueueExit::Timeout.code())
                 .field("reason", "timeout")
                 .emit();
+            if gate {
+                answer(QueueExit::Timeout.code());
+            }
             tern_sys::signals::exit_now(QueueExit::Timeout.code().into());
         });
     if let Err(e) = watchdog {
@@ -169,6 +215,42 @@ fn main() -> ExitCode {
             &format!("cannot start the deadline thread: {e}"),
         );
     }
+
+    // The two inputs, and who is asking: fd 0, fd 1 and the real uid; or,
+    // for the gate, the descriptors the client sent and the peer's uid as
+    // the kernel recorded it at connect (the client cannot choose it).
+    let (mut message, envelope_fd, caller): (Box<dyn Read>, _, u32) = if gate {
+        let sock = std::io::stdin();
+        let peer = match tern_spool::gate::peer_uid(sock.as_fd()) {
+            Ok(uid) => uid,
+            Err(e) => {
+                return refuse(
+                    QueueExit::ReadFailed,
+                    &format!("fd 0 is not a connected Unix socket: {e}"),
+                );
+            }
+        };
+        match tern_spool::gate::recv_request(sock.as_fd()) {
+            Ok(req) => (
+                Box::new(std::fs::File::from(req.message)),
+                req.envelope,
+                peer,
+            ),
+            Err(e) => {
+                return refuse(
+                    QueueExit::ReadFailed,
+                    &format!("gate request from uid {peer}: {e}"),
+                );
+            }
+        }
+    } else {
+        let fd1 = match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => return refuse(QueueExit::ReadFailed, &format!("fd 1: {e}")),
+        };
+        (Box::new(std::io::stdin().lock()), fd1, caller)
+    };
+
     let home = if secure {
         secure_home()
     } else {
@@ -233,16 +315,13 @@ fn main() -> ExitCode {
         time: tern_date::now(),
     };
     let received = commit::received_line(origin.pid, origin.uid, origin.time);
-    if let Err(e) = writer.write_message(&received, &mut std::io::stdin().lock()) {
+    if let Err(e) = writer.write_message(&received, &mut message) {
         return refuse(e.exit, &e);
     }
+    drop(message);
 
     let envelope = {
-        let fd1 = match std::io::stdout().as_fd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(e) => return refuse(QueueExit::ReadFailed, &format!("fd 1: {e}")),
-        };
-        let mut input = BufReader::with_capacity(16 * 1024, std::fs::File::from(fd1));
+        let mut input = BufReader::with_capacity(16 * 1024, std::fs::File::from(envelope_fd));
         match Envelope::read_from(&mut input) {
             Ok(env) => env,
             Err(e) => {
@@ -265,5 +344,5 @@ fn main() -> ExitCode {
     }
     // Committed and durable. The wake-up is best effort.
     tern_sys::trigger::pull(&queue, std::path::Path::new(tern_spool::layout::TRIGGER));
-    ExitCode::SUCCESS
+    QueueExit::Queued.code()
 }

@@ -1,19 +1,25 @@
 //! [`QueueClient`]: how injectors hand a message to `tern-queue` (or to the
 //! program named by `$QMAILQUEUE`, as qmail's callers do for content
-//! filters), and what its exit status means.
+//! filters), or to the queue gate named by `$TERN_QUEUE_SOCKET`, and what
+//! the answer means.
 
 use crate::envelope::Envelope;
 use crate::exit::describe;
 use std::fmt;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Runs the queue program for one message.
+/// The environment variable naming the queue gate's socket.
+pub const SOCKET_VAR: &str = "TERN_QUEUE_SOCKET";
+
+/// Runs the queue program, or talks to the queue gate, for one message.
 #[derive(Debug, Clone)]
 pub struct QueueClient {
     program: PathBuf,
+    gate: Option<PathBuf>,
 }
 
 /// Why a message was not queued.
@@ -30,8 +36,9 @@ impl SubmitError {
         self.temporary
     }
 
-    /// The queue program's exit code, when it exited (None: it could not be
-    /// started, was killed, or the caller aborted).
+    /// The queue program's exit code (or the gate's answer), when there was
+    /// one (None: it could not be started or reached, was killed, went away
+    /// before answering, or the caller aborted).
     pub fn code(&self) -> Option<i32> {
         self.code
     }
@@ -53,34 +60,127 @@ impl fmt::Display for SubmitError {
 
 impl std::error::Error for SubmitError {}
 
+/// Writes the message (through `write_message`) and then, if that worked,
+/// the envelope. Returns the writer's own failure, if any; a failed
+/// envelope write is left to the queue program's answer (it sees a
+/// truncated envelope).
+fn stream(
+    msg: &mut dyn Write,
+    env: &mut dyn Write,
+    envelope: &Envelope,
+    write_message: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Option<std::io::Error> {
+    let written = {
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, msg);
+        write_message(&mut w).and_then(|_| w.flush())
+    };
+    match written {
+        Ok(()) => {
+            // A queue program that already exited (EPIPE) is reported by
+            // its answer, not by the pipe error.
+            let _ = env.write_all(&envelope.encode());
+            None
+        }
+        Err(e) => Some(e),
+    }
+}
+
+/// The outcome for an answer `code` (None: no answer) and the writer's
+/// own failure.
+fn outcome(
+    code: Option<i32>,
+    aborted: Option<std::io::Error>,
+    no_answer: impl FnOnce() -> String,
+) -> Result<(), SubmitError> {
+    match (code, aborted) {
+        // The writer's own failure, unless the queue program failed first
+        // (then the pipe error is only its consequence).
+        (Some(0) | None, Some(e)) => Err(SubmitError::temp(format!(
+            "message not queued: {e} (#4.3.0)"
+        ))),
+        (Some(0), None) => Ok(()),
+        (Some(code), _) => {
+            let (text, temporary) = describe(code);
+            Err(SubmitError {
+                code: Some(code),
+                text: text.to_string(),
+                temporary,
+            })
+        }
+        (None, None) => Err(SubmitError::temp(no_answer())),
+    }
+}
+
 impl QueueClient {
-    /// The client for an instance: `$QMAILQUEUE` when set and not empty,
-    /// else `<home>/bin/tern-queue`.
+    /// The client for an instance: `$QMAILQUEUE` when set and not empty
+    /// (a content filter, as with qmail); else the queue gate at
+    /// `$TERN_QUEUE_SOCKET` when that is set, not empty, and this process
+    /// is not running with elevated privileges (`AT_SECURE`: the variable
+    /// then comes from a less privileged caller and is ignored); else
+    /// `<home>/bin/tern-queue`.
     pub fn for_home(home: &Path) -> QueueClient {
-        match std::env::var_os("QMAILQUEUE") {
-            Some(p) if !p.is_empty() => QueueClient::with_program(PathBuf::from(p)),
-            _ => QueueClient::with_program(home.join("bin").join("tern-queue")),
+        let program = match std::env::var_os("QMAILQUEUE") {
+            Some(p) if !p.is_empty() => return QueueClient::with_program(PathBuf::from(p)),
+            _ => home.join("bin").join("tern-queue"),
+        };
+        match std::env::var_os(SOCKET_VAR) {
+            Some(s) if !s.is_empty() && !tern_sys::secure::at_secure() => QueueClient {
+                program,
+                gate: Some(PathBuf::from(s)),
+            },
+            _ => QueueClient::with_program(program),
         }
     }
 
     /// A client running a given queue program.
     pub fn with_program(program: PathBuf) -> QueueClient {
-        QueueClient { program }
+        QueueClient {
+            program,
+            gate: None,
+        }
     }
 
-    /// The program this client runs.
+    /// A client talking to the queue gate listening at `socket`
+    /// (`tern-queue --gate` behind it; see [`crate::gate`]).
+    pub fn with_gate(socket: PathBuf) -> QueueClient {
+        QueueClient {
+            program: PathBuf::new(),
+            gate: Some(socket),
+        }
+    }
+
+    /// The program this client runs (not used when [`Self::gate`] is set).
     pub fn program(&self) -> &Path {
         &self.program
     }
 
+    /// The queue gate's socket, when this client uses one.
+    pub fn gate(&self) -> Option<&Path> {
+        self.gate.as_deref()
+    }
+
     /// Queues one message: starts the queue program with a pipe on fd 0 (the
     /// message, written by `write_message`) and a pipe on fd 1 (the
-    /// envelope), then waits for its exit status.
+    /// envelope), then waits for its exit status. With a gate, the two
+    /// pipes' read ends are sent to the gate instead and its one-byte
+    /// answer stands for the exit status; a gate that cannot be reached or
+    /// that goes away before answering is a temporary failure.
     ///
     /// If `write_message` fails, the envelope is never written, so the queue
     /// program sees a truncated envelope and queues nothing; the error is
     /// returned (temporary) with the writer's reason.
     pub fn submit(
+        &self,
+        envelope: &Envelope,
+        write_message: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), SubmitError> {
+        match &self.gate {
+            Some(socket) => self.submit_gate(socket, envelope, write_message),
+            None => self.submit_program(envelope, write_message),
+        }
+    }
+
+    fn submit_program(
         &self,
         envelope: &Envelope,
         write_message: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
@@ -97,44 +197,61 @@ impl QueueClient {
                 temporary: true,
             })?;
         let mut msg = child.stdin.take().expect("stdin was piped");
-        let written = {
-            let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut msg);
-            write_message(&mut w).and_then(|_| w.flush())
-        };
+        let aborted = stream(&mut msg, &mut env_write, envelope, write_message);
         drop(msg);
-        let aborted = match written {
-            Ok(()) => {
-                // A queue program that already exited (EPIPE) is reported by
-                // its exit status below, not by the pipe error.
-                let _ = env_write.write_all(&envelope.encode());
-                None
-            }
-            Err(e) => Some(e),
-        };
         drop(env_write);
         let status = child.wait().map_err(|e| {
             SubmitError::temp(format!("cannot wait for queue program: {e} (#4.3.0)"))
         })?;
-        match status.code() {
-            // The writer's own failure, unless the queue program failed
-            // first (then the pipe error is only its consequence).
-            Some(0) | None if aborted.is_some() => Err(SubmitError::temp(format!(
-                "message not queued: {} (#4.3.0)",
-                aborted.expect("checked above")
-            ))),
-            Some(0) => Ok(()),
-            Some(code) => {
-                let (text, temporary) = describe(code);
-                Err(SubmitError {
-                    code: Some(code),
-                    text: text.to_string(),
-                    temporary,
-                })
-            }
-            None => Err(SubmitError::temp(format!(
+        outcome(status.code(), aborted, || {
+            format!(
                 "queue program killed by signal {} (#4.3.0)",
                 status.signal().unwrap_or(0)
-            ))),
-        }
+            )
+        })
+    }
+
+    fn submit_gate(
+        &self,
+        socket: &Path,
+        envelope: &Envelope,
+        write_message: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<(), SubmitError> {
+        let sock = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+            SubmitError::temp(format!(
+                "cannot reach the queue gate {}: {e} (#4.3.0)",
+                socket.display()
+            ))
+        })?;
+        let pipes = std::io::pipe().and_then(|m| Ok((m, std::io::pipe()?)));
+        let ((msg_read, mut msg), (env_read, mut env_write)) =
+            pipes.map_err(|e| SubmitError::temp(format!("cannot make pipe: {e} (#4.3.0)")))?;
+        crate::gate::send_request(sock.as_fd(), msg_read.as_fd(), env_read.as_fd()).map_err(
+            |e| {
+                SubmitError::temp(format!(
+                    "cannot hand the message to the queue gate {}: {e} (#4.3.0)",
+                    socket.display()
+                ))
+            },
+        )?;
+        // Only the gate holds the read ends now: if it dies, the writes
+        // below fail instead of blocking on a full pipe.
+        drop(msg_read);
+        drop(env_read);
+        let aborted = stream(&mut msg, &mut env_write, envelope, write_message);
+        drop(msg);
+        drop(env_write);
+        let answer = crate::gate::read_status(sock.as_fd()).map_err(|e| {
+            SubmitError::temp(format!(
+                "no answer from the queue gate {}: {e} (#4.3.0)",
+                socket.display()
+            ))
+        })?;
+        outcome(answer.map(i32::from), aborted, || {
+            format!(
+                "the queue gate {} went away before answering (#4.3.0)",
+                socket.display()
+            )
+        })
     }
 }

@@ -19,8 +19,11 @@
 //! * [`clean`]: the cleaner's batched moves and removals;
 //! * [`repair`]: removing what a crashed writer left, never a committed
 //!   message;
-//! * [`client`]: [`QueueClient`], which runs `tern-queue` (or `$QMAILQUEUE`)
-//!   for injectors and maps its exit status.
+//! * [`client`]: [`QueueClient`], which runs `tern-queue` (or `$QMAILQUEUE`),
+//!   or talks to the queue gate (`$TERN_QUEUE_SOCKET`), for injectors and
+//!   maps its exit status;
+//! * [`gate`]: the queue gate's wire protocol (a header and two pipe
+//!   descriptors over a Unix socket, a one-byte answer).
 //!
 //! Trust level: linked into the setuid `tern-queue`; parses the envelope from
 //! an untrusted caller (bounded, fuzzed) and queue files written by
@@ -34,6 +37,7 @@ pub mod client;
 pub mod commit;
 pub mod envelope;
 pub mod exit;
+pub mod gate;
 pub mod layout;
 pub mod qfile;
 pub mod repair;
