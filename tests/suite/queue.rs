@@ -526,3 +526,380 @@ fn setuid_tern_queue_ignores_the_environment() {
         0
     );
 }
+
+// ---------------------------------------------------------------------
+// The queue gate: `tern-queue --gate` with a connected Unix socket on fd 0
+// (what tern-queue.socket with Accept=yes gives it), and QueueClient with
+// TERN_QUEUE_SOCKET. Single-user: the test plays systemd.
+// ---------------------------------------------------------------------
+
+mod gate {
+    use super::*;
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::mpsc;
+
+    /// Starts `tern-queue --gate` for `inst` with `conn` as fd 0.
+    fn spawn_gate(inst: &Instance, conn: OwnedFd, env: &[(&str, &str)]) -> std::process::Child {
+        let mut c = inst.command("tern-queue");
+        c.arg("--gate")
+            .stdin(Stdio::from(conn))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.spawn().expect("start tern-queue --gate")
+    }
+
+    /// A listener at `<scratch>/queue.sock` that serves `n` connections,
+    /// one `tern-queue --gate` each (like `Accept=yes`). Each gate's pid is
+    /// sent on the first channel when it starts; its exit code and stderr
+    /// on the second when it ends.
+    struct Server {
+        path: std::path::PathBuf,
+        pids: mpsc::Receiver<u32>,
+        ends: mpsc::Receiver<(i32, String)>,
+    }
+
+    fn serve(inst: &Instance, n: usize) -> Server {
+        let path = inst.scratch().join("queue.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind the gate socket");
+        let (pid_tx, pids) = mpsc::channel();
+        let (end_tx, ends) = mpsc::channel();
+        let home = inst.home().to_path_buf();
+        std::thread::spawn(move || {
+            for _ in 0..n {
+                let Ok((conn, _)) = listener.accept() else {
+                    return;
+                };
+                let mut c = Command::new(tern_tests::bin("tern-queue"));
+                c.arg("--gate")
+                    .env("TERN_HOME", &home)
+                    .env_remove("QMAILQUEUE")
+                    .stdin(Stdio::from(OwnedFd::from(conn)))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+                let child = c.spawn().expect("start tern-queue --gate");
+                drop(c);
+                let _ = pid_tx.send(child.id());
+                let out = child.wait_with_output().expect("wait for the gate");
+                let _ = end_tx.send((
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                ));
+            }
+        });
+        Server { path, pids, ends }
+    }
+
+    impl Server {
+        fn end(&self) -> (i32, String) {
+            self.ends
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the gate ended")
+        }
+    }
+
+    /// Sends `bytes` with `fds` attached, in one sendmsg.
+    fn send_raw(sock: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() {
+            assert!(anc.push(SendAncillaryMessage::ScmRights(fds)));
+        }
+        rustix::net::sendmsg(
+            sock,
+            &[std::io::IoSlice::new(bytes)],
+            &mut anc,
+            SendFlags::NOSIGNAL,
+        )
+        .expect("sendmsg");
+    }
+
+    fn read_byte(sock: &UnixStream) -> Option<u8> {
+        tern_spool::gate::read_status(sock.as_fd()).expect("read the answer")
+    }
+
+    #[test]
+    fn sendmail_through_the_gate_is_queued_with_the_peer_uid_and_delivered() {
+        let inst = Instance::new("gate-sendmail");
+        let server = serve(&inst, 1);
+        let mut child = inst
+            .command("sendmail")
+            .args(["-f", "a@example.com", "test@localhost"])
+            .env("TERN_QUEUE_SOCKET", &server.path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: through the gate\n\nbody\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let gate_pid = server.pids.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (code, log) = server.end();
+        assert_eq!(code, 0, "{log}");
+        // Received names the gate's pid and the caller's uid (the peer's,
+        // from SO_PEERCRED).
+        let stored = only_message(&inst);
+        let (received, rest) = strip_received(&stored);
+        let received = String::from_utf8_lossy(received);
+        let uid = tern_sys::real_uid();
+        assert!(
+            received.contains(&format!("(tern-queue {gate_pid} invoked by uid {uid});")),
+            "{received}"
+        );
+        assert!(
+            rest.ends_with(b"Subject: through the gate\n\nbody\n"),
+            "{}",
+            String::from_utf8_lossy(rest)
+        );
+        let m = &inst.queue().list().unwrap()[0];
+        assert_eq!(m.sender, b"a@example.com");
+        // And it is delivered like any other message.
+        let out = inst.command("tern-start").arg("--once").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mail = inst.maildir("test");
+        assert_eq!(mail.len(), 1);
+        assert!(
+            String::from_utf8_lossy(&mail[0])
+                .contains(&format!("(tern-queue {gate_pid} invoked by uid {uid});")),
+        );
+    }
+
+    #[test]
+    fn tern_smtpd_queues_through_the_gate() {
+        let inst = Instance::new("gate-smtpd");
+        let server = serve(&inst, 1);
+        let mut child = inst
+            .command("tern-smtpd")
+            .env("TCPREMOTEIP", "127.0.0.1")
+            .env_remove("RELAYCLIENT")
+            .env("TERN_QUEUE_SOCKET", &server.path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"HELO c.example\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<test@localhost>\r\n\
+                  DATA\r\nSubject: smtp gate\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+            )
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("250 2.0.0 ok"),
+            "{said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let gate_pid = server.pids.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(server.end().0, 0);
+        let stored = only_message(&inst);
+        let (received, _) = strip_received(&stored);
+        assert!(
+            String::from_utf8_lossy(received).contains(&format!("(tern-queue {gate_pid} invoked")),
+            "{}",
+            String::from_utf8_lossy(received)
+        );
+    }
+
+    #[test]
+    fn exit_codes_come_back_through_the_gate() {
+        let inst = Instance::new("gate-codes");
+        let server = serve(&inst, 3);
+        let client = tern_spool::QueueClient::with_gate(server.path.clone());
+        // A permanent refusal keeps its code and class.
+        let long = format!("{}@example.com", "a".repeat(tern_spool::MAX_ADDRESS + 1));
+        let env = tern_spool::Envelope {
+            sender: long.into_bytes(),
+            recipients: vec![b"test@localhost".to_vec()],
+        };
+        let e = client
+            .submit(&env, |w| w.write_all(b"Subject: x\n\n"))
+            .unwrap_err();
+        assert_eq!(e.code(), Some(11), "{e}");
+        assert!(!e.is_temporary());
+        assert_eq!(server.end().0, 11);
+        // The writer's own failure: the envelope is never sent, the gate
+        // sees it truncated (54), nothing is queued, the writer's reason
+        // is returned.
+        let env = tern_spool::Envelope {
+            sender: b"a@example.com".to_vec(),
+            recipients: vec![b"test@localhost".to_vec()],
+        };
+        let e = client
+            .submit(&env, |w| {
+                w.write_all(b"Subject: x\n\n")?;
+                Err(std::io::Error::other("client gave up"))
+            })
+            .unwrap_err();
+        assert!(e.is_temporary());
+        assert_eq!(e.code(), Some(54), "{e}");
+        assert_eq!(server.end().0, 54);
+        assert_queue_empty(&inst);
+        // And a good one.
+        client
+            .submit(&env, |w| w.write_all(b"Subject: ok\n\n"))
+            .unwrap();
+        assert_eq!(server.end().0, 0);
+        assert_eq!(inst.queue().count().unwrap(), 1);
+    }
+
+    #[test]
+    fn bad_clients_get_54_and_queue_nothing() {
+        let inst = Instance::new("gate-bad");
+        let (p1, _w1) = std::io::pipe().unwrap();
+        let (p2, _w2) = std::io::pipe().unwrap();
+        let (p3, _w3) = std::io::pipe().unwrap();
+        let three = [p1.as_fd(), p2.as_fd(), p3.as_fd()];
+        let header = tern_spool::gate::HEADER;
+        let cases: Vec<(&str, &[u8], &[BorrowedFd<'_>])> = vec![
+            ("closes at once", b"", &[]),
+            ("header, no descriptors", &header, &[]),
+            ("header, one descriptor", &header, &three[..1]),
+            ("header, three descriptors", &header, &three[..]),
+            ("not the header", b"HELO", &three[..2]),
+            ("half a header", &header[..2], &three[..2]),
+        ];
+        for (name, bytes, fds) in cases {
+            let (client, conn) = UnixStream::pair().unwrap();
+            let gate = spawn_gate(&inst, conn.into(), &[]);
+            if !bytes.is_empty() {
+                send_raw(&client, bytes, fds);
+            }
+            rustix::net::shutdown(&client, rustix::net::Shutdown::Write).unwrap();
+            assert_eq!(read_byte(&client), Some(54), "{name}: the answer");
+            let out = gate.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(54), "{name}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("event=refused"),
+                "{name}"
+            );
+            assert_queue_empty(&inst);
+        }
+    }
+
+    #[test]
+    fn fd_0_not_a_socket_is_54() {
+        let inst = Instance::new("gate-nosock");
+        let (r, _w) = std::io::pipe().unwrap();
+        let out = spawn_gate(&inst, r.into(), &[]).wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(54));
+        assert_queue_empty(&inst);
+    }
+
+    #[test]
+    fn a_silent_client_times_out() {
+        let inst = Instance::new("gate-silent");
+        let (client, conn) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let gate = spawn_gate(&inst, conn.into(), &[("TERN_QUEUE_TIMEOUT", "1")]);
+        assert_eq!(read_byte(&client), Some(52));
+        let out = gate.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(52));
+        assert!(start.elapsed() < Duration::from_secs(30));
+        assert_queue_empty(&inst);
+    }
+
+    #[test]
+    fn a_gate_killed_mid_message_is_a_temporary_failure_and_queues_nothing() {
+        let inst = Instance::new("gate-killed");
+        let server = serve(&inst, 1);
+        let client = tern_spool::QueueClient::with_gate(server.path.clone());
+        let env = tern_spool::Envelope {
+            sender: b"a@example.com".to_vec(),
+            recipients: vec![b"test@localhost".to_vec()],
+        };
+        let e = client
+            .submit(&env, |w| {
+                w.write_all(b"Subject: half\n\n")?;
+                w.flush()?;
+                let pid = server.pids.recv_timeout(Duration::from_secs(5)).unwrap();
+                let st = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                // Wait until it is gone, then keep writing.
+                let _ = server.ends.recv_timeout(Duration::from_secs(10));
+                w.write_all(&vec![b'x'; 256 * 1024])?;
+                w.write_all(b"\nend\n")
+            })
+            .unwrap_err();
+        assert!(e.is_temporary(), "{e}");
+        assert_eq!(e.code(), None, "{e}");
+        assert_queue_empty(&inst);
+    }
+
+    #[test]
+    fn an_unreachable_gate_is_a_temporary_failure() {
+        let inst = Instance::new("gate-none");
+        let (code, err) = {
+            let mut child = inst
+                .command("sendmail")
+                .args(["-f", "a@example.com", "test@localhost"])
+                .env("TERN_QUEUE_SOCKET", inst.scratch().join("no-such.sock"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _ = child.stdin.take().unwrap().write_all(b"Subject: x\n\n");
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        assert_ne!(code, Some(0), "{err}");
+        assert!(err.contains("queue gate"), "{err}");
+        assert_queue_empty(&inst);
+        // An empty TERN_QUEUE_SOCKET means no gate: tern-queue is run.
+        let mut child = inst
+            .command("sendmail")
+            .args(["-f", "a@example.com", "test@localhost"])
+            .env("TERN_QUEUE_SOCKET", "")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(b"Subject: x\n\n");
+        assert!(child.wait().unwrap().success());
+        assert_eq!(inst.queue().count().unwrap(), 1);
+    }
+
+    #[test]
+    fn gate_takes_no_other_argument() {
+        let inst = Instance::new("gate-args");
+        let out = inst
+            .command("tern-queue")
+            .args(["--gate", "extra"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(81));
+        assert_queue_empty(&inst);
+    }
+}
