@@ -125,6 +125,21 @@ fn install_upgrade_uninstall() {
     );
     assert!(!unit.contains("/var/tern"), "{unit}");
     assert!(sys.join("etc/systemd/system/tern.service").exists());
+    // The queue gate the SMTP front queues through.
+    let gate = read(&sys.join("etc/systemd/system/tern-queue@.service"));
+    assert!(
+        gate.contains(&format!(
+            "ExecStart={}/bin/tern-queue --gate",
+            home.display()
+        )),
+        "{gate}"
+    );
+    assert!(
+        unit.contains("TERN_QUEUE_SOCKET=/run/tern/queue.sock"),
+        "{unit}"
+    );
+    assert!(unit.contains("NoNewPrivileges=yes"), "{unit}");
+    assert!(sys.join("etc/systemd/system/tern-queue.socket").exists());
     // The installed units name real programs, users and options.
     if tern_tests::have_tool("systemd-analyze") {
         let dir = sys.join("etc/systemd/system");
@@ -133,6 +148,8 @@ fn install_upgrade_uninstall() {
             .arg(dir.join("tern.service"))
             .arg(dir.join("tern-smtpd.socket"))
             .arg(dir.join("tern-smtpd@.service"))
+            .arg(dir.join("tern-queue.socket"))
+            .arg(dir.join("tern-queue@.service"))
             .output()
             .unwrap();
         assert!(
@@ -208,6 +225,8 @@ fn install_upgrade_uninstall() {
     assert!(std::fs::symlink_metadata(sys.join("usr/bin/mailq")).is_err());
     assert!(!sys.join("usr/sbin/sendmail.tern-saved").exists());
     assert!(!sys.join("etc/systemd/system/tern-smtpd@.service").exists());
+    assert!(!sys.join("etc/systemd/system/tern-queue.socket").exists());
+    assert!(!sys.join("etc/systemd/system/tern-queue@.service").exists());
     assert!(
         read(&queued).contains("marker-upgrade"),
         "uninstall keeps the queue"

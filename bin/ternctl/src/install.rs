@@ -84,8 +84,11 @@ const USERS: [UserSpec; 6] = [
     },
 ];
 
-/// The systemd units a full (not send-only) install puts in place.
-const UNITS: [(&str, &str); 3] = [
+/// The systemd units a full (not send-only) install puts in place: the
+/// queue manager, the SMTP front, and the queue gate the SMTP front queues
+/// through (it runs with no_new_privs, so it cannot use the setuid
+/// tern-queue).
+const UNITS: [(&str, &str); 5] = [
     ("tern.service", include_str!("../../../conf/tern.service")),
     (
         "tern-smtpd.socket",
@@ -94,6 +97,14 @@ const UNITS: [(&str, &str); 3] = [
     (
         "tern-smtpd@.service",
         include_str!("../../../conf/tern-smtpd@.service"),
+    ),
+    (
+        "tern-queue.socket",
+        include_str!("../../../conf/tern-queue.socket"),
+    ),
+    (
+        "tern-queue@.service",
+        include_str!("../../../conf/tern-queue@.service"),
     ),
 ];
 
@@ -901,7 +912,7 @@ pub fn install(home: &Home, opts: &Options) -> Result<()> {
                 report.say(line);
             }
             report.say(
-                "start with: systemctl daemon-reload && systemctl enable --now tern.service tern-smtpd.socket",
+                "start with: systemctl daemon-reload && systemctl enable --now tern.service tern-queue.socket tern-smtpd.socket",
             );
         } else {
             report.say(format!(
@@ -997,7 +1008,7 @@ pub fn uninstall(home: &Home, opts: &UninstallOptions) -> Result<()> {
     let running = running_from(&bin);
     if !running.is_empty() {
         bail!(
-            "Tern is running from {}: {}; stop it first (systemctl stop tern.service tern-smtpd.socket)",
+            "Tern is running from {}: {}; stop it first (systemctl stop tern.service tern-smtpd.socket tern-queue.socket)",
             bin.display(),
             running.join(", ")
         );
