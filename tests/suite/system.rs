@@ -566,3 +566,186 @@ fn root_install_separates_privileges() {
     drop(accounts);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Runs tern-smtpd as `ternd` with `no_new_privs` (what the hardened
+/// systemd units impose) on one SMTP session given as `input`; returns its
+/// replies and log.
+fn smtpd_no_new_privs(home: &Path, gate: Option<&Path>, input: &[u8]) -> (String, String) {
+    let (ternd, ternd_gid) = ids("ternd");
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={ternd}"))
+        .arg(format!("--regid={ternd_gid}"))
+        .arg("--clear-groups")
+        .arg("--no-new-privs")
+        .arg("--")
+        .arg(home.join("bin/tern-smtpd"))
+        .env_clear()
+        .env("TERN_HOME", home)
+        .env("PATH", "/usr/bin:/bin")
+        .env("TCPREMOTEIP", "127.0.0.1");
+    if let Some(g) = gate {
+        c.env("TERN_QUEUE_SOCKET", g);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tern-smtpd");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The queue gate removes the conflict between the setuid tern-queue and a
+/// hardened SMTP front: under `no_new_privs` the setuid path fails (451,
+/// nothing queued), through the gate (run as ternq, no_new_privs too) the
+/// message is queued as ternd's and delivered; a user outside the group
+/// ternd cannot reach the gate.
+#[test]
+fn smtpd_with_no_new_privs_queues_through_the_gate() {
+    const T: &str = "smtpd_with_no_new_privs_queues_through_the_gate";
+    if !rootinst::can_run(T, &[]) {
+        return;
+    }
+    let _lock = rootinst::lock();
+    let Some(root) = rootinst::scratch(T, "gate") else {
+        return;
+    };
+    let mut accounts = Accounts::snapshot();
+    let home = root.join("home");
+    let sysroot = root.join("sys");
+    let bob_home = root.join("bob");
+    let carl_home = root.join("carl");
+    accounts.add_user("terntestbob", &bob_home);
+    accounts.add_user("terntestcarl", &carl_home);
+    assert!(sh_as(
+        "terntestbob",
+        &format!(
+            "mkdir -p -m 700 {0}/Maildir/new {0}/Maildir/cur {0}/Maildir/tmp",
+            bob_home.display()
+        )
+    ));
+    let out = rootinst::install(&home, &sysroot, &[]);
+    assert!(out.status.success(), "install: {}", rootinst::text(&out));
+    let (ternd, _) = ids("ternd");
+    let (ternq, _) = ids("ternq");
+    let tern_gid = rootinst::group_id("tern").unwrap();
+    let ternd_group = rootinst::group_id("ternd").unwrap();
+
+    // The socket as tern-queue.socket makes it: root:ternd 0660. For each
+    // connection, tern-queue --gate as ternq:tern with no_new_privs and the
+    // connection on fd 0, as tern-queue@.service runs it.
+    let sock_dir = root.join("run");
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let sock = sock_dir.join("queue.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::os::unix::fs::chown(&sock, Some(0), Some(ternd_group)).unwrap();
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+    let gate_home = home.clone();
+    std::thread::spawn(move || {
+        let Ok((conn, _)) = listener.accept() else {
+            return;
+        };
+        let out = Command::new("setpriv")
+            .arg(format!("--reuid={ternq}"))
+            .arg(format!("--regid={tern_gid}"))
+            .arg("--clear-groups")
+            .arg("--no-new-privs")
+            .arg("--")
+            .arg(gate_home.join("bin/tern-queue"))
+            .arg("--gate")
+            .env_clear()
+            .env("TERN_HOME", &gate_home)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(conn)))
+            .stdout(Stdio::null())
+            .output()
+            .expect("run tern-queue --gate");
+        let _ = gate_tx.send(out);
+    });
+
+    let session = |marker: &str| {
+        format!(
+            "HELO c.example\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<terntestbob@localhost>\r\n\
+             DATA\r\nSubject: gate\r\n\r\n{marker}\r\n.\r\nQUIT\r\n"
+        )
+    };
+    // --- without the gate, under no_new_privs, the setuid bit is ignored:
+    // tern-queue runs as ternd and cannot use the queue. Nothing queued.
+    let (said, log) = smtpd_no_new_privs(&home, None, session("marker-nogate").as_bytes());
+    assert!(
+        said.contains("\r\n451 ") && !said.contains("250 2.0.0 ok"),
+        "{said}\n{log}"
+    );
+    assert!(rootinst::queue_file_with(&home, "marker-nogate").is_none());
+
+    // --- with the gate: queued, the Received line names ternd (the peer's
+    // uid from SO_PEERCRED, not the gate's ternq), delivered to bob.
+    let (said, log) = smtpd_no_new_privs(&home, Some(&sock), session("marker-gate").as_bytes());
+    assert!(said.contains("250 2.0.0 ok"), "{said}\n{log}");
+    let gate = gate_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the gate ran");
+    assert_eq!(gate.status.code(), Some(0), "{}", rootinst::text(&gate));
+    let queued = rootinst::queue_file_with(&home, "marker-gate").expect("queued");
+    let m = std::fs::metadata(&queued).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (ternq, tern_gid, 0o640),
+        "a message from the gate is like any other"
+    );
+    assert!(
+        read(&queued).contains(&format!("invoked by uid {ternd});")),
+        "{}",
+        read(&queued)
+    );
+    let once = Command::new(home.join("bin/tern-start"))
+        .arg("--once")
+        .env_clear()
+        .env("TERN_HOME", &home)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(once.status.success(), "{}", rootinst::text(&once));
+    let bob_new = bob_home.join("Maildir/new");
+    assert!(
+        wait_until(30, || files_in(&bob_new)
+            .iter()
+            .any(|f| read(f).contains("marker-gate"))),
+        "not delivered to bob"
+    );
+
+    // --- a user outside the group ternd cannot reach the gate (the
+    // socket's mode); sendmail with TERN_QUEUE_SOCKET fails temporarily.
+    let mut c = as_user("terntestcarl", home.join("bin/sendmail"));
+    c.args(["-f", "carl@localhost", "terntestbob@localhost"])
+        .env("TERN_HOME", &home)
+        .env("TERN_QUEUE_SOCKET", &sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: x\n\nmarker-carl\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(rootinst::queue_file_with(&home, "marker-carl").is_none());
+
+    let out = rootinst::uninstall(&home, &sysroot, &["--purge", "--yes-really"]);
+    assert!(out.status.success(), "uninstall: {}", rootinst::text(&out));
+    drop(accounts);
+    let _ = std::fs::remove_dir_all(&root);
+}
