@@ -190,6 +190,36 @@ fn qmail_status(text: &[u8], digits: impl Fn(&[u8]) -> Option<usize>) -> Option<
     None
 }
 
+/// A remote server's reply quoted in a report text, as tern-remote writes
+/// it: `<server> said: <code> <text>[ (in reply to <stage>)]`. Returns the
+/// server's host name (when `<server>` starts with one; "the relay" names
+/// none) and the reply from its code on, without the stage note.
+fn smtp_diagnostic(diag: &str) -> Option<(Option<&str>, &str)> {
+    let at = diag.find(" said: ")?;
+    let reply = &diag[at + 7..];
+    let code = reply.as_bytes().get(..3)?;
+    if !(matches!(code[0], b'4' | b'5') && code[1].is_ascii_digit() && code[2].is_ascii_digit())
+        || reply
+            .as_bytes()
+            .get(3)
+            .is_some_and(|&c| c != b' ' && c != b'-')
+    {
+        return None;
+    }
+    let reply = match reply.rfind(" (in reply to ") {
+        Some(end) => &reply[..end],
+        None => reply,
+    };
+    let first = diag[..at].split(' ').next().unwrap_or("");
+    let is_host = first.contains('.')
+        && first.len() <= 255
+        && first
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !first.starts_with(['.', '-']);
+    Some((is_host.then_some(first), reply))
+}
+
 /// Folds `text` (already sanitised: single spaces, no control characters)
 /// into lines of at most [`FOLD`] columns, the first starting after
 /// `first_used` columns; continuation lines start with `indent`. A word
@@ -360,9 +390,21 @@ pub fn compose(b: &Bounce<'_>, original: &mut dyn Read) -> Result<Vec<u8>, DsnEr
         status_part.push('\n');
         status_part.push_str("Action: failed\n");
         status_part.push_str(&format!("Status: {}\n", status_of(&r.text)));
-        if !diag.is_empty() {
-            status_part.push_str(&fold(&format!("Diagnostic-Code: x-tern; {diag}"), 0, " "));
-            status_part.push('\n');
+        match smtp_diagnostic(&diag) {
+            // A remote server's answer: RFC 3464's smtp diagnostic type,
+            // and the server's name when the text gives one.
+            Some((host, reply)) => {
+                if let Some(host) = host {
+                    status_part.push_str(&format!("Remote-MTA: dns; {host}\n"));
+                }
+                status_part.push_str(&fold(&format!("Diagnostic-Code: smtp; {reply}"), 0, " "));
+                status_part.push('\n');
+            }
+            None if !diag.is_empty() => {
+                status_part.push_str(&fold(&format!("Diagnostic-Code: x-tern; {diag}"), 0, " "));
+                status_part.push('\n');
+            }
+            None => {}
         }
     }
     if orig.body.is_none() {
@@ -593,6 +635,51 @@ Second line\n";
                 String::from_utf8_lossy(text)
             );
         }
+    }
+
+    #[test]
+    fn remote_replies_become_smtp_diagnostics() {
+        type Found<'a> = Option<(Option<&'a str>, &'a str)>;
+        let cases: &[(&str, Found<'_>)] = &[
+            (
+                "mx.example.org [192.0.2.1] said: 550 5.1.1 no such user",
+                Some((Some("mx.example.org"), "550 5.1.1 no such user")),
+            ),
+            (
+                "the relay said: 552 5.3.4 too big (in reply to end of DATA)",
+                Some((None, "552 5.3.4 too big")),
+            ),
+            (
+                "mx.example.org said: 554 no (in reply to MAIL FROM)",
+                Some((Some("mx.example.org"), "554 no")),
+            ),
+            ("mx.example.org said: 250 ok", None),
+            ("mx.example.org said: 55x what", None),
+            ("mx.example.org said: 5501 what", None),
+            ("Sorry, no mailbox here by that name. (#5.1.1)", None),
+            ("said: 550 no server named", None),
+            ("relay said: 550", Some((None, "550"))),
+            ("-bad-.host said: 550 x", Some((None, "550 x"))),
+        ];
+        for (text, want) in cases {
+            assert_eq!(smtp_diagnostic(text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_remote_reply_gets_remote_mta_and_an_smtp_diagnostic() {
+        let r = vec![FailedRecipient {
+            address: b"gone@far.example".to_vec(),
+            text: b"mx.far.example [192.0.2.7] said: 550 5.1.1 <gone@far.example>: no such user"
+                .to_vec(),
+        }];
+        let msg = compose(&bounce(&r, DEFAULT_MAX_BODY), &mut &ORIGINAL[..]).unwrap();
+        let text = String::from_utf8_lossy(&msg);
+        let want = "Final-Recipient: rfc822; gone@far.example\nAction: failed\nStatus: 5.1.1\n\
+             Remote-MTA: dns; mx.far.example\n\
+             Diagnostic-Code: smtp; 550 5.1.1 <gone@far.example>: no such user\n";
+        assert!(text.contains(want), "{text}");
+        assert!(!text.contains("x-tern"), "{text}");
     }
 
     #[test]
