@@ -418,7 +418,7 @@ fn refusals_before_any_child_runs() {
     let fifo_id = s.id + 3_000_003;
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &q.dir()
+        q.dir()
             .join(layout.cur_dir(fifo_id))
             .join(fifo_id.to_string()),
         rustix::fs::FileType::Fifo,
