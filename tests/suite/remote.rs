@@ -146,16 +146,120 @@ fn the_bounce(inst: &Instance, log: &str) -> String {
     text
 }
 
+/// As [`the_bounce`], and it reports `rcpt` as failed.
+fn failed_bounce(inst: &Instance, log: &str, rcpt: &str) -> String {
+    let bounce = the_bounce(inst, log);
+    assert!(
+        bounce.contains(&format!("Final-Recipient: rfc822; {rcpt}")),
+        "{bounce}"
+    );
+    assert!(bounce.contains("Action: failed"), "{bounce}");
+    bounce
+}
+
+/// Checks the tools for `test` (SKIP and None when one is missing), then
+/// makes the instance `name`.
+fn setup(test: &str, name: &str) -> Option<Instance> {
+    tools(test).then(|| instance(name))
+}
+
+/// As [`setup`], and root (the test's MX hosts are peers on port 25).
+fn setup_as_root(test: &str, name: &str) -> Option<Instance> {
+    tools_and_root(test).then(|| instance(name))
+}
+
+/// A peer with `opts` on 127.0.0.1, a free port (reached through
+/// `smtproutes`).
+fn free_peer(inst: &Instance, opts: PeerOptions) -> Peer {
+    Peer::on_free_port(inst.scratch(), &opts)
+}
+
+/// A plain peer on port 25 of a fresh loopback address: an MX host.
+fn mx_peer(inst: &Instance) -> Peer {
+    Peer::on_port25(inst.scratch(), &PeerOptions::default())
+}
+
+/// The records of `domain` with one MX host, `mx.DOMAIN`, at `addrs`.
+fn one_mx(domain: &str, addrs: &[IpAddr]) -> [DnsRecord; 2] {
+    let mx = format!("mx.{domain}");
+    [DnsRecord::mx(domain, 10, &mx), DnsRecord::host(&mx, addrs)]
+}
+
+/// Routes each domain to its peer through `smtproutes`
+/// (`domain:[127.0.0.1]:port`) and starts a dnsmasq with no records, so
+/// that only the routes can deliver.
+fn route(inst: &Instance, routes: &[(&str, &Peer)]) -> Dnsmasq {
+    let dns = dns(inst, &[]);
+    let lines: Vec<String> = routes
+        .iter()
+        .map(|(domain, peer)| format!("{domain}:[127.0.0.1]:{}", peer.port()))
+        .collect();
+    control(inst, "smtproutes", &lines.join("\n"));
+    dns
+}
+
+/// The one message `peer` accepted; fails (showing `ctx`) unless there is
+/// exactly one.
+fn only_message(peer: &Peer, ctx: impl Fn() -> String) -> PeerMessage {
+    let mut got = peer.messages();
+    assert_eq!(
+        got.len(),
+        1,
+        "exactly one message expected at {}: {}",
+        peer.addr(),
+        ctx()
+    );
+    got.remove(0)
+}
+
+/// Asserts that nothing is left in the queue.
+fn assert_queue_empty(inst: &Instance, ctx: impl Fn() -> String) {
+    assert_eq!(queue_count(inst), 0, "still queued: {}", ctx());
+}
+
+/// Checks the tools for `test` (SKIP and None when one is missing), then
+/// makes the instance `name` with one peer (`opts`) on a free port, the
+/// `smtproutes` relay for `domain`, and a dnsmasq with no records.
+fn routed(
+    test: &str,
+    name: &str,
+    domain: &str,
+    opts: PeerOptions,
+) -> Option<(Instance, Peer, Dnsmasq)> {
+    let inst = setup(test, name)?;
+    let peer = free_peer(&inst, opts);
+    let dns = route(&inst, &[(domain, &peer)]);
+    Some((inst, peer, dns))
+}
+
+/// Sends one message with `subject` to `rcpt` and runs the queue once;
+/// asserts that `peer` got it, for `rcpt` alone, and that the queue is
+/// empty. Returns the message and the log.
+fn deliver_one(
+    inst: &Instance,
+    rcpt: &str,
+    subject_: &str,
+    peer: &Peer,
+    dns: &Dnsmasq,
+) -> (PeerMessage, String) {
+    send(inst, &[rcpt], &msg(subject_));
+    let log = once(inst);
+    let ctx = || context(&log, &[peer], dns);
+    let got = only_message(peer, ctx);
+    assert_eq!(got.rcpt_tos, vec![rcpt], "{}", ctx());
+    assert_eq!(subject(&got), subject_, "{}", ctx());
+    assert_queue_empty(inst, ctx);
+    (got, log)
+}
+
 #[test]
 fn mx_with_the_lowest_preference_gets_the_mail() {
     let t = "remote::mx_with_the_lowest_preference_gets_the_mail";
-    if !tools_and_root(t) {
+    let Some(inst) = setup_as_root(t, "remote-mx-pref") else {
         return;
-    }
-    let inst = instance("remote-mx-pref");
-    let dir = inst.scratch();
-    let best = Peer::on_port25(dir, &PeerOptions::default());
-    let worse = Peer::on_port25(dir, &PeerOptions::default());
+    };
+    let best = mx_peer(&inst);
+    let worse = mx_peer(&inst);
     // The worse MX is listed first, so the order must come from the
     // preferences, not from the answer's order.
     let dns = dns(
@@ -179,20 +283,18 @@ fn mx_with_the_lowest_preference_gets_the_mail() {
         assert_eq!(m.rcpt_tos, vec!["user@pref.test"]);
         assert_eq!(m.mail_from, "test@localhost");
     }
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    assert_queue_empty(&inst, ctx);
 }
 
 #[test]
 fn next_mx_when_the_first_refuses_connections() {
     let t = "remote::next_mx_when_the_first_refuses_connections";
-    if !tools_and_root(t) {
+    let Some(inst) = setup_as_root(t, "remote-mx-fallback") else {
         return;
-    }
-    let inst = instance("remote-mx-fallback");
-    let dir = inst.scratch();
+    };
     // Nothing listens on port 25 of `dead`: connections are refused.
     let dead = tern_tests::fresh_loopback();
-    let backup = Peer::on_port25(dir, &PeerOptions::default());
+    let backup = mx_peer(&inst);
     let dns = dns(
         &inst,
         &[
@@ -202,48 +304,33 @@ fn next_mx_when_the_first_refuses_connections() {
             DnsRecord::host("mx2.fallback.test", &[backup.ip()]),
         ],
     );
-    send(&inst, &["user@fallback.test"], &msg("fallback"));
-    let log = once(&inst);
-    let ctx = || context(&log, &[&backup], &dns);
-    let got = backup.messages();
-    assert_eq!(got.len(), 1, "{}", ctx());
-    assert_eq!(got[0].rcpt_tos, vec!["user@fallback.test"]);
-    assert_eq!(subject(&got[0]), "fallback");
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    let (_, log) = deliver_one(&inst, "user@fallback.test", "fallback", &backup, &dns);
     // The refused MX was looked up and tried before the backup.
     assert!(
         dns.log().contains("mx1.fallback.test"),
         "the first MX was never looked up: {}",
-        ctx()
+        context(&log, &[&backup], &dns)
     );
 }
 
 #[test]
 fn implicit_mx_uses_the_domains_address_record() {
     let t = "remote::implicit_mx_uses_the_domains_address_record";
-    if !tools_and_root(t) {
+    let Some(inst) = setup_as_root(t, "remote-implicit") else {
         return;
-    }
-    let inst = instance("remote-implicit");
-    let dir = inst.scratch();
-    let peer = Peer::on_port25(dir, &PeerOptions::default());
+    };
+    let peer = mx_peer(&inst);
     // No MX record at all: RFC 5321 5.1, the domain itself is the host.
     let dns = dns(&inst, &[DnsRecord::host("implicit.test", &[peer.ip()])]);
-    send(&inst, &["user@implicit.test"], &msg("implicit"));
-    let log = once(&inst);
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "{}", context(&log, &[&peer], &dns));
-    assert_eq!(got[0].rcpt_tos, vec!["user@implicit.test"]);
-    assert_eq!(queue_count(&inst), 0);
+    deliver_one(&inst, "user@implicit.test", "implicit", &peer, &dns);
 }
 
 #[test]
 fn null_mx_bounces_at_once_naming_the_reason() {
     let t = "remote::null_mx_bounces_at_once_naming_the_reason";
-    if !tools(t) {
+    let Some(inst) = setup(t, "remote-nullmx") else {
         return;
-    }
-    let inst = instance("remote-nullmx");
+    };
     let dns = dns(
         &inst,
         &[
@@ -255,39 +342,27 @@ fn null_mx_bounces_at_once_naming_the_reason() {
     send(&inst, &["nobody@nullmx.test"], &msg("to a null mx"));
     // One queue run: a null MX is a permanent failure at the first attempt.
     let log = once(&inst);
-    assert_eq!(
-        queue_count(&inst),
-        0,
-        "still queued: {}",
-        context(&log, &[], &dns)
-    );
+    assert_queue_empty(&inst, || context(&log, &[], &dns));
     assert_eq!(
         lines_with(&log, "status=failed").len(),
         1,
         "one permanent failure expected:\n{log}"
     );
-    let bounce = the_bounce(&inst, &log);
-    assert!(
-        bounce.contains("Final-Recipient: rfc822; nobody@nullmx.test"),
-        "{bounce}"
-    );
+    let bounce = failed_bounce(&inst, &log, "nobody@nullmx.test");
     assert!(
         bounce.to_ascii_lowercase().contains("null mx"),
         "the bounce must name the reason (null MX): {bounce}"
     );
-    assert!(bounce.contains("Action: failed"), "{bounce}");
 }
 
 #[test]
 fn smtproutes_relay_by_name_and_port() {
     let t = "remote::smtproutes_relay_by_name_and_port";
-    if !tools(t) {
+    let Some(inst) = setup(t, "remote-routes") else {
         return;
-    }
-    let inst = instance("remote-routes");
-    let dir = inst.scratch();
-    let peer = Peer::on_free_port(dir, &PeerOptions::default());
-    let other = Peer::on_free_port(dir, &PeerOptions::default());
+    };
+    let peer = free_peer(&inst, PeerOptions::default());
+    let other = free_peer(&inst, PeerOptions::default());
     // routed.test has no DNS records: only the route can deliver it. The
     // relay is a host name, resolved by its address record (never MX).
     let dns = dns(
@@ -310,25 +385,21 @@ fn smtproutes_relay_by_name_and_port() {
     send(&inst, &["b@deep.sub.test"], &msg("routed by suffix"));
     let log = once(&inst);
     let ctx = || context(&log, &[&peer, &other], &dns);
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "{}", ctx());
-    assert_eq!(got[0].rcpt_tos, vec!["a@routed.test"]);
-    assert_eq!(subject(&got[0]), "routed by name");
-    let got = other.messages();
-    assert_eq!(got.len(), 1, "{}", ctx());
-    assert_eq!(got[0].rcpt_tos, vec!["b@deep.sub.test"]);
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    let got = only_message(&peer, ctx);
+    assert_eq!(got.rcpt_tos, vec!["a@routed.test"]);
+    assert_eq!(subject(&got), "routed by name");
+    let got = only_message(&other, ctx);
+    assert_eq!(got.rcpt_tos, vec!["b@deep.sub.test"]);
+    assert_queue_empty(&inst, ctx);
 }
 
 #[test]
 fn smarthost_takes_every_remote_domain() {
     let t = "remote::smarthost_takes_every_remote_domain";
-    if !tools(t) {
+    let Some(inst) = setup(t, "remote-smarthost") else {
         return;
-    }
-    let inst = instance("remote-smarthost");
-    let dir = inst.scratch();
-    let peer = Peer::on_free_port(dir, &PeerOptions::default());
+    };
+    let peer = free_peer(&inst, PeerOptions::default());
     // No records: any MX or address lookup for these domains fails.
     let dns = dns(&inst, &[]);
     control(
@@ -361,7 +432,7 @@ fn smarthost_takes_every_remote_domain() {
         "{}",
         ctx()
     );
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    assert_queue_empty(&inst, ctx);
 }
 
 /// [::1]:25 is the one IPv6 loopback port 25: the tests that listen there
@@ -380,27 +451,12 @@ fn every_address_of_an_mx_host_is_tried() {
         return;
     }
     let inst = instance("remote-addresses");
-    let dir = inst.scratch();
-    let peer = Peer::on_port25(dir, &PeerOptions::default());
+    let peer = mx_peer(&inst);
     // One MX host with two addresses: AAAA ::1 (nothing listens on port
     // 25 there: refused), tried first (AAAA before A), then A, the peer.
-    let dns = dns(
-        &inst,
-        &[
-            DnsRecord::mx("addresses.test", 10, "mx.addresses.test"),
-            DnsRecord::host(
-                "mx.addresses.test",
-                &[IpAddr::V6(Ipv6Addr::LOCALHOST), peer.ip()],
-            ),
-        ],
-    );
-    send(&inst, &["user@addresses.test"], &msg("second address"));
-    let log = once(&inst);
-    let ctx = || context(&log, &[&peer], &dns);
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "{}", ctx());
-    assert_eq!(subject(&got[0]), "second address");
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let dns = dns(&inst, &one_mx("addresses.test", &[v6, peer.ip()]));
+    let (_, log) = deliver_one(&inst, "user@addresses.test", "second address", &peer, &dns);
     // Tried in order: ::1 first (refused), then the peer's address.
     let remote: Vec<&str> = lines_with(&log, "tern-remote: ");
     let refused = remote
@@ -412,7 +468,7 @@ fn every_address_of_an_mx_host_is_tried() {
     assert!(
         matches!((refused, used), (Some(r), Some(u)) if r < u),
         "the refused address must have been tried first: {}",
-        ctx()
+        context(&log, &[&peer], &dns)
     );
 }
 
@@ -424,8 +480,8 @@ fn ipv6_loopback_mx() {
     }
     let _v6 = V6_PORT25.lock().unwrap_or_else(|e| e.into_inner());
     let inst = instance("remote-ipv6");
-    let dir = inst.scratch();
-    let peer = match Peer::start(dir, Ipv6Addr::LOCALHOST.into(), 25, &PeerOptions::default()) {
+    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let peer = match Peer::start(inst.scratch(), v6, 25, &PeerOptions::default()) {
         Ok(p) => p,
         Err(e) => {
             skip(t, &format!("cannot listen on [::1]:25: {e}"));
@@ -433,19 +489,8 @@ fn ipv6_loopback_mx() {
         }
     };
     // The MX host has only an AAAA record.
-    let dns = dns(
-        &inst,
-        &[
-            DnsRecord::mx("v6.test", 10, "mx.v6.test"),
-            DnsRecord::host("mx.v6.test", &[IpAddr::V6(Ipv6Addr::LOCALHOST)]),
-        ],
-    );
-    send(&inst, &["user@v6.test"], &msg("over ipv6"));
-    let log = once(&inst);
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "{}", context(&log, &[&peer], &dns));
-    assert_eq!(got[0].rcpt_tos, vec!["user@v6.test"]);
-    assert_eq!(queue_count(&inst), 0);
+    let dns = dns(&inst, &one_mx("v6.test", &[v6]));
+    deliver_one(&inst, "user@v6.test", "over ipv6", &peer, &dns);
 }
 
 /// Waits until tern-send has recorded `n` deferrals in the daemon's log.
@@ -453,6 +498,26 @@ fn wait_deferred(daemon: &Daemon, n: usize) -> bool {
     wait_until(60, || {
         lines_with(&daemon.log(), "status=deferred").len() >= n
     })
+}
+
+/// As [`wait_deferred`]; fails saying `why` when the deferrals do not come.
+fn expect_deferred(daemon: &Daemon, n: usize, why: &str, peer: &Peer, dns: &Dnsmasq) {
+    assert!(
+        wait_deferred(daemon, n),
+        "{why}: {}",
+        context(&daemon.log(), &[peer], dns)
+    );
+}
+
+/// Nothing has reached `peer` and the one message is still queued.
+fn assert_deferred_not_delivered(inst: &Instance, peer: &Peer, ctx: impl Fn() -> String) {
+    assert_eq!(peer.message_count(), 0, "{}", ctx());
+    assert_eq!(
+        queue_count(inst),
+        1,
+        "a deferred message stays queued: {}",
+        ctx()
+    );
 }
 
 fn flush(inst: &Instance) {
@@ -464,74 +529,61 @@ fn flush(inst: &Instance) {
     );
 }
 
+/// `ternctl flush`, then waits until `peer` has a message and the queue is
+/// empty.
+fn flush_until_delivered(inst: &Instance, daemon: &Daemon, peer: &Peer, dns: &Dnsmasq) {
+    flush(inst);
+    assert!(
+        wait_until(60, || peer.message_count() >= 1 && queue_count(inst) == 0),
+        "not delivered after the retry: {}",
+        context(&daemon.log(), &[peer], dns)
+    );
+}
+
+/// Stops `tern-start` and asserts that it exited successfully.
+fn stop(mut daemon: Daemon) {
+    assert!(
+        daemon.stop(30).is_some_and(|s| s.success()),
+        "tern-start did not stop cleanly:\n{}",
+        daemon.log()
+    );
+}
+
 #[test]
 fn temporary_failure_is_retried_and_then_delivered() {
     let t = "remote::temporary_failure_is_retried_and_then_delivered";
-    if !tools(t) {
+    let opts = PeerOptions {
+        tempfail: 1,
+        ..PeerOptions::default()
+    };
+    let Some((inst, peer, dns)) = routed(t, "remote-4xx", "tempfail.test", opts) else {
         return;
-    }
-    let inst = instance("remote-4xx");
-    let dir = inst.scratch();
-    let peer = Peer::on_free_port(
-        dir,
-        &PeerOptions {
-            tempfail: 1,
-            ..PeerOptions::default()
-        },
-    );
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!("tempfail.test:[127.0.0.1]:{}", peer.port()),
-    );
-    let mut daemon = Daemon::start(&inst);
+    };
+    let daemon = Daemon::start(&inst);
     send(&inst, &["user@tempfail.test"], &msg("try again"));
-    assert!(
-        wait_deferred(&daemon, 1),
-        "no deferral: {}",
-        context(&daemon.log(), &[&peer], &dns)
-    );
+    expect_deferred(&daemon, 1, "no deferral", &peer, &dns);
     assert!(
         daemon.log().contains("451"),
         "the remote reply belongs in the log: {}",
         daemon.log()
     );
-    assert_eq!(peer.message_count(), 0);
-    assert_eq!(queue_count(&inst), 1, "a deferred message stays queued");
-    flush(&inst);
-    assert!(
-        wait_until(60, || peer.message_count() >= 1 && queue_count(&inst) == 0),
-        "not delivered after the retry: {}",
-        context(&daemon.log(), &[&peer], &dns)
-    );
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "delivered more than once");
-    assert_eq!(subject(&got[0]), "try again");
-    assert!(daemon.stop(30).is_some_and(|s| s.success()));
+    assert_deferred_not_delivered(&inst, &peer, || daemon.log());
+    flush_until_delivered(&inst, &daemon, &peer, &dns);
+    let got = only_message(&peer, || daemon.log());
+    assert_eq!(subject(&got), "try again");
+    stop(daemon);
 }
 
 #[test]
 fn permanent_failure_bounces_naming_the_recipient_and_the_reply() {
     let t = "remote::permanent_failure_bounces_naming_the_recipient_and_the_reply";
-    if !tools(t) {
+    let opts = PeerOptions {
+        reject: vec!["gone@reject.test".to_string()],
+        ..PeerOptions::default()
+    };
+    let Some((inst, peer, dns)) = routed(t, "remote-5xx", "reject.test", opts) else {
         return;
-    }
-    let inst = instance("remote-5xx");
-    let dir = inst.scratch();
-    let peer = Peer::on_free_port(
-        dir,
-        &PeerOptions {
-            reject: vec!["gone@reject.test".to_string()],
-            ..PeerOptions::default()
-        },
-    );
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!("reject.test:[127.0.0.1]:{}", peer.port()),
-    );
+    };
     send(
         &inst,
         &["here@reject.test", "gone@reject.test"],
@@ -540,15 +592,10 @@ fn permanent_failure_bounces_naming_the_recipient_and_the_reply() {
     let log = once(&inst);
     let ctx = || context(&log, &[&peer], &dns);
     // The good recipient was delivered, in the same transaction.
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "{}", ctx());
-    assert_eq!(got[0].rcpt_tos, vec!["here@reject.test"], "{}", ctx());
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
-    let bounce = the_bounce(&inst, &log);
-    assert!(
-        bounce.contains("Final-Recipient: rfc822; gone@reject.test"),
-        "{bounce}"
-    );
+    let got = only_message(&peer, ctx);
+    assert_eq!(got.rcpt_tos, vec!["here@reject.test"], "{}", ctx());
+    assert_queue_empty(&inst, ctx);
+    let bounce = failed_bounce(&inst, &log, "gone@reject.test");
     assert!(
         !bounce.contains("Final-Recipient: rfc822; here@reject.test"),
         "the delivered recipient is not bounced: {bounce}"
@@ -582,58 +629,51 @@ fn big_message() -> Vec<u8> {
 #[test]
 fn connection_dropped_in_data_is_retried_and_delivered_once() {
     let t = "remote::connection_dropped_in_data_is_retried_and_delivered_once";
-    if !tools(t) {
+    let opts = PeerOptions {
+        drop_in_data: 1,
+        ..PeerOptions::default()
+    };
+    let Some((inst, peer, dns)) = routed(t, "remote-drop", "drop.test", opts) else {
         return;
-    }
-    let inst = instance("remote-drop");
-    let dir = inst.scratch();
-    let peer = Peer::on_free_port(
-        dir,
-        &PeerOptions {
-            drop_in_data: 1,
-            ..PeerOptions::default()
-        },
-    );
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!("drop.test:[127.0.0.1]:{}", peer.port()),
-    );
-    let mut daemon = Daemon::start(&inst);
+    };
+    let daemon = Daemon::start(&inst);
     let body = big_message();
     send(&inst, &["user@drop.test"], &body);
-    assert!(
-        wait_deferred(&daemon, 1),
-        "a connection lost in DATA must be a temporary failure: {}",
-        context(&daemon.log(), &[&peer], &dns)
+    expect_deferred(
+        &daemon,
+        1,
+        "a connection lost in DATA must be a temporary failure",
+        &peer,
+        &dns,
     );
     assert!(peer.log().contains("dropped in DATA"), "{}", peer.log());
-    assert_eq!(peer.message_count(), 0);
-    assert_eq!(queue_count(&inst), 1);
-    flush(&inst);
-    assert!(
-        wait_until(60, || peer.message_count() >= 1 && queue_count(&inst) == 0),
-        "not delivered after the retry: {}",
-        context(&daemon.log(), &[&peer], &dns)
-    );
+    assert_deferred_not_delivered(&inst, &peer, || daemon.log());
+    flush_until_delivered(&inst, &daemon, &peer, &dns);
     // Give a duplicate the chance to show up.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "exactly one copy at the peer");
+    let got = only_message(&peer, || daemon.log());
     assert!(
-        got[0].data.ends_with(&crlf(&body)),
+        got.data.ends_with(&crlf(&body)),
         "content changed in transit"
     );
-    assert!(daemon.stop(30).is_some_and(|s| s.success()));
+    stop(daemon);
 }
 
-/// A TLS peer on port 25 of a fresh loopback address, the MX of `domain`.
-fn tls_setup(name: &str, domain: &str, bad_starttls: bool) -> (Instance, Peer, Dnsmasq) {
+/// Checks the tools, root and openssl for `test` (SKIP and None when one
+/// is missing), then makes the instance `name` with a TLS peer on port 25
+/// of a fresh loopback address, the MX of `domain`.
+fn tls_setup(
+    test: &str,
+    name: &str,
+    domain: &str,
+    bad_starttls: bool,
+) -> Option<(Instance, Peer, Dnsmasq)> {
+    if !tools_and_root(test) || !need_openssl(test) {
+        return None;
+    }
     let inst = instance(name);
     let dir = inst.scratch();
-    let mx = format!("mx.{domain}");
-    let (cert, key) = self_signed_files(dir, &mx);
+    let (cert, key) = self_signed_files(dir, &format!("mx.{domain}"));
     let peer = Peer::on_port25(
         dir,
         &PeerOptions {
@@ -642,14 +682,8 @@ fn tls_setup(name: &str, domain: &str, bad_starttls: bool) -> (Instance, Peer, D
             ..PeerOptions::default()
         },
     );
-    let dns = dns(
-        &inst,
-        &[
-            DnsRecord::mx(domain, 10, &mx),
-            DnsRecord::host(&mx, &[peer.ip()]),
-        ],
-    );
-    (inst, peer, dns)
+    let dns = dns(&inst, &one_mx(domain, &[peer.ip()]));
+    Some((inst, peer, dns))
 }
 
 fn need_openssl(test: &str) -> bool {
@@ -663,27 +697,22 @@ fn need_openssl(test: &str) -> bool {
 #[test]
 fn starttls_with_a_self_signed_peer_is_used_opportunistically() {
     let t = "remote::starttls_with_a_self_signed_peer_is_used_opportunistically";
-    if !tools_and_root(t) || !need_openssl(t) {
+    let Some((inst, peer, dns)) = tls_setup(t, "remote-tls", "tls.test", false) else {
         return;
-    }
-    let (inst, peer, dns) = tls_setup("remote-tls", "tls.test", false);
-    send(&inst, &["user@tls.test"], &msg("over tls"));
-    let log = once(&inst);
+    };
+    let (got, log) = deliver_one(&inst, "user@tls.test", "over tls", &peer, &dns);
     let ctx = || context(&log, &[&peer], &dns);
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "{}", ctx());
-    assert!(got[0].tls, "sent in plain text: {}", ctx());
+    assert!(got.tls, "sent in plain text: {}", ctx());
     assert!(
-        got[0]
-            .tls_version
+        got.tls_version
             .as_deref()
             .is_some_and(|v| v == "TLSv1.3" || v == "TLSv1.2"),
         "{:?}",
-        got[0].tls_version
+        got.tls_version
     );
     // tern-remote logs that TLS was used, with the protocol version the
     // peer saw ("TLSv1.3" at the peer, "TLS1.3" in Tern's log).
-    let version = got[0]
+    let version = got
         .tls_version
         .clone()
         .unwrap_or_default()
@@ -695,35 +724,30 @@ fn starttls_with_a_self_signed_peer_is_used_opportunistically() {
         "no log line of tern-remote names {version}: {}",
         ctx()
     );
-    assert_eq!(queue_count(&inst), 0);
 }
 
 #[test]
 fn verify_policy_refuses_a_self_signed_peer_and_never_sends_in_plain_text() {
     let t = "remote::verify_policy_refuses_a_self_signed_peer_and_never_sends_in_plain_text";
-    if !tools_and_root(t) || !need_openssl(t) {
+    let Some((inst, peer, dns)) = tls_setup(t, "remote-tls-verify", "verify.test", false) else {
         return;
-    }
-    let (inst, peer, dns) = tls_setup("remote-tls-verify", "verify.test", false);
+    };
     control(&inst, "tlsdestinations", "verify.test:verify");
-    let mut daemon = Daemon::start(&inst);
+    let daemon = Daemon::start(&inst);
     send(&inst, &["user@verify.test"], &msg("verified only"));
-    assert!(
-        wait_deferred(&daemon, 1),
-        "a verify destination with an untrusted certificate is a temporary failure: {}",
-        context(&daemon.log(), &[&peer], &dns)
+    expect_deferred(
+        &daemon,
+        1,
+        "a verify destination with an untrusted certificate is a temporary failure",
+        &peer,
+        &dns,
     );
     // A second attempt, after tern-remote has seen the TLS failure once:
     // still no plain-text fallback for a verify destination.
     flush(&inst);
-    assert!(
-        wait_deferred(&daemon, 2),
-        "{}",
-        context(&daemon.log(), &[&peer], &dns)
-    );
+    expect_deferred(&daemon, 2, "no second deferral", &peer, &dns);
     let log = daemon.log();
     let ctx = || context(&log, &[&peer], &dns);
-    assert_eq!(peer.message_count(), 0, "{}", ctx());
     assert!(
         peer.log().contains("STARTTLS"),
         "the peer was never asked for STARTTLS: {}",
@@ -735,31 +759,24 @@ fn verify_policy_refuses_a_self_signed_peer_and_never_sends_in_plain_text() {
         ctx()
     );
     assert_eq!(lines_with(&log, "status=failed").len(), 0, "{}", ctx());
-    assert_eq!(queue_count(&inst), 1, "{}", ctx());
-    assert!(daemon.stop(30).is_some_and(|s| s.success()));
+    assert_deferred_not_delivered(&inst, &peer, ctx);
+    stop(daemon);
 }
 
 #[test]
 fn failed_starttls_handshake_falls_back_to_plain_text() {
     let t = "remote::failed_starttls_handshake_falls_back_to_plain_text";
-    if !tools_and_root(t) || !need_openssl(t) {
+    let Some((inst, peer, dns)) = tls_setup(t, "remote-tls-bad", "badtls.test", true) else {
         return;
-    }
-    let (inst, peer, dns) = tls_setup("remote-tls-bad", "badtls.test", true);
-    send(&inst, &["user@badtls.test"], &msg("after the fallback"));
+    };
     // One queue run: the retry in plain text belongs to the same attempt.
-    let log = once(&inst);
-    let ctx = || context(&log, &[&peer], &dns);
+    let (got, log) = deliver_one(&inst, "user@badtls.test", "after the fallback", &peer, &dns);
     assert!(
         peer.log().contains("bad starttls"),
         "STARTTLS was not tried: {}",
-        ctx()
+        context(&log, &[&peer], &dns)
     );
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "exactly one copy expected: {}", ctx());
-    assert!(!got[0].tls);
-    assert_eq!(subject(&got[0]), "after the fallback");
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    assert!(!got.tls);
 }
 
 /// What the peer must receive for stored bytes `stored` (the rule of
@@ -789,18 +806,10 @@ fn crlf(stored: &[u8]) -> Vec<u8> {
 #[test]
 fn bare_cr_bare_lf_and_leading_dots_arrive_as_one_message_unchanged() {
     let t = "remote::bare_cr_bare_lf_and_leading_dots_arrive_as_one_message_unchanged";
-    if !tools(t) {
+    let opts = PeerOptions::default();
+    let Some((inst, peer, dns)) = routed(t, "remote-bytes", "bytes.test", opts) else {
         return;
-    }
-    let inst = instance("remote-bytes");
-    let dir = inst.scratch();
-    let peer = Peer::on_free_port(dir, &PeerOptions::default());
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!("bytes.test:[127.0.0.1]:{}", peer.port()),
-    );
+    };
     // Stored through tern-queue as is (sendmail would not change these
     // bytes either, but this is the stored form exactly). Every sequence
     // here would end DATA early, or split the message, at a next hop that
@@ -819,14 +828,12 @@ CR at the end of a line\r\n\
     assert_eq!(got.code(), 0, "{}", got.stderr);
     let log = once(&inst);
     let ctx = || context(&log, &[&peer], &dns);
-    let msgs = peer.messages();
-    assert_eq!(msgs.len(), 1, "one message expected: {}", ctx());
-    let data = &msgs[0].data;
+    let data = only_message(&peer, ctx).data;
     // On top: tern-queue's Received line (one line), then the message.
     assert!(
         data.starts_with(b"Received: (tern-queue "),
         "{}",
-        String::from_utf8_lossy(data)
+        String::from_utf8_lossy(&data)
     );
     let nl = data.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
     assert_eq!(
@@ -834,29 +841,18 @@ CR at the end of a line\r\n\
         String::from_utf8_lossy(&crlf(message)),
         "content changed in transit"
     );
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    assert_queue_empty(&inst, ctx);
 }
 
 #[test]
 fn hundred_messages_batched_per_domain_over_reused_connections() {
     let t = "remote::hundred_messages_batched_per_domain_over_reused_connections";
-    if !tools(t) {
+    let Some(inst) = setup(t, "remote-batch") else {
         return;
-    }
-    let inst = instance("remote-batch");
-    let dir = inst.scratch();
-    let one = Peer::on_free_port(dir, &PeerOptions::default());
-    let two = Peer::on_free_port(dir, &PeerOptions::default());
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!(
-            "one.test:[127.0.0.1]:{}\ntwo.test:[127.0.0.1]:{}",
-            one.port(),
-            two.port()
-        ),
-    );
+    };
+    let one = free_peer(&inst, PeerOptions::default());
+    let two = free_peer(&inst, PeerOptions::default());
+    let dns = route(&inst, &[("one.test", &one), ("two.test", &two)]);
     // 2 per domain, 4 in all: no worker ever has to be closed to make room
     // for another domain's.
     let per_domain = 2;
@@ -874,7 +870,7 @@ fn hundred_messages_batched_per_domain_over_reused_connections() {
     // Everything is due at once and tern-start waits for all of it.
     let log = once(&inst);
     let ctx = || context(&log, &[&one, &two], &dns);
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    assert_queue_empty(&inst, ctx);
     for (peer, want) in [
         (&one, vec!["a1@one.test", "a2@one.test"]),
         (&two, vec!["b@two.test"]),
@@ -913,19 +909,11 @@ fn hundred_messages_batched_per_domain_over_reused_connections() {
 #[test]
 fn send_only_host_sendmail_then_once_delivers_off_the_host() {
     let t = "remote::send_only_host_sendmail_then_once_delivers_off_the_host";
-    if !tools_and_root(t) {
+    let Some(inst) = setup_as_root(t, "remote-sendonly") else {
         return;
-    }
-    let inst = instance("remote-sendonly");
-    let dir = inst.scratch();
-    let peer = Peer::on_port25(dir, &PeerOptions::default());
-    let dns = dns(
-        &inst,
-        &[
-            DnsRecord::mx("dest.example", 10, "mx.dest.example"),
-            DnsRecord::host("mx.dest.example", &[peer.ip()]),
-        ],
-    );
+    };
+    let peer = mx_peer(&inst);
+    let dns = dns(&inst, &one_mx("dest.example", &[peer.ip()]));
     // No tern-start, no listener: sendmail only queues.
     let (code, err) = inst.sendmail(
         &["-i", "friend@dest.example"],
@@ -937,11 +925,11 @@ fn send_only_host_sendmail_then_once_delivers_off_the_host() {
     assert!(inst.pids_of("").is_empty(), "{:?}", inst.pids_of(""));
     // What cron runs.
     let log = once(&inst);
-    let got = peer.messages();
-    assert_eq!(got.len(), 1, "{}", context(&log, &[&peer], &dns));
-    assert_eq!(got[0].rcpt_tos, vec!["friend@dest.example"]);
-    assert_eq!(subject(&got[0]), "from a send-only host");
-    assert_eq!(queue_count(&inst), 0);
+    let ctx = || context(&log, &[&peer], &dns);
+    let got = only_message(&peer, ctx);
+    assert_eq!(got.rcpt_tos, vec!["friend@dest.example"]);
+    assert_eq!(subject(&got), "from a send-only host");
+    assert_queue_empty(&inst, ctx);
     assert!(
         inst.pids_of("").is_empty(),
         "processes left running: {:?}",
@@ -950,7 +938,7 @@ fn send_only_host_sendmail_then_once_delivers_off_the_host() {
     // The sender's address was completed by sendmail's header fix-ups and
     // the envelope sender is the invoking user's.
     assert!(
-        !got[0].mail_from.is_empty(),
+        !got.mail_from.is_empty(),
         "envelope sender missing: {got:?}"
     );
 }
@@ -985,14 +973,12 @@ fn dns_query(port: u16, name: &str, qtype: u16) -> (u8, u16, Vec<u8>) {
 #[test]
 fn harness_dnsmasq_and_peer_behave_as_documented() {
     let t = "remote::harness_dnsmasq_and_peer_behave_as_documented";
-    if !tools(t) {
+    let Some(inst) = setup(t, "remote-harness") else {
         return;
-    }
-    let inst = instance("remote-harness");
-    let dir = inst.scratch();
-    let peer = Peer::on_free_port(
-        dir,
-        &PeerOptions {
+    };
+    let peer = free_peer(
+        &inst,
+        PeerOptions {
             tempfail: 1,
             reject: vec!["no@peer.test".to_string()],
             ..PeerOptions::default()
@@ -1072,19 +1058,18 @@ fn harness_peer_tls_and_drop_behaviours() {
         return;
     }
     let inst = instance("remote-harness-tls");
-    let dir = inst.scratch();
-    let tls = Some(self_signed_files(dir, "peer.test"));
-    let good = Peer::on_free_port(
-        dir,
-        &PeerOptions {
+    let tls = Some(self_signed_files(inst.scratch(), "peer.test"));
+    let good = free_peer(
+        &inst,
+        PeerOptions {
             tls: tls.clone(),
             drop_in_data: 1,
             ..PeerOptions::default()
         },
     );
-    let bad = Peer::on_free_port(
-        dir,
-        &PeerOptions {
+    let bad = free_peer(
+        &inst,
+        PeerOptions {
             tls,
             bad_starttls: true,
             ..PeerOptions::default()
@@ -1134,17 +1119,10 @@ send(bad, False)
 #[test]
 fn mail_from_announces_size_and_8bitmime_when_the_message_needs_it() {
     let t = "remote::mail_from_announces_size_and_8bitmime_when_the_message_needs_it";
-    if !tools(t) {
+    let opts = PeerOptions::default();
+    let Some((inst, peer, dns)) = routed(t, "remote-params", "params.test", opts) else {
         return;
-    }
-    let inst = instance("remote-params");
-    let peer = Peer::on_free_port(inst.scratch(), &PeerOptions::default());
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!("params.test:[127.0.0.1]:{}", peer.port()),
-    );
+    };
     send(
         &inst,
         &["user@params.test"],
@@ -1183,23 +1161,13 @@ fn mail_from_announces_size_and_8bitmime_when_the_message_needs_it() {
 #[test]
 fn message_over_the_peers_size_limit_bounces() {
     let t = "remote::message_over_the_peers_size_limit_bounces";
-    if !tools(t) {
+    let opts = PeerOptions {
+        size: Some(5000),
+        ..PeerOptions::default()
+    };
+    let Some((inst, peer, dns)) = routed(t, "remote-size", "size.test", opts) else {
         return;
-    }
-    let inst = instance("remote-size");
-    let peer = Peer::on_free_port(
-        inst.scratch(),
-        &PeerOptions {
-            size: Some(5000),
-            ..PeerOptions::default()
-        },
-    );
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!("size.test:[127.0.0.1]:{}", peer.port()),
-    );
+    };
     let mut big = b"Subject: too big\n\n".to_vec();
     for i in 0..400 {
         big.extend_from_slice(format!("{i:04} {}\n", "s".repeat(60)).as_bytes());
@@ -1214,12 +1182,7 @@ fn message_over_the_peers_size_limit_bounces() {
         "a size refusal is permanent: {}",
         ctx()
     );
-    let bounce = the_bounce(&inst, &log);
-    assert!(
-        bounce.contains("Final-Recipient: rfc822; user@size.test"),
-        "{bounce}"
-    );
-    assert!(bounce.contains("Action: failed"), "{bounce}");
+    failed_bounce(&inst, &log, "user@size.test");
     assert!(
         !peer.log().contains("DATA"),
         "the message must not be sent when SIZE says it is too big: {}",
@@ -1230,28 +1193,18 @@ fn message_over_the_peers_size_limit_bounces() {
 #[test]
 fn utf8_address_needs_smtputf8_at_the_peer() {
     let t = "remote::utf8_address_needs_smtputf8_at_the_peer";
-    if !tools(t) {
+    let Some(inst) = setup(t, "remote-utf8") else {
         return;
-    }
-    let inst = instance("remote-utf8");
-    let new = Peer::on_free_port(inst.scratch(), &PeerOptions::default());
-    let old = Peer::on_free_port(
-        inst.scratch(),
-        &PeerOptions {
+    };
+    let new = free_peer(&inst, PeerOptions::default());
+    let old = free_peer(
+        &inst,
+        PeerOptions {
             no_smtputf8: true,
             ..PeerOptions::default()
         },
     );
-    let dns = dns(&inst, &[]);
-    control(
-        &inst,
-        "smtproutes",
-        &format!(
-            "new.test:[127.0.0.1]:{}\nold.test:[127.0.0.1]:{}",
-            new.port(),
-            old.port()
-        ),
-    );
+    let dns = route(&inst, &[("new.test", &new), ("old.test", &old)]);
     send(
         &inst,
         &["j\u{fc}rgen@new.test", "j\u{fc}rgen@old.test"],
@@ -1259,16 +1212,15 @@ fn utf8_address_needs_smtputf8_at_the_peer() {
     );
     let log = once(&inst);
     let ctx = || context(&log, &[&new, &old], &dns);
-    let got = new.messages();
-    assert_eq!(got.len(), 1, "{}", ctx());
-    assert_eq!(got[0].rcpt_tos, vec!["j\u{fc}rgen@new.test"]);
+    let got = only_message(&new, ctx);
+    assert_eq!(got.rcpt_tos, vec!["j\u{fc}rgen@new.test"]);
     assert!(
-        got[0].mail_options.iter().any(|o| o == "SMTPUTF8"),
+        got.mail_options.iter().any(|o| o == "SMTPUTF8"),
         "{:?}",
-        got[0].mail_options
+        got.mail_options
     );
     assert_eq!(old.message_count(), 0, "{}", ctx());
-    assert_eq!(queue_count(&inst), 0, "{}", ctx());
+    assert_queue_empty(&inst, ctx);
     let bounce = the_bounce(&inst, &log);
     assert!(bounce.contains("old.test"), "{bounce}");
     assert!(

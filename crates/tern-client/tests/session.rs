@@ -2,9 +2,11 @@
 
 mod fake;
 
-use fake::{Peer, WAIT, certs, client, greet, server, tcp};
+use std::net::TcpStream;
+
+use fake::{Peer, WAIT, certs, client, connect, greet, server, tcp};
 use tern_client::{
-    Client, Envelope, Error, RcptResult, Stage, Status, TlsConfig, Transaction, scan,
+    Client, Envelope, Error, RcptResult, Stage, Status, TlsConfig, TlsInfo, Transaction, scan,
     tls::{roots_from_pem, server_name},
 };
 use tern_smtp::{DataDecoder, DataLimits, DataStatus};
@@ -14,24 +16,14 @@ fn rcpts(list: &[&str]) -> Vec<Vec<u8>> {
 }
 
 /// Sends `message` from `sender` to `to`; panics on NotStarted.
-fn send(
-    c: &mut Client<std::net::TcpStream>,
-    sender: &str,
-    to: &[&str],
-    message: &[u8],
-) -> Vec<RcptResult> {
+fn send(c: &mut Client<TcpStream>, sender: &str, to: &[&str], message: &[u8]) -> Vec<RcptResult> {
     match try_send(c, sender, to, message) {
         Transaction::Done(r) => r,
         Transaction::NotStarted(e) => panic!("not started: {e}"),
     }
 }
 
-fn try_send(
-    c: &mut Client<std::net::TcpStream>,
-    sender: &str,
-    to: &[&str],
-    message: &[u8],
-) -> Transaction {
+fn try_send(c: &mut Client<TcpStream>, sender: &str, to: &[&str], message: &[u8]) -> Transaction {
     let to = rcpts(to);
     let s = scan(message).unwrap();
     c.send(
@@ -42,6 +34,17 @@ fn try_send(
         &message.to_vec(),
         &s,
     )
+}
+
+/// Sends the one-line message "x" from s@a.test to `to`; panics on
+/// NotStarted.
+fn send_x(c: &mut Client<TcpStream>, to: &[&str]) -> Vec<RcptResult> {
+    send(c, "s@a.test", to, b"x\n")
+}
+
+/// As [`send_x`] to u@b.test, and the transaction may not start.
+fn try_send_x(c: &mut Client<TcpStream>) -> Transaction {
+    try_send(c, "s@a.test", &["u@b.test"], b"x\n")
 }
 
 /// Decodes wire data with tern-smtp's strict DATA reader.
@@ -57,6 +60,43 @@ fn statuses(r: &[RcptResult]) -> Vec<Status> {
     r.iter().map(|x| x.status).collect()
 }
 
+/// Asserts that `e` is a refusal of the command at `stage`.
+fn assert_rejected_at(e: &Error, stage: Stage) {
+    assert!(
+        matches!(e, Error::Rejected { stage: s, .. } if *s == stage),
+        "expected a refusal at {stage:?}: {e:?}"
+    );
+}
+
+/// Asserts that `e` is a refused server certificate.
+fn assert_bad_certificate(e: &Error) {
+    assert!(
+        matches!(e, Error::Tls(rustls::Error::InvalidCertificate(_))),
+        "{e:?}"
+    );
+}
+
+/// STARTTLS with `config`, for server name `name`, then EHLO client.test.
+fn starttls(c: &mut Client<TcpStream>, config: &TlsConfig, name: &str) -> Result<TlsInfo, Error> {
+    c.starttls(config, server_name(name).unwrap(), "client.test")
+}
+
+/// [`starttls`] with the opportunistic configuration (any certificate).
+fn opportunistic(c: &mut Client<TcpStream>, name: &str) -> Result<TlsInfo, Error> {
+    starttls(c, &TlsConfig::opportunistic().unwrap(), name)
+}
+
+/// Without pipelining: reads the command starting with `prefix`, checks
+/// that the client waits for its reply, and sends `reply`.
+fn lockstep(p: &mut Peer, prefix: &str, reply: &str) {
+    p.expect(prefix);
+    assert!(
+        p.quiet(),
+        "the client sent more before the reply to {prefix}"
+    );
+    p.send(reply);
+}
+
 const MSG: &[u8] = b"Subject: hi\n\n.leading dot\nbare\rCR\nend";
 
 #[test]
@@ -65,23 +105,23 @@ fn pipelined_transaction_with_per_recipient_results() {
     let (addr, h) = server(1, move |_, p: &mut Peer| {
         greet(p, &["PIPELINING", "SIZE 1000000", "8BITMIME"]);
         // Everything comes before any reply: that is pipelining.
-        assert_eq!(
-            p.expect("MAIL FROM:"),
-            format!("MAIL FROM:<s@a.test> SIZE={size}")
-        );
-        assert_eq!(p.expect("RCPT"), "RCPT TO:<u1@b.test>");
-        p.expect("RCPT TO:<u2@b.test>");
-        p.expect("RCPT TO:<u3@b.test>");
-        p.expect("RCPT TO:<u4@b.test>");
-        p.expect("DATA");
+        let lines = p.expect_all(&[
+            "MAIL FROM:",
+            "RCPT",
+            "RCPT TO:<u2@b.test>",
+            "RCPT TO:<u3@b.test>",
+            "RCPT TO:<u4@b.test>",
+            "DATA",
+        ]);
+        assert_eq!(lines[0], format!("MAIL FROM:<s@a.test> SIZE={size}"));
+        assert_eq!(lines[1], "RCPT TO:<u1@b.test>");
         assert!(p.quiet());
         p.send("250 2.1.0 ok\n250 2.1.5 ok\n550-5.1.1 no such\n550 5.1.1 user here\n451 4.2.0 try later\n250 ok\n354 go");
-        let wire = p.data();
+        let wire = p.data_and_reply("250 2.0.0 queued as 42");
         assert_eq!(
             decode(&wire),
             b"Subject: hi\n\n.leading dot\nbare\nCR\nend\n"
         );
-        p.send("250 2.0.0 queued as 42");
         p.quit();
     });
     let mut c = client(addr);
@@ -119,20 +159,11 @@ fn pipelined_transaction_with_per_recipient_results() {
 fn one_command_at_a_time_without_pipelining() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &["SIZE", "8BITMIME"]);
-        p.expect("MAIL FROM:<> SIZE=");
-        assert!(p.quiet(), "RCPT sent before the MAIL reply");
-        p.send("250 ok");
-        p.expect("RCPT TO:<u1@b.test>");
-        assert!(p.quiet());
-        p.send("250 ok");
-        p.expect("RCPT TO:<u2@b.test>");
-        assert!(p.quiet());
-        p.send("550 no");
-        p.expect("DATA");
-        assert!(p.quiet());
-        p.send("354 go");
-        p.data();
-        p.send("250 ok");
+        lockstep(p, "MAIL FROM:<> SIZE=", "250 ok");
+        lockstep(p, "RCPT TO:<u1@b.test>", "250 ok");
+        lockstep(p, "RCPT TO:<u2@b.test>", "550 no");
+        lockstep(p, "DATA", "354 go");
+        p.data_and_reply("250 ok");
         p.quit();
     });
     let mut c = client(addr);
@@ -146,22 +177,16 @@ fn one_command_at_a_time_without_pipelining() {
 fn helo_fallback_and_no_extensions() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         p.send("220-mx.test\n220 old server");
-        p.expect("EHLO client.test");
-        p.send("502 what?");
-        p.expect("HELO client.test");
-        p.send("250 mx.test");
+        p.reply("EHLO client.test", "502 what?");
+        p.reply("HELO client.test", "250 mx.test");
         // No SIZE=, no BODY=, even though the message has 8-bit bytes.
-        assert_eq!(p.expect("MAIL"), "MAIL FROM:<s@a.test>");
-        p.send("250 ok");
-        p.expect("RCPT TO:<u@b.test>");
-        p.send("250 ok");
-        p.expect("DATA");
-        p.send("354 go");
-        assert_eq!(p.data(), b"caf\xc3\xa9\r\n.\r\n");
-        p.send("250 ok");
+        assert_eq!(p.reply("MAIL", "250 ok"), "MAIL FROM:<s@a.test>");
+        p.reply("RCPT TO:<u@b.test>", "250 ok");
+        p.reply("DATA", "354 go");
+        assert_eq!(p.data_and_reply("250 ok"), b"caf\xc3\xa9\r\n.\r\n");
         p.quit();
     });
-    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).unwrap();
+    let mut c = connect(addr).unwrap();
     c.hello("client.test").unwrap();
     assert!(!c.is_esmtp());
     let r = send(&mut c, "s@a.test", &["u@b.test"], "caf\u{e9}\n".as_bytes());
@@ -174,43 +199,23 @@ fn helo_fallback_and_no_extensions() {
 fn ehlo_and_helo_refused() {
     let (addr, h) = server(2, |i, p: &mut Peer| {
         p.send("220 mx.test");
-        p.expect("EHLO");
         if i == 0 {
-            p.send("421 4.3.2 busy");
+            p.reply("EHLO", "421 4.3.2 busy");
         } else {
-            p.send("500 no");
-            p.expect("HELO");
-            p.send("550 go away");
+            p.reply("EHLO", "500 no");
+            p.reply("HELO", "550 go away");
         }
         p.until_eof();
     });
-    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).unwrap();
+    let mut c = connect(addr).unwrap();
     let e = c.hello("client.test").unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Rejected {
-                stage: Stage::Ehlo,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_rejected_at(&e, Stage::Ehlo);
     assert_eq!(e.to_string(), "said: 421 4.3.2 busy (in reply to EHLO)");
     assert!(!c.is_usable());
     drop(c);
-    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).unwrap();
+    let mut c = connect(addr).unwrap();
     let e = c.hello("client.test").unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Rejected {
-                stage: Stage::Helo,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_rejected_at(&e, Stage::Helo);
     drop(c);
     h.join().unwrap();
 }
@@ -225,22 +230,13 @@ fn greeting_problems() {
         }
         p.until_eof();
     });
-    let e = Client::connect(tcp(addr), "mx", Some(WAIT)).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Rejected {
-                stage: Stage::Greeting,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    let e = connect(addr).unwrap_err();
+    assert_rejected_at(&e, Stage::Greeting);
     assert_eq!(
         e.to_string(),
         "said: 554 5.7.1 no mail from you (in reply to the greeting)"
     );
-    let e = Client::connect(tcp(addr), "mx", Some(WAIT)).unwrap_err();
+    let e = connect(addr).unwrap_err();
     assert!(
         matches!(e, Error::Reply(tern_client::ReplyError::BadCode)),
         "{e:?}"
@@ -277,22 +273,14 @@ fn smtputf8_needed_but_missing() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &["PIPELINING", "8BITMIME"]);
         // Only the ASCII recipient is tried, without SMTPUTF8.
-        assert_eq!(p.expect("MAIL"), "MAIL FROM:<s@a.test>");
-        p.expect("RCPT TO:<u@b.test>");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n354 go");
-        p.data();
-        p.send("250 ok");
+        let t = p.accept_transaction();
+        assert_eq!(t.mail, "MAIL FROM:<s@a.test>");
+        assert_eq!(t.rcpt, "RCPT TO:<u@b.test>");
         // The UTF-8 sender: nothing is sent at all.
         p.quit();
     });
     let mut c = client(addr);
-    let r = send(
-        &mut c,
-        "s@a.test",
-        &["j\u{f6}rg@b.test", "u@b.test"],
-        b"x\n",
-    );
+    let r = send_x(&mut c, &["j\u{f6}rg@b.test", "u@b.test"]);
     assert_eq!(statuses(&r), [Status::Permanent, Status::Accepted]);
     assert_eq!(
         r[0].text,
@@ -314,15 +302,9 @@ fn smtputf8_needed_but_missing() {
 fn smtputf8_and_8bitmime_when_offered() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &["PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE"]);
-        assert_eq!(
-            p.expect("MAIL"),
-            "MAIL FROM:<s@a.test> SIZE=7 BODY=8BITMIME SMTPUTF8"
-        );
-        assert_eq!(p.expect("RCPT"), "RCPT TO:<j\u{f6}rg@b.test>");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n354 go");
-        p.data();
-        p.send("250 ok");
+        let t = p.accept_transaction();
+        assert_eq!(t.mail, "MAIL FROM:<s@a.test> SIZE=7 BODY=8BITMIME SMTPUTF8");
+        assert_eq!(t.rcpt, "RCPT TO:<j\u{f6}rg@b.test>");
         p.quit();
     });
     let mut c = client(addr);
@@ -341,21 +323,13 @@ fn smtputf8_and_8bitmime_when_offered() {
 fn bad_addresses_are_never_sent() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &["PIPELINING"]);
-        assert_eq!(p.expect("MAIL"), "MAIL FROM:<s@a.test>");
-        assert_eq!(p.expect("RCPT"), "RCPT TO:<\"john doe\"@b.test>");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n354 go");
-        p.data();
-        p.send("250 ok");
+        let t = p.accept_transaction();
+        assert_eq!(t.mail, "MAIL FROM:<s@a.test>");
+        assert_eq!(t.rcpt, "RCPT TO:<\"john doe\"@b.test>");
         p.quit();
     });
     let mut c = client(addr);
-    let r = send(
-        &mut c,
-        "s@a.test",
-        &["a@b.test\r\nRSET", "", "john doe@b.test"],
-        b"x\n",
-    );
+    let r = send_x(&mut c, &["a@b.test\r\nRSET", "", "john doe@b.test"]);
     assert_eq!(
         statuses(&r),
         [Status::Permanent, Status::Permanent, Status::Accepted]
@@ -370,65 +344,53 @@ fn bad_addresses_are_never_sent() {
     h.join().unwrap();
 }
 
+/// The commands of one pipelined transaction for one recipient.
+const MAIL_RCPT_DATA: &[&str] = &["MAIL", "RCPT", "DATA"];
+
 #[test]
 fn mail_and_data_refusals() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &["PIPELINING"]);
         // 1: MAIL refused for good; the RCPT and DATA replies are read.
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("553 5.7.1 sender refused\n503 no MAIL\n503 no MAIL\n503 no MAIL");
+        p.pipelined(
+            &["MAIL", "RCPT", "RCPT", "DATA"],
+            "553 5.7.1 sender refused\n503 no MAIL\n503 no MAIL\n503 no MAIL",
+        );
         // 2: MAIL refused for now; no RSET needed next.
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("452 4.3.1 full\n503 no\n503 no");
+        p.pipelined(MAIL_RCPT_DATA, "452 4.3.1 full\n503 no\n503 no");
         // 3: DATA refused.
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n554 5.5.1 no data");
+        p.pipelined(MAIL_RCPT_DATA, "250 ok\n250 ok\n554 5.5.1 no data");
         // 4: after a transaction left open, RSET comes first.
         assert_eq!(p.line().unwrap(), "RSET");
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 reset\n250 ok\n250 ok\n354 go");
-        p.data();
-        p.send("452 4.2.2 mailbox full");
+        p.pipelined(MAIL_RCPT_DATA, "250 reset\n250 ok\n250 ok\n354 go");
+        p.data_and_reply("452 4.2.2 mailbox full");
         // 5: the final reply closed the transaction: no RSET.
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n354 go");
-        p.data();
-        p.send("550 5.7.1 content refused");
+        p.pipelined(MAIL_RCPT_DATA, "250 ok\n250 ok\n354 go");
+        p.data_and_reply("550 5.7.1 content refused");
         p.quit();
     });
     let mut c = client(addr);
-    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], b"x\n");
+    let r = send_x(&mut c, &["u@b.test", "v@b.test"]);
     assert_eq!(statuses(&r), [Status::Permanent, Status::Permanent]);
     assert_eq!(
         r[1].text,
         "mx.test [127.0.0.1] said: 553 5.7.1 sender refused (in reply to MAIL FROM)"
     );
-    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    let r = send_x(&mut c, &["u@b.test"]);
     assert_eq!(statuses(&r), [Status::Temporary]);
-    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    let r = send_x(&mut c, &["u@b.test"]);
     assert_eq!(statuses(&r), [Status::Permanent]);
     assert_eq!(
         r[0].text,
         "mx.test [127.0.0.1] said: 554 5.5.1 no data (in reply to DATA)"
     );
-    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    let r = send_x(&mut c, &["u@b.test"]);
     assert_eq!(statuses(&r), [Status::Temporary]);
     assert_eq!(
         r[0].text,
         "mx.test [127.0.0.1] said: 452 4.2.2 mailbox full (in reply to the end of data)"
     );
-    let r = send(&mut c, "s@a.test", &["u@b.test"], b"x\n");
+    let r = send_x(&mut c, &["u@b.test"]);
     assert_eq!(statuses(&r), [Status::Permanent]);
     assert!(c.is_usable());
     c.quit();
@@ -439,43 +401,23 @@ fn mail_and_data_refusals() {
 fn no_recipient_accepted_then_rset() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &["PIPELINING"]);
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 ok\n550 no\n554 no valid recipients");
+        p.pipelined(MAIL_RCPT_DATA, "250 ok\n550 no\n554 no valid recipients");
         // No recipient was accepted, but MAIL was: the transaction is
         // open, so RSET comes next.
         assert_eq!(p.line().unwrap(), "RSET");
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
         // A broken server says 354 though no recipient was accepted:
         // the client sends an empty message to stay in step.
-        p.send("250 ok\n250 ok\n550 no\n354 go");
-        assert_eq!(p.data(), b".\r\n");
-        p.send("554 no recipients");
+        p.pipelined(MAIL_RCPT_DATA, "250 ok\n250 ok\n550 no\n354 go");
+        assert_eq!(p.data_and_reply("554 no recipients"), b".\r\n");
         assert_eq!(p.line().unwrap(), "RSET");
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n250 ok\n354 go");
-        p.data();
-        p.send("250 ok");
+        p.pipelined(MAIL_RCPT_DATA, "250 ok\n250 ok\n250 ok\n354 go");
+        p.data_and_reply("250 ok");
         p.quit();
     });
     let mut c = client(addr);
-    assert_eq!(
-        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
-        [Status::Permanent]
-    );
-    assert_eq!(
-        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
-        [Status::Permanent]
-    );
-    assert_eq!(
-        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
-        [Status::Accepted]
-    );
+    for want in [Status::Permanent, Status::Permanent, Status::Accepted] {
+        assert_eq!(statuses(&send_x(&mut c, &["u@b.test"])), [want]);
+    }
     c.quit();
     h.join().unwrap();
 }
@@ -484,11 +426,10 @@ fn no_recipient_accepted_then_rset() {
 fn connection_dropped_mid_data_or_before_the_final_reply() {
     let (addr, h) = server(2, |i, p: &mut Peer| {
         greet(p, &["PIPELINING"]);
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n550 no\n354 go");
+        p.pipelined(
+            &["MAIL", "RCPT", "RCPT", "DATA"],
+            "250 ok\n250 ok\n550 no\n354 go",
+        );
         if i == 0 {
             p.data_bytes(10);
         } else {
@@ -507,7 +448,7 @@ fn connection_dropped_mid_data_or_before_the_final_reply() {
     );
     assert!(!c.is_usable());
     let mut c = client(addr);
-    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], b"x\n");
+    let r = send_x(&mut c, &["u@b.test", "v@b.test"]);
     assert_eq!(statuses(&r), [Status::Temporary, Status::Permanent]);
     assert_eq!(
         r[0].text,
@@ -523,12 +464,9 @@ fn a_server_that_reads_the_message_too_slowly_is_given_up() {
     // + 1 s, long before the socket buffers and the slow reader get through.
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &[]);
-        p.expect("MAIL");
-        p.send("250 ok");
-        p.expect("RCPT");
-        p.send("250 ok");
-        p.expect("DATA");
-        p.send("354 go");
+        p.reply("MAIL", "250 ok");
+        p.reply("RCPT", "250 ok");
+        p.reply("DATA", "354 go");
         p.read_slowly(32 * 1024, std::time::Duration::from_millis(100));
     });
     let big: Vec<u8> = b"line of text...\n".repeat(2 << 20);
@@ -556,35 +494,27 @@ fn a_server_that_reads_the_message_too_slowly_is_given_up() {
 fn reused_connection_that_died_is_not_started() {
     let (addr, h) = server(2, |i, p: &mut Peer| {
         greet(p, &["PIPELINING"]);
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("DATA");
         if i == 0 {
-            p.send("250 ok\n250 ok\n354 go");
-            p.data();
-            p.send("250 ok");
+            p.accept_transaction();
             // idle timeout at the server
             p.close();
         } else {
-            p.send("421 4.4.2 idle too long");
+            p.pipelined(MAIL_RCPT_DATA, "421 4.4.2 idle too long");
             p.until_eof();
         }
     });
     let mut c = client(addr);
-    assert_eq!(
-        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
-        [Status::Accepted]
-    );
-    match try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n") {
+    assert_eq!(statuses(&send_x(&mut c, &["u@b.test"])), [Status::Accepted]);
+    match try_send_x(&mut c) {
         Transaction::NotStarted(e) => assert!(e.is_network(), "{e:?}"),
         Transaction::Done(r) => panic!("{r:?}"),
     }
     assert!(matches!(
-        try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n"),
+        try_send_x(&mut c),
         Transaction::NotStarted(Error::Unusable)
     ));
     let mut c = client(addr);
-    match try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n") {
+    match try_send_x(&mut c) {
         Transaction::NotStarted(e) => {
             assert_eq!(
                 e.to_string(),
@@ -602,21 +532,13 @@ fn reused_connection_that_died_is_not_started() {
 fn a_421_at_rcpt_ends_the_session() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &[]);
-        p.expect("MAIL");
-        p.send("250 ok");
-        p.expect("RCPT TO:<u@b.test>");
-        p.send("250 ok");
-        p.expect("RCPT TO:<v@b.test>");
-        p.send("421 4.3.0 shutting down");
+        p.reply("MAIL", "250 ok");
+        p.reply("RCPT TO:<u@b.test>", "250 ok");
+        p.reply("RCPT TO:<v@b.test>", "421 4.3.0 shutting down");
         p.until_eof();
     });
     let mut c = client(addr);
-    let r = send(
-        &mut c,
-        "s@a.test",
-        &["u@b.test", "v@b.test", "w@b.test"],
-        b"x\n",
-    );
+    let r = send_x(&mut c, &["u@b.test", "v@b.test", "w@b.test"]);
     assert_eq!(statuses(&r), [Status::Temporary; 3]);
     assert!(!c.is_usable());
     drop(c);
@@ -627,15 +549,14 @@ fn a_421_at_rcpt_ends_the_session() {
 fn malformed_reply_mid_transaction() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &["PIPELINING"]);
-        p.expect("MAIL");
-        p.expect("RCPT");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n250-a\n550 b");
+        p.pipelined(
+            &["MAIL", "RCPT", "RCPT", "DATA"],
+            "250 ok\n250 ok\n250-a\n550 b",
+        );
         p.until_eof();
     });
     let mut c = client(addr);
-    let r = send(&mut c, "s@a.test", &["u@b.test", "v@b.test"], b"x\n");
+    let r = send_x(&mut c, &["u@b.test", "v@b.test"]);
     assert_eq!(statuses(&r), [Status::Temporary, Status::Temporary]);
     assert_eq!(
         r[1].text,
@@ -654,38 +575,30 @@ fn starttls_opportunistic_then_transaction() {
     let sc = certs.server_config();
     let (addr, h) = server(1, move |_, p: &mut Peer| {
         greet(p, &["PIPELINING", "STARTTLS"]);
-        p.expect("STARTTLS");
-        p.send("220 go ahead");
-        p.starttls(sc.clone()).unwrap();
-        p.expect("EHLO client.test");
-        p.send("250-mx.test\n250-PIPELINING\n250 SIZE 1000");
-        p.expect("MAIL FROM:<s@a.test> SIZE=3");
-        p.expect("RCPT");
-        p.expect("DATA");
-        p.send("250 ok\n250 ok\n354 go");
-        assert_eq!(p.data(), b"x\r\n.\r\n");
-        p.send("250 ok");
+        p.accept_starttls(sc.clone()).unwrap();
+        p.reply(
+            "EHLO client.test",
+            "250-mx.test\n250-PIPELINING\n250 SIZE 1000",
+        );
+        let t = p.accept_transaction();
+        assert!(
+            t.mail.starts_with("MAIL FROM:<s@a.test> SIZE=3"),
+            "{}",
+            t.mail
+        );
+        assert_eq!(t.data, b"x\r\n.\r\n");
         p.quit();
     });
     let mut c = client(addr);
     assert!(c.capabilities().starttls);
     // The certificate names mx.test.example; opportunistic TLS does not care.
-    let info = c
-        .starttls(
-            &TlsConfig::opportunistic().unwrap(),
-            server_name("127.0.0.1").unwrap(),
-            "client.test",
-        )
-        .unwrap();
+    let info = opportunistic(&mut c, "127.0.0.1").unwrap();
     assert_eq!(info.protocol, "TLS1.3");
     assert!(info.cipher.starts_with("TLS_"), "{}", info.cipher);
     assert!(!info.verified);
     assert!(!c.capabilities().starttls);
     assert_eq!(c.capabilities().size_limit, Some(1000));
-    assert_eq!(
-        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
-        [Status::Accepted]
-    );
+    assert_eq!(statuses(&send_x(&mut c, &["u@b.test"])), [Status::Accepted]);
     c.quit();
     h.join().unwrap();
 }
@@ -698,21 +611,12 @@ fn starttls_opportunistic_accepts_a_self_signed_certificate() {
     let sc = certs.self_signed_config();
     let (addr, h) = server(1, move |_, p: &mut Peer| {
         greet(p, &["STARTTLS"]);
-        p.expect("STARTTLS");
-        p.send("220 go ahead");
-        p.starttls(sc.clone()).unwrap();
-        p.expect("EHLO client.test");
-        p.send("250 mx.test");
+        p.accept_starttls(sc.clone()).unwrap();
+        p.reply("EHLO client.test", "250 mx.test");
         p.quit();
     });
     let mut c = client(addr);
-    let info = c
-        .starttls(
-            &TlsConfig::opportunistic().unwrap(),
-            server_name("mx.test").unwrap(),
-            "client.test",
-        )
-        .unwrap();
+    let info = opportunistic(&mut c, "mx.test").unwrap();
     assert!(!info.verified);
     assert_eq!(c.tls(), Some(&info));
     c.quit();
@@ -725,13 +629,10 @@ fn starttls_verify() {
     let sc = certs.server_config();
     let (addr, h) = server(3, move |i, p: &mut Peer| {
         greet(p, &["STARTTLS"]);
-        p.expect("STARTTLS");
-        p.send("220 go ahead");
-        let r = p.starttls(sc.clone());
+        let r = p.accept_starttls(sc.clone());
         if i == 0 {
             r.unwrap();
-            p.expect("EHLO");
-            p.send("250 mx.test");
+            p.reply("EHLO", "250 mx.test");
             p.quit();
         } else {
             // the client refuses the certificate
@@ -740,40 +641,20 @@ fn starttls_verify() {
     });
     let good = TlsConfig::verify(roots_from_pem(&certs.ca).unwrap()).unwrap();
     let mut c = client(addr);
-    let info = c
-        .starttls(
-            &good,
-            server_name("mx.test.example").unwrap(),
-            "client.test",
-        )
-        .unwrap();
+    let info = starttls(&mut c, &good, "mx.test.example").unwrap();
     assert!(info.verified);
     c.quit();
     // wrong name
     let mut c = client(addr);
-    let e = c
-        .starttls(&good, server_name("other.example").unwrap(), "client.test")
-        .unwrap_err();
-    assert!(
-        matches!(e, Error::Tls(rustls::Error::InvalidCertificate(_))),
-        "{e:?}"
-    );
+    let e = starttls(&mut c, &good, "other.example").unwrap_err();
+    assert_bad_certificate(&e);
     assert!(!c.is_usable());
     drop(c);
     // unknown CA
     let other = TlsConfig::verify(roots_from_pem(&certs.other_ca).unwrap()).unwrap();
     let mut c = client(addr);
-    let e = c
-        .starttls(
-            &other,
-            server_name("mx.test.example").unwrap(),
-            "client.test",
-        )
-        .unwrap_err();
-    assert!(
-        matches!(e, Error::Tls(rustls::Error::InvalidCertificate(_))),
-        "{e:?}"
-    );
+    let e = starttls(&mut c, &other, "mx.test.example").unwrap_err();
+    assert_bad_certificate(&e);
     drop(c);
     h.join().unwrap();
 }
@@ -787,12 +668,7 @@ fn starttls_refused_handshake_failed_or_injected() {
             0 => {
                 // refused: the session goes on in plain text
                 p.send("454 4.7.0 TLS not available");
-                p.expect("MAIL");
-                p.expect("RCPT");
-                p.expect("DATA");
-                p.send("250 ok\n250 ok\n354 go");
-                p.data();
-                p.send("250 ok");
+                p.accept_transaction();
                 p.quit();
             }
             1 => {
@@ -811,33 +687,19 @@ fn starttls_refused_handshake_failed_or_injected() {
             }
         }
     });
-    let tls = TlsConfig::opportunistic().unwrap();
-    let name = server_name("mx.test").unwrap();
     let mut c = client(addr);
-    let e = c.starttls(&tls, name.clone(), "client.test").unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Rejected {
-                stage: Stage::StartTls,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    let e = opportunistic(&mut c, "mx.test").unwrap_err();
+    assert_rejected_at(&e, Stage::StartTls);
     assert!(c.is_usable());
-    assert_eq!(
-        statuses(&send(&mut c, "s@a.test", &["u@b.test"], b"x\n")),
-        [Status::Accepted]
-    );
+    assert_eq!(statuses(&send_x(&mut c, &["u@b.test"])), [Status::Accepted]);
     c.quit();
     let mut c = client(addr);
-    let e = c.starttls(&tls, name.clone(), "client.test").unwrap_err();
+    let e = opportunistic(&mut c, "mx.test").unwrap_err();
     assert!(matches!(e, Error::Tls(_)), "{e:?}");
     assert!(!c.is_usable());
     drop(c);
     let mut c = client(addr);
-    let e = c.starttls(&tls, name, "client.test").unwrap_err();
+    let e = opportunistic(&mut c, "mx.test").unwrap_err();
     assert!(matches!(e, Error::DataBeforeTls), "{e:?}");
     assert!(!c.is_usable());
     drop(c);
@@ -851,29 +713,17 @@ fn starttls_refused_handshake_failed_or_injected() {
 fn too_many_recipients_452_or_552_at_rcpt_is_temporary() {
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &[]);
-        p.expect("MAIL");
-        p.send("250 ok");
-        p.expect("RCPT TO:<u@b.test>");
-        p.send("250 ok");
-        p.expect("RCPT TO:<v@b.test>");
-        p.send("452 4.5.3 too many recipients");
-        p.expect("RCPT TO:<w@b.test>");
-        p.send("552 5.5.3 too many recipients");
-        p.expect("RCPT TO:<x@b.test>");
-        p.send("550 5.1.1 no such user");
-        p.expect("DATA");
-        p.send("354 go");
-        p.data();
-        p.send("250 queued");
+        p.reply("MAIL", "250 ok");
+        p.reply("RCPT TO:<u@b.test>", "250 ok");
+        p.reply("RCPT TO:<v@b.test>", "452 4.5.3 too many recipients");
+        p.reply("RCPT TO:<w@b.test>", "552 5.5.3 too many recipients");
+        p.reply("RCPT TO:<x@b.test>", "550 5.1.1 no such user");
+        p.reply("DATA", "354 go");
+        p.data_and_reply("250 queued");
         p.quit();
     });
     let mut c = client(addr);
-    let r = send(
-        &mut c,
-        "s@a.test",
-        &["u@b.test", "v@b.test", "w@b.test", "x@b.test"],
-        b"x\n",
-    );
+    let r = send_x(&mut c, &["u@b.test", "v@b.test", "w@b.test", "x@b.test"]);
     assert_eq!(
         statuses(&r),
         [
@@ -904,34 +754,16 @@ fn ehlo_refused_after_starttls_ends_the_session() {
     let sc = certs.self_signed_config();
     let (addr, h) = server(1, move |_, p: &mut Peer| {
         greet(p, &["STARTTLS"]);
-        p.expect("STARTTLS");
-        p.send("220 go ahead");
-        p.starttls(sc.clone()).unwrap();
-        p.expect("EHLO client.test");
-        p.send("454 4.7.0 not now");
+        p.accept_starttls(sc.clone()).unwrap();
+        p.reply("EHLO client.test", "454 4.7.0 not now");
         p.until_eof();
     });
     let mut c = client(addr);
-    let e = c
-        .starttls(
-            &TlsConfig::opportunistic().unwrap(),
-            server_name("mx.test").unwrap(),
-            "client.test",
-        )
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Rejected {
-                stage: Stage::Ehlo,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = opportunistic(&mut c, "mx.test").unwrap_err();
+    assert_rejected_at(&e, Stage::Ehlo);
     assert!(!c.is_usable());
     assert!(matches!(
-        try_send(&mut c, "s@a.test", &["u@b.test"], b"x\n"),
+        try_send_x(&mut c),
         Transaction::NotStarted(Error::Unusable)
     ));
     drop(c);

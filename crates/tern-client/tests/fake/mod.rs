@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
-use tern_client::Client;
+use tern_client::{Client, Error};
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -95,6 +95,55 @@ impl Peer {
             .unwrap_or_else(|| panic!("EOF, expected {prefix}"));
         assert!(l.starts_with(prefix), "expected {prefix:?}, got {l:?}");
         l
+    }
+
+    /// Reads a command starting with `prefix` and sends `reply`; returns
+    /// the command.
+    pub fn reply(&mut self, prefix: &str, reply: &str) -> String {
+        let l = self.expect(prefix);
+        self.send(reply);
+        l
+    }
+
+    /// Reads one command for each of `prefixes`, in order, before any reply
+    /// (pipelining); returns them.
+    pub fn expect_all(&mut self, prefixes: &[&str]) -> Vec<String> {
+        prefixes.iter().map(|p| self.expect(p)).collect()
+    }
+
+    /// As [`Peer::expect_all`], then sends `replies` at once.
+    pub fn pipelined(&mut self, prefixes: &[&str], replies: &str) -> Vec<String> {
+        let lines = self.expect_all(prefixes);
+        self.send(replies);
+        lines
+    }
+
+    /// One pipelined transaction that the server accepts: reads MAIL, RCPT
+    /// and DATA, answers 250, 250 and 354, reads the message and answers
+    /// 250.
+    pub fn accept_transaction(&mut self) -> Accepted {
+        let lines = self.pipelined(&["MAIL", "RCPT", "DATA"], "250 ok\n250 ok\n354 go");
+        Accepted {
+            mail: lines[0].clone(),
+            rcpt: lines[1].clone(),
+            data: self.data_and_reply("250 ok"),
+        }
+    }
+
+    /// Expects STARTTLS, says 220 and does the server side of the
+    /// handshake with `config`.
+    pub fn accept_starttls(&mut self, config: Arc<ServerConfig>) -> Result<(), rustls::Error> {
+        self.expect("STARTTLS");
+        self.send("220 go ahead");
+        self.starttls(config)
+    }
+
+    /// Reads the message (as [`Peer::data`]) and answers it with `reply`;
+    /// returns the wire bytes.
+    pub fn data_and_reply(&mut self, reply: &str) -> Vec<u8> {
+        let wire = self.data();
+        self.send(reply);
+        wire
     }
 
     /// Reads the message after 354 up to and including CRLF.CRLF; returns
@@ -201,6 +250,16 @@ impl Peer {
     }
 }
 
+/// What [`Peer::accept_transaction`] read.
+pub struct Accepted {
+    /// The MAIL FROM command.
+    pub mail: String,
+    /// The RCPT TO command.
+    pub rcpt: String,
+    /// The message as it came over the wire, up to and including CRLF.CRLF.
+    pub data: Vec<u8>,
+}
+
 /// Starts a server on 127.0.0.1 that accepts `conns` connections in turn
 /// and runs `script` on each (with its number). Returns its address and
 /// the thread, whose join re-raises a failed assertion of the script.
@@ -232,9 +291,15 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Connects and reads the greeting (the peer is called
+/// `mx.test [127.0.0.1]`).
+pub fn connect(addr: SocketAddr) -> Result<Client<TcpStream>, Error> {
+    Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT))
+}
+
 /// Connects, reads the greeting and says EHLO.
 pub fn client(addr: SocketAddr) -> Client<TcpStream> {
-    let mut c = Client::connect(tcp(addr), "mx.test [127.0.0.1]", Some(WAIT)).expect("greeting");
+    let mut c = connect(addr).expect("greeting");
     c.hello("client.test").expect("EHLO");
     c
 }
