@@ -12,7 +12,6 @@
 //!     `queue/new/<id % split>/<id>` and wakes the queue manager through
 //!     `queue/lock/trigger`. Compatible with qmail-queue. Prints nothing on
 //!     stdout; the exit code is the answer.
-//!
 //!     With `--gate` (the queue gate: started per connection by
 //!     `tern-queue.socket`, or by any inetd-style launcher, as the queue
 //!     user, never setuid) fd 0 is a connected Unix stream socket. The
