@@ -238,8 +238,15 @@ pub struct Client<S: Read + Write> {
     /// server reading a byte now and then would otherwise hold the
     /// connection for ever).
     write_deadline: Option<Instant>,
+    /// Recipients the last transaction refused for their number (`452`,
+    /// or `552` from an old server, at RCPT), by index.
+    overflow: Vec<usize>,
     min_data_rate: u64,
 }
+
+/// Most transactions [`Client::send`] runs for one message: the first and
+/// the ones for recipients refused for their number.
+pub const MAX_ROUNDS: usize = 20;
 
 /// The slowest transfer accepted for a message, in bytes per second: the
 /// whole DATA write may take `reply_timeout` plus the message size at this
@@ -317,6 +324,7 @@ impl<S: Read + Write> Client<S> {
             tls: None,
             reply_timeout,
             write_deadline: None,
+            overflow: Vec::new(),
             min_data_rate: MIN_DATA_RATE,
         };
         let greeting = c.read_reply()?;
@@ -554,7 +562,45 @@ impl<S: Read + Write> Client<S> {
     /// `BODY=8BITMIME` when the message has 8-bit bytes and the server
     /// offers 8BITMIME (without it the message goes as it is, as qmail
     /// sends it), and `SMTPUTF8` when an address sent needs it.
+    ///
+    /// Recipients refused at RCPT because of their number (`452`, or `552`
+    /// from an old server: RFC 5321 section 4.5.3.1.10) go in another
+    /// transaction on the same connection at once, as long as each round
+    /// delivers to some recipient (at most [`MAX_ROUNDS`] transactions);
+    /// what is still refused then stays a temporary failure.
     pub fn send(&mut self, env: &Envelope<'_>, source: &dyn Source, scan: &Scan) -> Transaction {
+        let first = self.send_once(env, source, scan);
+        let Transaction::Done(mut results) = first else {
+            return first;
+        };
+        let mut progress = results.iter().any(|r| r.status == Status::Accepted);
+        for _ in 1..MAX_ROUNDS {
+            let over = std::mem::take(&mut self.overflow);
+            if over.is_empty() || !progress || !self.is_usable() {
+                break;
+            }
+            let rcpts: Vec<Vec<u8>> = over.iter().map(|&i| env.recipients[i].clone()).collect();
+            let sub = Envelope {
+                sender: env.sender,
+                recipients: &rcpts,
+            };
+            let Transaction::Done(round) = self.send_once(&sub, source, scan) else {
+                // Not even started: the earlier refusals stand.
+                break;
+            };
+            progress = round.iter().any(|r| r.status == Status::Accepted);
+            for (k, r) in round.into_iter().enumerate() {
+                results[over[k]] = r;
+            }
+            self.overflow = self.overflow.iter().map(|&k| over[k]).collect();
+        }
+        self.overflow.clear();
+        Transaction::Done(results)
+    }
+
+    /// One transaction (see [`Client::send`]).
+    fn send_once(&mut self, env: &Envelope<'_>, source: &dyn Source, scan: &Scan) -> Transaction {
+        self.overflow.clear();
         let n = env.recipients.len();
         let mut results: Vec<Option<RcptResult>> = vec![None; n];
         if self.broken {
@@ -764,6 +810,9 @@ impl<S: Read + Write> Client<S> {
                         status: rcpt_failed_status(&r),
                         text: format!("{} said: {}", self.peer, r.text()),
                     });
+                    if matches!(r.code, 452 | 552) {
+                        self.overflow.push(*i);
+                    }
                     if r.code == 421 {
                         let text =
                             format!("{} said: {} (in reply to RCPT TO)", self.peer, r.text());

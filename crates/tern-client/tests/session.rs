@@ -711,32 +711,73 @@ fn starttls_refused_handshake_failed_or_injected() {
 /// the refused recipients deferred, not bounced; the others are delivered.
 #[test]
 fn too_many_recipients_452_or_552_at_rcpt_is_temporary() {
+    // The server takes nothing: no progress, so no second transaction; the
+    // refusals stay temporary (552 included) and the 550 permanent.
     let (addr, h) = server(1, |_, p: &mut Peer| {
         greet(p, &[]);
         p.reply("MAIL", "250 ok");
-        p.reply("RCPT TO:<u@b.test>", "250 ok");
         p.reply("RCPT TO:<v@b.test>", "452 4.5.3 too many recipients");
         p.reply("RCPT TO:<w@b.test>", "552 5.5.3 too many recipients");
         p.reply("RCPT TO:<x@b.test>", "550 5.1.1 no such user");
-        p.reply("DATA", "354 go");
-        p.data_and_reply("250 queued");
         p.quit();
     });
     let mut c = client(addr);
-    let r = send_x(&mut c, &["u@b.test", "v@b.test", "w@b.test", "x@b.test"]);
+    let r = send_x(&mut c, &["v@b.test", "w@b.test", "x@b.test"]);
+    assert_eq!(
+        statuses(&r),
+        [Status::Temporary, Status::Temporary, Status::Permanent]
+    );
+    assert_eq!(
+        r[1].text,
+        "mx.test [127.0.0.1] said: 552 5.5.3 too many recipients"
+    );
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn recipients_over_the_servers_limit_go_in_the_next_transaction_at_once() {
+    // A server that takes two recipients per transaction: five recipients
+    // need three transactions on the one connection; the 550 stays
+    // permanent and is not retried.
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        greet(p, &[]);
+        p.reply("MAIL", "250 ok");
+        p.reply("RCPT TO:<a@b.test>", "250 ok");
+        p.reply("RCPT TO:<c@b.test>", "250 ok");
+        p.reply("RCPT TO:<d@b.test>", "452 4.5.3 too many recipients");
+        p.reply("RCPT TO:<x@b.test>", "550 5.1.1 no such user");
+        p.reply("RCPT TO:<e@b.test>", "552 5.5.3 too many recipients");
+        p.reply("DATA", "354 go");
+        p.data_and_reply("250 queued 1");
+        p.reply("MAIL", "250 ok");
+        p.reply("RCPT TO:<d@b.test>", "250 ok");
+        p.reply("RCPT TO:<e@b.test>", "452 4.5.3 still too many");
+        p.reply("DATA", "354 go");
+        p.data_and_reply("250 queued 2");
+        p.reply("MAIL", "250 ok");
+        p.reply("RCPT TO:<e@b.test>", "250 ok");
+        p.reply("DATA", "354 go");
+        p.data_and_reply("250 queued 3");
+        p.quit();
+    });
+    let mut c = client(addr);
+    let r = send_x(
+        &mut c,
+        &["a@b.test", "c@b.test", "d@b.test", "x@b.test", "e@b.test"],
+    );
     assert_eq!(
         statuses(&r),
         [
             Status::Accepted,
-            Status::Temporary,
-            Status::Temporary,
-            Status::Permanent
+            Status::Accepted,
+            Status::Accepted,
+            Status::Permanent,
+            Status::Accepted
         ]
     );
-    assert_eq!(
-        r[2].text,
-        "mx.test [127.0.0.1] said: 552 5.5.3 too many recipients"
-    );
+    assert!(r[4].text.contains("250 queued 3"), "{}", r[4].text);
+    assert!(r[2].text.contains("250 queued 2"), "{}", r[2].text);
     c.quit();
     h.join().unwrap();
 }
