@@ -1241,3 +1241,364 @@ fn utf8_address_needs_smtputf8_at_the_peer() {
         "the bounce must say why: {bounce}"
     );
 }
+
+/// Remote deliveries under SIGKILL: 300 messages, each to two recipients
+/// at one domain routed by `smtproutes` to a recording peer (and every
+/// third also to a local mailbox), injected in 30 bursts of 10 while
+/// `tern-start` runs; after each burst, at a pseudo-random moment (fixed
+/// seed) in the deliveries it started, one SIGKILL: a tern-remote worker
+/// half of the time, else tern-rspawn or tern-send, after which the group
+/// stops and is restarted, as a supervisor would. Afterwards (`ternctl
+/// flush` until the queue is empty, the last group never killed) every
+/// remote recipient of every message reached the peer at least once and
+/// complete, every local one is in the Maildir, nothing bounced, no worker
+/// lingers, no zombie is left under the instance's processes, and SIGTERM
+/// stops everything cleanly. Duplicates are allowed (a kill between the
+/// peer's 250 and the journal record repeats a delivery) and printed;
+/// losses are not.
+#[test]
+fn remote_side_kills_lose_nothing() {
+    let t = "remote::remote_side_kills_lose_nothing";
+    if !tools(t) {
+        return;
+    }
+    // A mailbox of its own for the sender: a bounce would land there.
+    let inst = Instance::with_mailboxes("remote-crash", &["test", "sender"]);
+    control(&inst, "timeoutconnect", "10");
+    control(&inst, "timeoutremote", "60");
+    // Several workers for the one domain, so kills land on busy ones.
+    control(&inst, "concurrencydomain", "4");
+    control(&inst, "concurrencyremote", "4");
+    let peer = free_peer(&inst, PeerOptions::default());
+    let dns = route(&inst, &[(CRASH_DOMAIN, &peer)]);
+    let remote_rcpts = CRASH_RCPTS.map(|r| format!("{r}@{CRASH_DOMAIN}"));
+    let total = 300usize;
+
+    let victims = ["tern-remote", "tern-rspawn", "tern-send"];
+    let mut kills = [0usize; 3];
+    let mut missed = 0usize;
+    let mut restarts = 0usize;
+    let mut seen_workers = std::collections::BTreeSet::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut daemon = Daemon::start(&inst);
+    let rounds = 30;
+    let burst = total / rounds;
+    for round in 0..rounds {
+        // A burst of messages at once, so that every worker gets busy...
+        std::thread::scope(|s| {
+            for i in round * burst..(round + 1) * burst {
+                let (inst, remote_rcpts) = (&inst, &remote_rcpts);
+                s.spawn(move || {
+                    let mut rcpts: Vec<&str> = remote_rcpts.iter().map(String::as_str).collect();
+                    if i % 3 == 0 {
+                        rcpts.push("test@localhost");
+                    }
+                    let got = inst.inject_raw(&crash_msg(i), &envelope(CRASH_SENDER, &rcpts));
+                    assert_eq!(got.code(), 0, "message {i} not queued: {}", got.stderr);
+                });
+            }
+        });
+        // ...then one SIGKILL somewhere in the deliveries that follow:
+        // a worker half of the time, tern-rspawn or tern-send otherwise.
+        std::thread::sleep(std::time::Duration::from_millis(rnd() % 80));
+        let which = match rnd() % 4 {
+            0 | 1 => 0,
+            2 => 1,
+            _ => 2,
+        };
+        let mut pids = Vec::new();
+        for _ in 0..20 {
+            pids = inst.pids_of(victims[which]);
+            if !pids.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        seen_workers.extend(inst.pids_of("tern-remote"));
+        let Some(&pid) = pids.get((rnd() % pids.len().max(1) as u64) as usize) else {
+            missed += 1;
+            continue;
+        };
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !killed {
+            missed += 1;
+            continue;
+        }
+        kills[which] += 1;
+        if which != 0 {
+            // Without tern-send, or with a helper dead, the group stops
+            // (tern-send notices the dead helper): restart it (recovery
+            // runs), as a supervisor would.
+            let stopped = wait_until(90, || daemon.try_wait().is_some());
+            assert!(
+                stopped,
+                "tern-start still runs 90 s after its {} was killed\n{}",
+                victims[which],
+                daemon_logs(&inst)
+            );
+            restart(&inst, &mut daemon);
+            restarts += 1;
+        }
+    }
+
+    // Deliveries deferred by a kill wait for their retry time (400 s):
+    // ask for everything now until the queue is empty. Nothing is killed
+    // any more, so this group must keep running.
+    let mut ended = None;
+    let emptied = wait_until(180, || {
+        ended = daemon.try_wait();
+        if ended.is_some() {
+            return true;
+        }
+        let _ = inst.command("ternctl").arg("flush").output();
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        queue_count(&inst) == 0
+    });
+    let ctx = || context(&daemon_logs(&inst), &[&peer], &dns);
+    assert!(
+        ended.is_none(),
+        "tern-start ended with nothing killed: {ended:?}\n{}",
+        ctx()
+    );
+    assert!(
+        emptied,
+        "queue did not empty: {} left\n{}",
+        queue_count(&inst),
+        ctx()
+    );
+
+    let mut got = vec![[0usize; CRASH_RCPTS.len()]; total];
+    for m in peer.messages() {
+        let i = crash_index(&m.data).unwrap_or_else(|| {
+            panic!(
+                "a message the test did not send: {}",
+                String::from_utf8_lossy(&m.data)
+            )
+        });
+        assert!(i < total, "message {i} out of range");
+        let text = String::from_utf8_lossy(&m.data);
+        assert!(
+            text.contains(&format!("\r\n\r\nbody of rcrash-{i}\r\n"))
+                && text.ends_with(&format!("\r\nend of rcrash-{i}\r\n")),
+            "message {i} arrived incomplete: {text}"
+        );
+        assert_eq!(m.mail_from, CRASH_SENDER, "message {i}");
+        assert!(!m.rcpt_tos.is_empty(), "message {i} with no recipient");
+        for r in &m.rcpt_tos {
+            let k = remote_rcpts
+                .iter()
+                .position(|x| x == r)
+                .unwrap_or_else(|| panic!("message {i} to a recipient never asked for: {r}"));
+            got[i][k] += 1;
+        }
+    }
+    let mut local = vec![0usize; total];
+    for f in inst.maildir("test") {
+        let i = crash_index(&f).expect("a test message in the local Maildir");
+        local[i] += 1;
+    }
+    let remote_lost: Vec<(usize, &str)> = (0..total)
+        .flat_map(|i| (0..CRASH_RCPTS.len()).map(move |k| (i, k)))
+        .filter(|&(i, k)| got[i][k] == 0)
+        .map(|(i, k)| (i, remote_rcpts[k].as_str()))
+        .collect();
+    let local_lost: Vec<usize> = (0..total)
+        .filter(|&i| i % 3 == 0 && local[i] == 0)
+        .collect();
+    let stray: Vec<usize> = (0..total).filter(|&i| i % 3 != 0 && local[i] > 0).collect();
+    let remote_dups: usize = got.iter().flatten().map(|&n| n.saturating_sub(1)).sum();
+    let local_dups: usize = local.iter().map(|&n| n.saturating_sub(1)).sum();
+    // Kills of a worker in the middle of a request (the others hit idle
+    // workers): tern-rspawn deferred what they left unreported.
+    let logs = daemon_logs(&inst);
+    let busy_worker_kills = logs
+        .lines()
+        .filter(|l| l.contains("event=worker_lost") && l.contains("killed by signal 9"))
+        .count();
+    eprintln!(
+        "remote crash test: {total} messages ({} remote recipients, {} local), \
+         kills remote/rspawn/send = {kills:?} ({busy_worker_kills} workers killed \
+         while busy, {missed} rounds without a victim), {restarts} restarts, \
+         {} peer transactions over {} connections, {remote_dups} duplicate remote \
+         deliveries, {local_dups} duplicate local deliveries, {} remote and {} local lost",
+        total * CRASH_RCPTS.len(),
+        local.len().div_ceil(3),
+        peer.message_count(),
+        peer.connections(),
+        remote_lost.len(),
+        local_lost.len()
+    );
+    assert!(
+        kills.iter().sum::<usize>() >= 20,
+        "too few kills landed: {kills:?}"
+    );
+    assert!(
+        remote_lost.is_empty(),
+        "remote recipients never delivered: {remote_lost:?}\n{}",
+        ctx()
+    );
+    assert!(
+        local_lost.is_empty(),
+        "local recipients never delivered: {local_lost:?}\n{}",
+        ctx()
+    );
+    assert!(stray.is_empty(), "local copies nobody asked for: {stray:?}");
+    assert_eq!(
+        inst.maildir_count("sender"),
+        0,
+        "something bounced: {}",
+        ctx()
+    );
+
+    // Idle workers are closed after 5 s; none may linger, and nothing the
+    // instance's processes started may stay unreaped.
+    let no_workers = wait_until(30, || inst.pids_of("tern-remote").is_empty());
+    assert!(
+        no_workers,
+        "tern-remote still running: {:?}\n{}",
+        inst.pids_of("tern-remote"),
+        ctx()
+    );
+    let mut zombies = Vec::new();
+    let reaped = wait_until(10, || {
+        let mut parents = inst.pids_of("");
+        parents.push(daemon.pid() as i32);
+        zombies = zombies_under(&parents);
+        zombies.is_empty()
+    });
+    assert!(reaped, "zombies left: {zombies:?}\n{}", ctx());
+    let status = daemon.stop(60);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "tern-start did not stop cleanly on SIGTERM: {status:?}\n{}",
+        ctx()
+    );
+    let gone = wait_until(30, || {
+        inst.pids_of("tern-remote").is_empty() && inst.pids_of("tern-rspawn").is_empty()
+    });
+    assert!(
+        gone,
+        "left running: tern-remote {:?}, tern-rspawn {:?}",
+        inst.pids_of("tern-remote"),
+        inst.pids_of("tern-rspawn")
+    );
+    assert!(
+        inst.pids_of("").is_empty(),
+        "left running: {:?}",
+        inst.pids_of("")
+    );
+    // Workers orphaned by a killed tern-rspawn finish and exit on their
+    // own; on a system whose init does not reap (a container's pid 1) they
+    // stay as zombies of pid 1. Not Tern's to reap: counted only.
+    let orphans = seen_workers
+        .iter()
+        .filter(|&&pid| {
+            proc_stat(pid).is_some_and(|(comm, state, ppid)| {
+                comm == "tern-remote" && state == 'Z' && ppid == 1
+            })
+        })
+        .count();
+    eprintln!(
+        "remote crash test: {} workers seen, {orphans} left as unreaped zombies of pid 1 \
+         (orphaned by a killed tern-rspawn)",
+        seen_workers.len()
+    );
+}
+
+const CRASH_DOMAIN: &str = "crash.test";
+const CRASH_RCPTS: [&str; 2] = ["one", "two"];
+const CRASH_SENDER: &str = "sender@localhost";
+
+/// Message `i` of [`remote_side_kills_lose_nothing`]: its number in the
+/// Subject, the Message-ID and the first and last body lines; 30 to 120 KB
+/// of body between them, so that a worker spends a while in DATA and kills
+/// often land in the middle of a transaction.
+fn crash_msg(i: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: {CRASH_SENDER}\nTo: someone\nSubject: rcrash-{i}\n\
+         Message-ID: <rcrash-{i}@localhost>\n\nbody of rcrash-{i}\n"
+    );
+    for line in 0..(i % 4 + 1) * 400 {
+        m.push_str(&format!("rcrash-{i} line {line:04} {}\n", "x".repeat(54)));
+    }
+    m.push_str(&format!("end of rcrash-{i}\n"));
+    m.into_bytes()
+}
+
+/// The number in a message's `Message-ID: <rcrash-N@localhost>`.
+fn crash_index(data: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(data);
+    let rest = text.split("\nMessage-ID: <rcrash-").nth(1)?;
+    rest.split('@').next()?.parse().ok()
+}
+
+/// Replaces a stopped `tern-start` with a new one. The old one was reaped
+/// by `try_wait`: it is forgotten rather than dropped, so that its drop
+/// never signals a pid that may belong to someone else by now.
+fn restart(inst: &Instance, daemon: &mut Daemon) {
+    let old = std::mem::replace(daemon, Daemon::start(inst));
+    std::mem::forget(old);
+}
+
+/// Every daemon log of `inst` (one file per `tern-start` run), in order.
+fn daemon_logs(inst: &Instance) -> String {
+    let mut files: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(inst.scratch())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name
+                .strip_prefix("daemon-")?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|(n, p)| {
+            format!(
+                "--- tern-start run {n}:\n{}",
+                std::fs::read_to_string(p).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// `(comm, state, ppid)` of `pid` from `/proc/PID/stat`.
+fn proc_stat(pid: i32) -> Option<(String, char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let mut rest = stat[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+/// Zombie processes whose parent is one of `parents`: `(pid, comm, ppid)`.
+fn zombies_under(parents: &[i32]) -> Vec<(i32, String, i32)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let (comm, state, ppid) = proc_stat(pid)?;
+            (state == 'Z' && parents.contains(&ppid)).then_some((pid, comm, ppid))
+        })
+        .collect()
+}
