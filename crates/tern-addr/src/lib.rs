@@ -29,7 +29,7 @@ mod mailbox;
 
 pub use domain::{Domain, DomainKind};
 pub use error::{Error, ErrorKind};
-pub use local::LocalPart;
+pub use local::{LocalPart, push_quoted};
 pub use mailbox::Mailbox;
 
 /// Longest domain accepted, in bytes (RFC 5321 4.5.3.1.2).

@@ -145,8 +145,34 @@ impl fmt::Display for LocalPart {
     }
 }
 
+/// Appends `local` to `out` as an RFC 5321 Quoted-string: in double
+/// quotes, with a backslash before every `"` and `\`. For a local part
+/// that is not a dot-string, wherever an address is written (SMTP paths,
+/// `Return-Path:`). The bytes are not checked: the caller has.
+pub fn push_quoted(local: &[u8], out: &mut Vec<u8>) {
+    out.reserve(local.len() + 2);
+    out.push(b'"');
+    for &b in local {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quoting_escapes_quotes_and_backslashes() {
+        let mut out = b"x".to_vec();
+        super::push_quoted(br#"a b"c\d"#, &mut out);
+        assert_eq!(out, br#"x"a b\"c\\d""#);
+        let mut empty = Vec::new();
+        super::push_quoted(b"", &mut empty);
+        assert_eq!(empty, b"\"\"");
+    }
+
     use super::*;
 
     #[test]

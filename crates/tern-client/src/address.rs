@@ -125,14 +125,7 @@ pub fn format_path(addr: &[u8]) -> Result<Vec<u8>, AddressError> {
         if is_dot_string(local) || is_quoted_string(local) {
             out.extend_from_slice(local);
         } else {
-            out.push(b'"');
-            for &b in local {
-                if b == b'"' || b == b'\\' {
-                    out.push(b'\\');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
+            tern_addr::push_quoted(local, &mut out);
         }
         if let Some(d) = domain {
             if !valid_domain(d) {

@@ -178,14 +178,7 @@ pub fn return_path_line(sender: &[u8]) -> Vec<u8> {
         if is_dot_atom(local) {
             out.extend_from_slice(local);
         } else {
-            out.push(b'"');
-            for &b in local {
-                if b == b'"' || b == b'\\' {
-                    out.push(b'\\');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
+            tern_addr::push_quoted(local, &mut out);
         }
         if let Some(d) = domain {
             out.push(b'@');
