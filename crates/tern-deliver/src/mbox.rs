@@ -18,7 +18,8 @@
 //! matching `>*From ` gets one more `>`, a final LF is added when missing,
 //! then one blank line; fsync. On a write or fsync error the file is
 //! truncated back to its length before the delivery (when it was locked)
-//! and the failure is temporary.
+//! and the failure is temporary. An mbox this delivery created also has
+//! its directory fsynced before success is reported.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
@@ -153,12 +154,7 @@ pub fn deliver(
 ) -> Result<(), Error> {
     let deadline = Instant::now() + lock_wait;
     let _dot = dot_lock(path, deadline, lock_wait)?;
-    let file = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| mbox_error(path, "Unable to open", &e))?;
+    let (file, created) = open_mbox(path).map_err(|e| mbox_error(path, "Unable to open", &e))?;
     let locked = fcntl_lock_wait(&file, path, deadline, lock_wait)?;
     let start = file
         .metadata()
@@ -172,9 +168,38 @@ pub fn deliver(
         }
         return Err(mbox_error(path, "Unable to write", &e));
     }
+    // A new mbox's directory entry must be durable too, or a crash can
+    // lose the file with the message in it.
+    if created {
+        sync_parent(path).map_err(|e| mbox_error(path, "Unable to fsync the directory of", &e))?;
+    }
     // Closing the file releases the fcntl lock; then the dot-lock goes.
     drop(file);
     Ok(())
+}
+
+/// Opens the mbox for appending, creating it (mode 0600) when missing.
+/// The flag says whether this call created it.
+fn open_mbox(path: &Path) -> io::Result<(File, bool)> {
+    match OpenOptions::new().append(true).open(path) {
+        Ok(f) => Ok((f, false)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map(|f| (f, true)),
+        Err(e) => Err(e),
+    }
+}
+
+/// fsyncs the directory holding `path`.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
 }
 
 /// True for a line that needs a `>` in front: `>*From `.
@@ -352,6 +377,24 @@ mod tests {
         .unwrap();
         assert!(!lock.exists());
         assert_eq!(std::fs::read(&path).unwrap(), b"From x\nm\n\n");
+    }
+
+    #[test]
+    fn a_missing_mbox_is_created_and_said_so() {
+        let root = scratch("mbox-create");
+        let path = root.join("mbox");
+        let (_, created) = open_mbox(&path).unwrap();
+        assert!(created);
+        let (_, created) = open_mbox(&path).unwrap();
+        assert!(!created, "an existing mbox is opened, not created");
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert!(open_mbox(&root.join("no/such/dir/mbox")).is_err());
+        sync_parent(&path).unwrap();
+        sync_parent(Path::new("relative-mbox")).unwrap();
     }
 
     #[test]
