@@ -7,8 +7,7 @@
 //!   sender `#@[]`;
 //! * original sender `#@[]` (a double bounce failed): dropped and logged.
 
-use crate::manager::PROG;
-use std::fs::File;
+use crate::manager::{PROG, open_message_file};
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
 use tern_control::Home;
@@ -74,7 +73,8 @@ pub fn send(
     } else {
         (msg.sender.clone(), b"")
     };
-    let mut original = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let (mut original, _) =
+        open_message_file(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     original
         .seek(SeekFrom::Start(msg.offset))
         .map_err(|e| format!("seek: {e}"))?;
@@ -112,4 +112,52 @@ pub fn send(
         .num("failed", failed.len())
         .emit();
     Ok(Sent { injected: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_spool::state::{Channel, RecipientState};
+
+    #[test]
+    fn a_fifo_in_place_of_the_queue_file_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("tern-send-bounce-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let cfg = BounceConfig {
+            me: "me.example".into(),
+            from: "MAILER-DAEMON@me.example".into(),
+            double_to: "postmaster@me.example".into(),
+            max_body: DEFAULT_MAX_BODY,
+        };
+        let msg = MessageState {
+            birth: 0,
+            qpid: 1,
+            offset: 0,
+            sender: b"a@b.example".to_vec(),
+            recipients: vec![RecipientState {
+                channel: Channel::Local,
+                original: b"c@d.example".to_vec(),
+                address: b"c@d.example".to_vec(),
+                status: Status::Failed(b"no".to_vec()),
+                last_attempt: None,
+            }],
+            bounced: false,
+        };
+        // A plain open(2) of the FIFO would wait for a writer for ever.
+        let e = send(&Home::new(&dir), &cfg, 1, &msg, &fifo)
+            .err()
+            .expect("refused");
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -95,10 +95,10 @@ struct Result1 {
     text: Vec<u8>,
 }
 
-/// Opens a queue file for a remote delivery: never through a link, never
-/// blocking on a FIFO, and only a regular file (`cur/` belongs to another
-/// uid). Returns the file and its length.
-fn open_message_file(path: &std::path::Path) -> std::io::Result<(File, u64)> {
+/// Opens a queue file for a remote delivery or a bounce: never through a
+/// link, never blocking on a FIFO, and only a regular file (`cur/` belongs
+/// to another uid). Returns the file and its length.
+pub(crate) fn open_message_file(path: &std::path::Path) -> std::io::Result<(File, u64)> {
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
