@@ -8,7 +8,8 @@
 //! ESMTPSA and holds no password, nor does the log; Python smtplib
 //! `starttls(); login()`; submission mode (`SUBMISSION=1`): 530 before
 //! AUTH, 553 for a sender not the user's, Date and Message-ID added when
-//! missing and kept when present.
+//! missing and kept when present, a header over 1 MiB refused with 552
+//! (DATA and BDAT).
 //!
 //! A missing tool (python3, swaks, openssl, Net::SSLeay) makes the tests
 //! that need it print SKIP; `scripts/test` installs them.
@@ -334,6 +335,14 @@ s.send(b"BDAT %d\r\n" % len(chunk1) + chunk1)
 print("bdat1", s.getreply()[0])
 s.send(b"BDAT %d LAST\r\n" % len(chunk2) + chunk2)
 print("bdat2", s.getreply()[0])
+big = b"Subject: big\r\n" + (b"X-Big: " + b"x" * 70 + b"\r\n") * 15000 + b"\r\nbody\r\n"
+s.docmd("MAIL FROM:<joe@localhost>")
+s.docmd("RCPT TO:<test@localhost>")
+print("bigdata", s.data(big)[0])
+s.docmd("MAIL FROM:<joe@localhost>")
+s.docmd("RCPT TO:<test@localhost>")
+s.send(b"BDAT %d LAST\r\n" % len(big) + big)
+print("bigbdat", s.getreply()[0])
 s.quit()
 "#;
     let (code, out) = python(script, front.port);
@@ -346,6 +355,9 @@ s.quit()
         "full 250",
         "bdat1 250",
         "bdat2 250",
+        // A header over 1 MiB: refused for good, by DATA and BDAT alike.
+        "bigdata 552",
+        "bigbdat 552",
     ] {
         assert!(
             out.contains(want),

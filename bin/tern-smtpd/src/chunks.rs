@@ -27,6 +27,9 @@ enum Msg {
 pub(crate) struct QueueFail {
     pub(crate) temporary: bool,
     pub(crate) text: String,
+    /// Submission mode refused the message: its header was over
+    /// [`crate::complete::MAX_HEADER`] (permanent, not the queue's fault).
+    pub(crate) header_too_big: bool,
 }
 
 /// One message being received with BDAT.
@@ -37,24 +40,32 @@ pub(crate) struct Stream {
     pub(crate) decoder: DataDecoder,
 }
 
-fn writer(rx: Receiver<Msg>, w: &mut dyn Write, fields: Option<Completion>) -> std::io::Result<()> {
-    let mut completer: Option<Completer> = None;
-    let w: &mut dyn Write = match fields {
-        Some(f) => completer.insert(Completer::new(w, f)),
-        None => w,
-    };
+/// Copies the message from `rx` to `w` until `Commit`.
+fn copy(rx: Receiver<Msg>, w: &mut dyn Write) -> std::io::Result<()> {
     for m in rx {
         match m {
             Msg::Data(b) => w.write_all(&b)?,
-            Msg::Commit => {
-                return match completer.as_mut() {
-                    Some(c) => c.finish(),
-                    None => Ok(()),
-                };
-            }
+            Msg::Commit => return Ok(()),
         }
     }
     Err(std::io::Error::other("message abandoned"))
+}
+
+/// Writes the message to `w`, completing its header when `fields`;
+/// `too_big` tells whether that header was over the limit.
+fn writer(
+    rx: Receiver<Msg>,
+    w: &mut dyn Write,
+    fields: Option<Completion>,
+    too_big: &mut bool,
+) -> std::io::Result<()> {
+    let Some(f) = fields else {
+        return copy(rx, w);
+    };
+    let mut c = Completer::new(w, f);
+    let r = copy(rx, &mut c).and_then(|()| c.finish());
+    *too_big = c.too_big;
+    r
 }
 
 impl Stream {
@@ -70,11 +81,13 @@ impl Stream {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let client = client.clone();
         let thread = std::thread::spawn(move || {
+            let mut too_big = false;
             client
-                .submit(&envelope, |w| writer(rx, w, fields))
+                .submit(&envelope, |w| writer(rx, w, fields, &mut too_big))
                 .map_err(|e| QueueFail {
                     temporary: e.is_temporary(),
                     text: e.to_string(),
+                    header_too_big: too_big,
                 })
         });
         let mut s = Stream {
@@ -116,6 +129,7 @@ impl Stream {
                 Err(QueueFail {
                     temporary: true,
                     text: "queue writer thread failed (#4.3.0)".into(),
+                    header_too_big: false,
                 })
             }),
             None => Ok(()),

@@ -14,6 +14,12 @@ use std::io::{self, Write};
 /// Largest header held while looking for its end.
 pub(crate) const MAX_HEADER: usize = 1024 * 1024;
 
+/// The answer to a message whose header is over [`MAX_HEADER`] (DATA and
+/// BDAT alike): permanent, the same message would fail again.
+pub(crate) fn too_big_reply() -> tern_smtp::Reply {
+    tern_smtp::Reply::new(552, "5.3.4", "message header over 1 MiB")
+}
+
 /// The fields to add when missing (values without the name or newline).
 #[derive(Debug, Clone)]
 pub(crate) struct Completion {

@@ -221,7 +221,7 @@ fn message(
     }
     let reply = match (decoder.result(), queued) {
         (Err(e), _) => e.reply(),
-        (Ok(()), _) if header_too_big => Reply::new(552, "5.3.4", "message header over 1 MiB"),
+        (Ok(()), _) if header_too_big => crate::complete::too_big_reply(),
         (Ok(()), Ok(())) => {
             Event::new(PROG, "queued")
                 .num("qp", qp)
@@ -323,6 +323,7 @@ fn chunk(
                 .emit();
             Session::queued_reply(u64::try_from(now()).unwrap_or(0), qp)
         }
+        (Ok(()), Err(f)) if f.header_too_big => crate::complete::too_big_reply(),
         (Ok(()), Err(f)) if f.temporary => Reply::new(451, "4.3.0", f.text),
         (Ok(()), Err(f)) => Reply::new(554, "5.3.0", f.text),
     };
