@@ -44,8 +44,13 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Largest record accepted on replay.
-pub const MAX_RECORD: usize = 8 << 20;
+/// Largest record accepted on replay. It must exceed the largest record
+/// the manager can write, or replay would stop at that record and cut off
+/// every later one: an `A` record holds each recipient twice (as given, up
+/// to [`crate::MAX_ENVELOPE`] bytes in all, and as rewritten by
+/// `virtualdomains`, which may add a prefix of up to a control line, 4 KiB,
+/// to each of [`crate::MAX_RECIPIENTS`]), about 50 MiB at worst.
+pub const MAX_RECORD: usize = 64 << 20;
 /// Journal file name below `queue/state/`.
 pub const JOURNAL: &str = "journal";
 
@@ -706,6 +711,34 @@ mod tests {
         unk.extend_from_slice(p);
         unk.extend_from_slice(&crc32(p).to_be_bytes());
         assert_eq!(replay(&unk).1, 0);
+    }
+
+    #[test]
+    fn the_largest_accept_record_replays() {
+        // The most recipients a maximal envelope holds at the longest
+        // address, each rewritten with a long virtualdomains prefix.
+        let n = crate::MAX_ENVELOPE / (crate::MAX_ADDRESS + 2) - 1;
+        let original = vec![b'a'; crate::MAX_ADDRESS];
+        let mut address = vec![b'p'; 1000];
+        address.extend_from_slice(&original);
+        let mut m = msg(0);
+        m.recipients = (0..n)
+            .map(|_| RecipientState {
+                channel: Channel::Local,
+                original: original.clone(),
+                address: address.clone(),
+                status: Status::Pending,
+                last_attempt: None,
+            })
+            .collect();
+        let a = Record::Accept { id: 3, message: m }.encode();
+        assert!(a.len() > 8 << 20, "larger than the old limit");
+        let k = Record::Delivered { id: 3, index: 1 }.encode();
+        let bytes = [a, k].concat();
+        let (state, valid) = replay(&bytes);
+        assert_eq!(valid, bytes.len(), "replay stopped early");
+        assert_eq!(state.messages[&3].recipients.len(), n);
+        assert_eq!(state.messages[&3].recipients[1].status, Status::Delivered);
     }
 
     #[test]
