@@ -252,8 +252,12 @@ impl DataDecoder {
                 self.in_header = false;
             } else {
                 let n = self.line_out.min(HEAD);
-                let head = self.head[..n].to_ascii_lowercase();
-                if head.starts_with(b"received:") || head.starts_with(b"delivered-to:") {
+                let head = &self.head[..n];
+                let is = |name: &[u8]| {
+                    head.get(..name.len())
+                        .is_some_and(|h| h.eq_ignore_ascii_case(name))
+                };
+                if is(b"received:") || is(b"delivered-to:") {
                     self.hops += 1;
                     if self.hops >= self.limits.max_hops {
                         self.fail(DataError::Looping);
