@@ -55,8 +55,15 @@ impl Queue {
                             touched.insert(to.parent().expect("has parent").to_path_buf());
                             true
                         }
-                        // Already moved (a repeated request after a crash).
-                        Err(rustix::io::Errno::NOENT) => exists(&to),
+                        // Already moved (a repeated request after a crash):
+                        // the move may not be durable yet, so both
+                        // directories are synced before it is confirmed.
+                        Err(rustix::io::Errno::NOENT) if exists(&to) => {
+                            touched.insert(from.parent().expect("has parent").to_path_buf());
+                            touched.insert(to.parent().expect("has parent").to_path_buf());
+                            true
+                        }
+                        Err(rustix::io::Errno::NOENT) => false,
                         Err(rustix::io::Errno::INVAL) => {
                             // No RENAME_NOREPLACE here: link, then unlink.
                             let linked = rustix::fs::linkat(
@@ -89,7 +96,13 @@ impl Queue {
                                     .unwrap_or(false),
                                 Err(_) => false,
                             },
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                // Gone already (a repeated request after a
+                                // crash): that removal may not be durable
+                                // yet; confirmed only after a sync.
+                                touched.insert(p.parent().expect("has parent").to_path_buf());
+                                continue;
+                            }
                             Err(_) => {
                                 ok = false;
                                 continue;
