@@ -53,7 +53,10 @@ impl Queue {
             let path = ent.path();
             let Ok(f) = fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .custom_flags(
+                    // NONBLOCK: a FIFO here must not hang the repair.
+                    (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+                )
                 .open(&path)
             else {
                 continue;
@@ -140,5 +143,36 @@ impl Queue {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_in_tmp_does_not_hang_repair() {
+        let dir = std::env::temp_dir().join(format!("tern-repair-fifo-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let q = dir.join("queue");
+        crate::layout::create(&q, 1).unwrap();
+        let queue = Queue::open(&q).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            q.join(TMP_DIR).join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(queue.repair().map(|r| r.removed_partial));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("repair hung on a FIFO in tmp/");
+        assert_eq!(got.unwrap(), 0, "only regular files are removed");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -260,9 +260,12 @@ fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -
 /// Opens and parses one queue file. `Ok(None)`: it vanished (moved or
 /// removed meanwhile). `Err`: it is damaged.
 fn open_path(path: &Path, stage: Stage) -> Result<Option<OpenMessage>, &'static str> {
+    // NONBLOCK: a FIFO planted under a message's name must not hang the
+    // queue manager (it is refused below as not a regular file).
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = match fs::OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags(flags.bits() as i32)
         .open(path)
     {
         Ok(f) => f,
@@ -287,4 +290,48 @@ fn open_path(path: &Path, stage: Stage) -> Result<Option<OpenMessage>, &'static 
         stage,
         file_size: md.len(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_under_a_message_name_is_damaged_not_a_hang() {
+        let dir = std::env::temp_dir().join(format!("tern-scan-fifo-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let q = dir.join("queue");
+        crate::layout::create(&q, 1).unwrap();
+        let queue = Queue::open(&q).unwrap();
+        let tmp = q.join("tmp").join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &tmp,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let id = fs::symlink_metadata(&tmp).unwrap().ino();
+        fs::rename(&tmp, queue.path(id, Stage::New)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q2 = queue.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(q2.open_message(id).map(|_| ()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO in new/ hung");
+        assert!(
+            matches!(
+                got,
+                Err(Error::Damaged {
+                    hint: "not a regular file",
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
