@@ -154,7 +154,12 @@ pub fn create(queue_dir: &Path, split: u32) -> Result<Layout, Error> {
     if let Some(parent) = queue_dir.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io("mkdir", parent, e))?;
     }
-    mkdir(queue_dir, 0o750)?;
+    if mkdir(queue_dir, 0o750)? {
+        // The new entry in the parent must survive a crash too.
+        if let Some(parent) = queue_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
     let format_path = queue_dir.join(FORMAT_FILE);
     let layout = match Layout::read(queue_dir) {
         Ok(existing) => {
@@ -201,6 +206,9 @@ pub fn create(queue_dir: &Path, split: u32) -> Result<Layout, Error> {
     }
     sync_dir(&queue_dir.join(LOCK_DIR))?;
     if !format_path.exists() {
+        // The directories above are durable before the format file that
+        // says the queue is complete.
+        sync_dir(queue_dir)?;
         // Written last and atomically: a queue with a format file is complete.
         let tmp = queue_dir.join("format.tmp");
         let mut f = fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
