@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use tern_control::Home;
-use tern_ipc::remote::{MAX_RCPTS, RcptReport, RemoteDeliver};
+use tern_ipc::remote::{MAX_DOMAIN, MAX_RCPTS, RcptReport, RemoteDeliver};
 use tern_ipc::{CleanOp, CleanReply, CleanRequest, Deliver, FrameBuffer, Hello, Outcome, Report};
 use tern_log::Event;
 use tern_sched::{Rewriter, next_attempt, scrub_text};
@@ -117,6 +117,37 @@ fn domain_of(address: &[u8]) -> Vec<u8> {
     match memchr::memrchr(b'@', address) {
         Some(at) => address[at + 1..].to_ascii_lowercase(),
         None => address.to_ascii_lowercase(),
+    }
+}
+
+/// Why a recipient cannot go in a spawner request, as a permanent
+/// failure text. The spawners take a frame that breaks a bound for a
+/// broken tern-send and stop, which would stop every delivery, again after
+/// each restart: an address longer than [`tern_ipc::MAX_ADDRESS`] (possible
+/// after `virtualdomains` or `envnoathost` rewriting), a remote address
+/// whose domain is empty or longer than [`MAX_DOMAIN`].
+fn unsendable(channel: Channel, address: &[u8]) -> Option<&'static str> {
+    if address.len() > tern_ipc::MAX_ADDRESS {
+        return Some("Sorry, the address is longer than 1000 bytes after rewriting. (#5.1.3)");
+    }
+    if channel == Channel::Remote {
+        let domain = domain_of(address);
+        if domain.is_empty() || domain.len() > MAX_DOMAIN {
+            return Some(
+                "Sorry, the domain of the address is empty or longer than 255 bytes. (#5.1.2)",
+            );
+        }
+    }
+    None
+}
+
+/// Drops recipients from the end of a remote request (and their indices)
+/// until its frame fits in [`tern_ipc::MAX_FRAME`]; the dropped ones go in
+/// a later request. One recipient always fits (every field is bounded).
+fn fit_frame(req: &mut RemoteDeliver, indices: &mut Vec<u32>) {
+    while req.recipients.len() > 1 && req.encode().len() > tern_ipc::MAX_FRAME {
+        req.recipients.pop();
+        indices.pop();
     }
 }
 
@@ -679,6 +710,9 @@ impl Manager {
     fn start_local(&mut self, now: i64) {
         let ci = ch_index(Channel::Local);
         while let Some((_, id, index)) = self.next_ready(ci, now) {
+            if self.refuse_unsendable(id, index, now) {
+                continue;
+            }
             let msg = &self.state.messages[&id];
             let r = &msg.recipients[index as usize];
             let sp = self.spawners[ci].as_mut().expect("checked above");
@@ -709,6 +743,24 @@ impl Manager {
         }
     }
 
+    /// Fails recipient `index` of `id` at once when it cannot be put in a
+    /// request ([`unsendable`]). True when it was.
+    fn refuse_unsendable(&mut self, id: u64, index: u32, now: i64) -> bool {
+        let r = &self.state.messages[&id].recipients[index as usize];
+        let Some(text) = unsendable(r.channel, &r.address) else {
+            return false;
+        };
+        let res = Result1 {
+            id,
+            index,
+            dying: false,
+            outcome: Outcome::Failed,
+            text: text.as_bytes().to_vec(),
+        };
+        self.apply_result(res, now);
+        true
+    }
+
     /// Starts remote deliveries: each takes every pending recipient of the
     /// message at the same domain (one SMTP transaction), within
     /// `concurrencyremote` in all and `concurrencydomain` per domain. A
@@ -718,6 +770,9 @@ impl Manager {
         let ci = ch_index(Channel::Remote);
         let mut held: Vec<(i64, u64, u32)> = Vec::new();
         while let Some((due, id, index)) = self.next_ready(ci, now) {
+            if self.refuse_unsendable(id, index, now) {
+                continue;
+            }
             let msg = &self.state.messages[&id];
             let domain = domain_of(&msg.recipients[index as usize].address);
             if self.domain_busy.get(&domain).copied().unwrap_or(0) >= self.cfg.per_domain {
@@ -758,7 +813,7 @@ impl Manager {
             };
             let (file, len) = file;
             let dying = now - msg.birth > self.cfg.queuelifetime;
-            let req = RemoteDeliver {
+            let mut req = RemoteDeliver {
                 slot: 0,
                 id,
                 offset: msg.offset,
@@ -770,6 +825,7 @@ impl Manager {
                     .map(|&j| msg.recipients[j as usize].address.clone())
                     .collect(),
             };
+            fit_frame(&mut req, &mut indices);
             for &j in &indices {
                 self.ready[ci].remove(id, j);
                 self.inflight.insert((id, j));
@@ -1368,6 +1424,60 @@ mod tests {
             .unwrap();
         std::fs::remove_file(&path).unwrap();
         f
+    }
+
+    #[test]
+    fn recipients_no_spawner_would_accept_fail_at_once() {
+        let long_local = [vec![b'u'; 991], b"@a.example".to_vec()].concat();
+        let long_domain = [b"u@".to_vec(), vec![b'd'; 256]].concat();
+        let cases: &[(Channel, &[u8], bool)] = &[
+            (Channel::Local, b"u@a.example", true),
+            (Channel::Remote, b"u@a.example", true),
+            (Channel::Local, &long_local[..1000], true),
+            (Channel::Local, &long_local, false),
+            (Channel::Remote, &long_local, false),
+            (Channel::Remote, b"u@", false),
+            (Channel::Remote, b"u", true),
+            (Channel::Remote, &long_domain, false),
+            (Channel::Remote, &long_domain[..257], true),
+            // a local address needs no domain of any size here
+            (Channel::Local, b"u@", true),
+        ];
+        for (ch, addr, ok) in cases {
+            assert_eq!(unsendable(*ch, addr).is_none(), *ok, "{:?}", addr.len());
+        }
+    }
+
+    #[test]
+    fn a_remote_request_is_cut_to_fit_one_frame() {
+        let addr = |i: usize| {
+            let mut a = format!("{i:03}").into_bytes();
+            a.resize(990, b'x');
+            a.extend_from_slice(b"@c.example");
+            a
+        };
+        let mut req = RemoteDeliver {
+            slot: 1,
+            id: 2,
+            offset: 3,
+            size: 4,
+            sender: vec![b's'; 1000],
+            domain: b"c.example".to_vec(),
+            recipients: (0..MAX_RCPTS).map(addr).collect(),
+        };
+        assert!(req.encode().len() > tern_ipc::MAX_FRAME, "the case is real");
+        let mut indices: Vec<u32> = (0..MAX_RCPTS as u32).collect();
+        fit_frame(&mut req, &mut indices);
+        let n = req.recipients.len();
+        assert!(n > 1 && n < MAX_RCPTS, "{n}");
+        assert_eq!(indices, (0..n as u32).collect::<Vec<_>>());
+        assert_eq!(req.recipients[n - 1], addr(n - 1), "kept in order");
+        assert!(req.encode().len() <= tern_ipc::MAX_FRAME);
+        assert_eq!(RemoteDeliver::decode(&req.encode()).unwrap(), req);
+        // a request that fits is left alone
+        let before = req.clone();
+        fit_frame(&mut req, &mut indices);
+        assert_eq!(req, before);
     }
 
     #[test]
