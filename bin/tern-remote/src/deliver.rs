@@ -50,8 +50,10 @@ pub(crate) struct Worker {
     /// was made.
     resolved: Option<(String, Resolution, Instant)>,
     conn: Option<Conn>,
-    opportunistic: Option<Result<TlsConfig, String>>,
-    verify: Option<Result<TlsConfig, String>>,
+    /// TLS configurations, kept once made (a failed load is not kept: an
+    /// administrator who fixes control/tlsca is heard at the next use).
+    opportunistic: Option<TlsConfig>,
+    verify: Option<TlsConfig>,
 }
 
 fn now() -> i64 {
@@ -396,20 +398,21 @@ impl Worker {
         } else {
             &mut self.opportunistic
         };
-        if slot.is_none() {
-            let made = if verify {
-                match &self.settings.tlsca {
-                    None => Err("control/tlsca names no CA bundle".to_string()),
-                    Some(p) => load_ca_file(p)
-                        .and_then(TlsConfig::verify)
-                        .map_err(|e| format!("CA bundle: {e}")),
-                }
-            } else {
-                TlsConfig::opportunistic().map_err(|e| e.to_string())
-            };
-            *slot = Some(made);
+        if let Some(c) = slot {
+            return Ok(c.clone());
         }
-        slot.clone().expect("filled just above")
+        let made = if verify {
+            match &self.settings.tlsca {
+                None => Err("control/tlsca names no CA bundle".to_string()),
+                Some(p) => load_ca_file(p)
+                    .and_then(TlsConfig::verify)
+                    .map_err(|e| format!("CA bundle: {e}")),
+            }
+        } else {
+            TlsConfig::opportunistic().map_err(|e| e.to_string())
+        }?;
+        *slot = Some(made.clone());
+        Ok(made)
     }
 
     /// A session with `target` ready for mail, TLS as the domain's policy

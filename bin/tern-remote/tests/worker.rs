@@ -347,6 +347,37 @@ fn failed_handshake_falls_back_to_plain_text_and_is_remembered() {
 }
 
 #[test]
+fn a_ca_bundle_fixed_while_the_worker_runs_is_read_again() {
+    // The first request finds no bundle; the second, in the same worker,
+    // must read the file the administrator has since put there (here a
+    // file without certificates: a different error proves the new read).
+    let home = Home::new("tlsca-reload");
+    let bundle = home.0.join("bundle.pem");
+    home.control("tlsdestinations", "test.example:verify");
+    home.control("tlsca", &bundle.display().to_string());
+    let (addr, h) = server(2, |_, p| {
+        greet(p, &["STARTTLS"]);
+        assert_eq!(p.line().as_deref(), Some("QUIT"));
+        p.send("221 bye");
+    });
+    home.route("test.example", addr.port());
+    let mut w = Worker::start(&home);
+    let r = w.deliver(1, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred]);
+    let first = text(&r[0]);
+    assert!(first.contains("TLS policy verify: CA bundle"), "{first}");
+    std::fs::write(&bundle, "not a certificate\n").unwrap();
+    let r = w.deliver(2, &["u@test.example"], b"x\n");
+    assert_eq!(outcomes(&r), [Outcome::Deferred]);
+    let second = text(&r[0]);
+    assert!(second.contains("TLS policy verify: CA bundle"), "{second}");
+    assert_ne!(first, second, "the bundle was not read again");
+    let (code, log) = w.finish();
+    h.join().unwrap();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
 fn verify_policy_without_starttls_is_temporary_and_sends_no_envelope() {
     let home = Home::new("verify");
     home.control("tlsdestinations", "test.example:verify");
