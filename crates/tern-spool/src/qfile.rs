@@ -114,7 +114,10 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, &'static str> {
         Err(EnvelopeError::Truncated(_)) => return Err("incomplete"),
         Err(_) => return Err("bad envelope in header"),
     };
-    if (consumed_before + used) as u64 > offset || offset > MAX_HEADER {
+    if offset > MAX_HEADER {
+        return Err("message offset beyond the largest header");
+    }
+    if (consumed_before + used) as u64 > offset {
         return Err("message offset inside the header");
     }
     Ok(Header {
@@ -198,6 +201,10 @@ mod tests {
             (
                 b"V1\0o5\0u1\0p1\0t1\0Fa\0\0",
                 "message offset inside the header",
+            ),
+            (
+                b"V1\0o4198401\0u1\0p1\0t1\0Fa\0\0",
+                "message offset beyond the largest header",
             ),
         ];
         for (input, want) in cases {
