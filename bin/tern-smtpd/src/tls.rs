@@ -97,26 +97,7 @@ pub(crate) fn load(control_dir: &Path) -> Result<Option<Arc<ServerConfig>>, Cert
 /// The protocol version and cipher suite of an established connection,
 /// IANA names: `TLS1.3 TLS_AES_256_GCM_SHA384`.
 pub(crate) fn describe(conn: &rustls::ServerConnection) -> String {
-    let version = match conn.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3".to_string(),
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2".to_string(),
-        Some(v) => format!("{v:?}"),
-        None => "TLS".to_string(),
-    };
-    let suite = conn
-        .negotiated_cipher_suite()
-        .map(|s| {
-            let name = s
-                .suite()
-                .as_str()
-                .map_or_else(|| format!("{:?}", s.suite()), str::to_string);
-            // rustls calls the TLS 1.3 suites TLS13_*; IANA calls them TLS_*.
-            match name.strip_prefix("TLS13_") {
-                Some(rest) => format!("TLS_{rest}"),
-                None => name,
-            }
-        })
-        .unwrap_or_else(|| "unknown".to_string());
+    let (version, suite) = tern_client::tls::describe(conn);
     format!("{version} {suite}")
 }
 

@@ -253,32 +253,40 @@ pub struct TlsInfo {
 impl TlsInfo {
     /// Reads protocol and cipher suite from an established connection.
     pub fn of(conn: &rustls::ClientConnection, verified: bool) -> TlsInfo {
-        let protocol = match conn.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2".to_string(),
-            Some(v) => format!("{v:?}"),
-            None => "TLS".to_string(),
-        };
-        let cipher = conn
-            .negotiated_cipher_suite()
-            .map(|s| {
-                let name = s
-                    .suite()
-                    .as_str()
-                    .map_or_else(|| format!("{:?}", s.suite()), str::to_string);
-                // rustls calls the TLS 1.3 suites TLS13_*; IANA calls them TLS_*.
-                match name.strip_prefix("TLS13_") {
-                    Some(rest) => format!("TLS_{rest}"),
-                    None => name,
-                }
-            })
-            .unwrap_or_else(|| "unknown".to_string());
+        let (protocol, cipher) = describe(conn);
         TlsInfo {
             protocol,
             cipher,
             verified,
         }
     }
+}
+
+/// The protocol version (`TLS1.3`) and the IANA name of the cipher suite
+/// (`TLS_AES_256_GCM_SHA384`) of an established connection, client or
+/// server (tern-smtpd logs its sessions with it too).
+pub fn describe(conn: &rustls::CommonState) -> (String, String) {
+    let protocol = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2".to_string(),
+        Some(v) => format!("{v:?}"),
+        None => "TLS".to_string(),
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map(|s| {
+            let name = s
+                .suite()
+                .as_str()
+                .map_or_else(|| format!("{:?}", s.suite()), str::to_string);
+            // rustls calls the TLS 1.3 suites TLS13_*; IANA calls them TLS_*.
+            match name.strip_prefix("TLS13_") {
+                Some(rest) => format!("TLS_{rest}"),
+                None => name,
+            }
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    (protocol, cipher)
 }
 
 #[cfg(test)]
