@@ -130,7 +130,8 @@ fn mkdir(path: &Path, mode: u32) -> Result<bool, Error> {
     }
 }
 
-fn sync_dir(path: &Path) -> Result<(), Error> {
+/// Fsyncs a directory (so the entries it gained or lost are durable).
+pub(crate) fn sync_dir(path: &Path) -> Result<(), Error> {
     fs::File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync", path, e))

@@ -34,10 +34,9 @@ pub struct RepairReport {
     pub damaged: Vec<PathBuf>,
 }
 
+/// Best effort: repair reports what it did either way.
 fn sync_dir(path: &std::path::Path) {
-    if let Ok(d) = fs::File::open(path) {
-        let _ = d.sync_all();
-    }
+    let _ = crate::layout::sync_dir(path);
 }
 
 impl Queue {

@@ -480,11 +480,7 @@ pub struct Journal {
     pub written_since_compaction: u64,
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync", dir, e))
-}
+use crate::layout::sync_dir;
 
 impl Journal {
     /// Opens (creating if needed) `queue/state/journal`, replays it, and cuts
