@@ -33,8 +33,9 @@ pub const MAX_DIAGNOSTIC: usize = 1000;
 /// Longest original header kept; a longer one is cut at a line end and the
 /// original is returned as `text/rfc822-headers`.
 pub const MAX_KEPT_HEADER: usize = 256 * 1024;
-/// Most failed recipients listed in one bounce.
-pub const MAX_RECIPIENTS: usize = 10_000;
+/// Most failed recipients listed in one bounce: as many as a message can
+/// have.
+pub const MAX_RECIPIENTS: usize = crate::inject::MAX_RECIPIENTS;
 /// Width at which header fields and text lines are folded.
 const FOLD: usize = 76;
 
