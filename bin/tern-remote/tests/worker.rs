@@ -86,8 +86,14 @@ impl Worker {
 
     /// Sends one request for `to` with `message`; returns its reports.
     fn deliver(&mut self, slot: u32, to: &[&str], message: &[u8]) -> Vec<RcptReport> {
-        let path =
-            std::env::temp_dir().join(format!("tern-remote-msg-{}-{slot}", std::process::id()));
+        // Unique per call: tests run in parallel in this process and reuse
+        // slot numbers.
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "tern-remote-msg-{}-{slot}-{seq}",
+            std::process::id()
+        ));
         let mut f = std::fs::File::create(&path).unwrap();
         // the message starts at an offset, as in a queue file
         f.write_all(b"HEADER").unwrap();
