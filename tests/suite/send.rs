@@ -667,3 +667,53 @@ fn a_message_in_cur_unknown_to_the_journal_is_adopted_and_delivered() {
     assert_eq!(inst.maildir_count("test"), 1);
     assert_eq!(q.count().unwrap(), 0);
 }
+
+/// `ternctl flush` (SIGALRM) can reach tern-send as soon as its pid file
+/// names it, while it is still replaying its journal: the signal must wait
+/// for the event loop, not kill the manager (SIGALRM's default action).
+#[test]
+fn signals_right_at_start_do_not_kill_the_manager() {
+    let inst = Instance::new("send-early-alarm");
+    let pid_file = inst.home().join("queue/state/pid");
+    let mut daemon = Daemon::start(&inst);
+    // Signal every pid the file names, as fast as possible, for a while.
+    let mut signalled = std::collections::HashSet::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            for sig in [rustix::process::Signal::ALARM, rustix::process::Signal::HUP] {
+                if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(p, sig);
+                }
+            }
+            signalled.insert(pid);
+        }
+    }
+    assert!(!signalled.is_empty(), "tern-send never wrote its pid file");
+    assert!(
+        daemon.try_wait().is_none(),
+        "tern-start ended: {}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("tern-send ended"),
+        "{}",
+        daemon.log()
+    );
+    // and it still works
+    let (code, err) = inst.sendmail(&["test@localhost"], b"Subject: after\n\nstill here\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(30, || inst.maildir_count("test") == 1),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.stop(30).is_some_and(|s| s.success()),
+        "{}",
+        daemon.log()
+    );
+}

@@ -94,6 +94,9 @@ fn main() -> ExitCode {
     // under their numbers.
     let inherited: Vec<Option<File>> = (3..=8).map(file).collect();
     tern_sys::signals::reset();
+    if let Err(e) = manager::block_signals() {
+        return fail(e);
+    }
     tern_log::install_panic_hook(PROG, 111);
     let mut once = false;
     for a in std::env::args().skip(1) {

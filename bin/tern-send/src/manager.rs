@@ -1098,17 +1098,9 @@ impl Manager {
 
     /// Runs until SIGTERM (or, with `--once`, until nothing is due).
     pub fn run(mut self, trigger: Option<File>, reload: impl Fn() -> Option<Rewriter>) -> Exit {
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGALRM,
-            Signal::SIGHUP,
-        ] {
-            mask.add(s);
-        }
-        if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
-            return fatal(format!("sigprocmask: {e}"));
+        let mask = signal_set();
+        if let Err(e) = block_signals() {
+            return fatal(e);
         }
         let sigfd =
             match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
@@ -1274,6 +1266,30 @@ impl Manager {
         Event::new(PROG, "exiting").emit();
         Exit::Done
     }
+}
+
+/// The signals the manager takes through its signalfd (TERM, INT: stop;
+/// ALRM: flush; HUP: reload).
+fn signal_set() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGALRM,
+        Signal::SIGHUP,
+    ] {
+        mask.add(s);
+    }
+    mask
+}
+
+/// Blocks the manager's signals. Called first thing in `main`, before the
+/// pid file names this process: `ternctl flush` (SIGALRM) or SIGHUP arriving
+/// while the journal is replayed would otherwise kill it (their default
+/// action); blocked, they wait for the event loop.
+pub fn block_signals() -> Result<(), String> {
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signal_set()), None)
+        .map_err(|e| format!("sigprocmask: {e}"))
 }
 
 /// Opens the trigger FIFO for reading without ever seeing end-of-file
