@@ -261,7 +261,13 @@ impl Inbox {
     /// at end of file; an end of file inside a frame is an error.
     pub fn fill(&mut self, sock: BorrowedFd<'_>) -> Result<bool, Error> {
         let mut buf = [0u8; 16 * 1024];
-        let n = recv_with_fds(sock, &mut buf, &mut self.fds)?;
+        let n = match recv_with_fds(sock, &mut buf, &mut self.fds) {
+            Ok(n) => n,
+            // A peer that exits with our data unread resets the socket:
+            // for the reader it has gone, as at end of file.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             if self.frames.is_partial() {
                 return Err(Error::Bad("end of file inside a frame"));
@@ -509,6 +515,16 @@ mod tests {
             }
         }
         assert_eq!(slot, 3);
+    }
+
+    #[test]
+    fn a_peer_gone_with_our_data_unread_is_end_of_file() {
+        let (a, b) = socket_pair().unwrap();
+        // b writes, a never reads and closes: b's next read is ECONNRESET.
+        write_plain(&b, &crate::Hello { max_concurrency: 1 }.encode()).unwrap();
+        drop(a);
+        let mut inbox = Inbox::default();
+        assert!(!inbox.fill(b.as_fd()).unwrap());
     }
 
     #[test]
