@@ -267,7 +267,6 @@ mod tests {
     fn strict_decode(wire: &[u8]) -> (Vec<u8>, usize) {
         let mut d = DataDecoder::new(DataLimits {
             max_bytes: None,
-            max_line: usize::MAX,
             max_hops: usize::MAX,
         });
         let mut out = Vec::new();

@@ -9,14 +9,19 @@
 //!   fatal: the decoder stops, never reports an end of data, and the
 //!   caller must refuse the message and close the connection (SMTP
 //!   smuggling protection: no byte after it may be read as a command).
-//! * A text line longer than [`DataLimits::max_line`] bytes (CRLF included),
-//!   more output than [`DataLimits::max_bytes`], or
+//! * Text lines of any length are accepted and stored as received (be
+//!   liberal in what you accept, as Postfix is): RFC 5321's 1000-octet
+//!   limit binds senders, and the only bound on a line is the one on the
+//!   message ([`DataLimits::max_bytes`]).
+//! * More output than [`DataLimits::max_bytes`], or
 //!   [`DataLimits::max_hops`] `Received:`/`Delivered-To:` header lines make
 //!   the message refused: output stops at once, and the decoder reads on
 //!   to the end of data so that the session can continue.
 //!
-//! Output is appended to a caller's buffer chunk by chunk, so a message is
-//! never held whole in memory.
+//! Output is appended to a caller's buffer chunk by chunk, so neither a
+//! message nor a line is ever held whole in memory: the decoder keeps a
+//! fixed-size state (the first 13 bytes of a header line, for the hop
+//! count) whatever the length of a line.
 //!
 //! For BDAT (RFC 3030), [`DataDecoder::chunked`] makes a decoder without
 //! dot handling and without an end marker: the caller hands it exactly the
@@ -25,9 +30,6 @@
 //! stored form is the same.
 
 use crate::reply::Reply;
-
-/// Longest text line, CRLF included (RFC 5321 4.5.3.1.6).
-pub const MAX_TEXT_LINE: usize = 1000;
 
 /// Header lines `Received:` + `Delivered-To:` from which a message is
 /// considered looping.
@@ -38,9 +40,6 @@ pub const MAX_HOPS: usize = 100;
 pub struct DataLimits {
     /// Largest output (stored form, LF line ends) in bytes; `None` = none.
     pub max_bytes: Option<u64>,
-    /// Longest line on the wire, CRLF included, a stuffed leading dot
-    /// not counted.
-    pub max_line: usize,
     /// Hop count at which the message is refused as looping.
     pub max_hops: usize,
 }
@@ -49,7 +48,6 @@ impl Default for DataLimits {
     fn default() -> DataLimits {
         DataLimits {
             max_bytes: None,
-            max_line: MAX_TEXT_LINE,
             max_hops: MAX_HOPS,
         }
     }
@@ -61,9 +59,6 @@ pub enum DataError {
     /// A CR not followed by LF or an LF not preceded by CR. Fatal.
     #[error("bare CR or LF in message (SMTP smuggling protection)")]
     BareCrLf,
-    /// A line longer than the limit.
-    #[error("message has a line longer than 1000 bytes")]
-    LineTooLong,
     /// More than `max_bytes` bytes.
     #[error("message too big")]
     TooBig,
@@ -82,7 +77,7 @@ impl DataError {
     /// The reply refusing the message.
     pub fn reply(self) -> Reply {
         let enhanced = match self {
-            DataError::BareCrLf | DataError::LineTooLong => "5.6.0",
+            DataError::BareCrLf => "5.6.0",
             DataError::TooBig => "5.3.4",
             DataError::Looping => "5.4.6",
         };
@@ -124,7 +119,6 @@ pub struct DataDecoder {
     limits: DataLimits,
     state: State,
     error: Option<DataError>,
-    line_wire: usize,
     line_out: usize,
     head: [u8; HEAD],
     in_header: bool,
@@ -140,7 +134,6 @@ impl DataDecoder {
             limits,
             state: State::LineStart,
             error: None,
-            line_wire: 0,
             line_out: 0,
             head: [0; HEAD],
             in_header: true,
@@ -211,19 +204,12 @@ impl DataDecoder {
         }
     }
 
-    fn wire(&mut self, n: usize) {
-        self.line_wire += n;
-        if self.line_wire > self.limits.max_line {
-            self.fail(DataError::LineTooLong);
-        }
-    }
-
     fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         if self.in_header && self.line_out < HEAD {
             let take = (HEAD - self.line_out).min(bytes.len());
             self.head[self.line_out..self.line_out + take].copy_from_slice(&bytes[..take]);
         }
-        self.line_out += bytes.len();
+        self.line_out = self.line_out.saturating_add(bytes.len());
         self.output(bytes, out);
     }
 
@@ -266,7 +252,6 @@ impl DataDecoder {
             }
         }
         self.output(b"\n", out);
-        self.line_wire = 0;
         self.line_out = 0;
         self.state = State::LineStart;
     }
@@ -292,15 +277,11 @@ impl DataDecoder {
             let b = input[i];
             match self.state {
                 State::LineStart => match b {
-                    // The stuffed dot does not count toward the line
-                    // length (RFC 5321 4.5.3.1.6: "not counting the leading
-                    // dot duplicated for transparency").
                     b'.' if !self.chunked => {
                         self.state = State::Dot;
                         i += 1;
                     }
                     b'\r' => {
-                        self.wire(1);
                         self.state = State::Cr;
                         i += 1;
                     }
@@ -309,7 +290,6 @@ impl DataDecoder {
                 },
                 State::Dot => match b {
                     b'\r' => {
-                        self.wire(1);
                         self.state = State::DotCr;
                         i += 1;
                     }
@@ -327,18 +307,13 @@ impl DataDecoder {
                 State::Mid => {
                     let rest = &input[i..];
                     let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-                    // Emit what fits in the line limit before counting, so
-                    // that the output does not depend on how the input was
-                    // cut into chunks.
-                    let room = self.limits.max_line.saturating_sub(self.line_wire);
-                    self.emit(&rest[..n.min(room)], out);
-                    self.wire(n);
+                    // However long the line, it is output as it comes.
+                    self.emit(&rest[..n], out);
                     i += n;
                     if let Some(&c) = input.get(i) {
                         if c == b'\n' {
                             return self.fatal(i);
                         }
-                        self.wire(1);
                         self.state = State::Cr;
                         i += 1;
                     }
@@ -347,7 +322,6 @@ impl DataDecoder {
                     if b != b'\n' {
                         return self.fatal(i);
                     }
-                    self.wire(1);
                     i += 1;
                     self.end_of_line(out);
                 }
@@ -452,36 +426,58 @@ mod tests {
     }
 
     #[test]
-    fn line_length_limit_includes_crlf() {
-        let ok = [&vec![b'a'; 998][..], b"\r\n.\r\n"].concat();
-        let (out, status, _, err) = run(&ok, DataLimits::default(), 7);
-        assert_eq!((status, err, out.len()), (DataStatus::End, None, 999));
-        let dotted = [&b"."[..], &vec![b'a'; 997], b"\r\n.\r\n"].concat();
-        assert_eq!(run(&dotted, DataLimits::default(), 3).3, None);
-        // A 1000-byte text line (998 + CRLF) starting with a dot is 1001
-        // bytes on the wire once stuffed: still within the limit.
-        let stuffed = [&b".."[..], &vec![b'a'; 997], b"\r\n.\r\n"].concat();
-        let (out, status, _, err) = run(&stuffed, DataLimits::default(), 7);
-        assert_eq!((status, err, out.len()), (DataStatus::End, None, 999));
-        let stuffed_long = [&b".."[..], &vec![b'a'; 998], b"\r\n.\r\n"].concat();
-        assert_eq!(
-            run(&stuffed_long, DataLimits::default(), 7).3,
-            Some(DataError::LineTooLong)
-        );
-        let bad = [&vec![b'a'; 999][..], b"\r\nnext\r\n.\r\nNOOP\r\n"].concat();
-        let (out, status, rest, err) = run(&bad, DataLimits::default(), 64);
-        assert_eq!(status, DataStatus::End, "reads on to the end of data");
-        assert_eq!(err, Some(DataError::LineTooLong));
-        assert_eq!(rest, b"NOOP\r\n");
-        assert!(
-            out.len() <= 999 && !out.ends_with(b"next\n"),
-            "no output after the error"
-        );
-        let huge = [&b"x"[..], &vec![b'y'; 10_000], b"\r\n.\r\n"].concat();
-        assert_eq!(
-            run(&huge, DataLimits::default(), 100).3,
-            Some(DataError::LineTooLong)
-        );
+    fn lines_of_any_length_are_stored_as_received() {
+        // Liberal in what we accept (as Postfix): a line over RFC 5321's
+        // 1000 octets, dot-stuffed or not, in the header or the body, is
+        // kept byte for byte; only the size limit bounds it.
+        let long = vec![b'y'; 10_000];
+        let input = [
+            &b"Subject: "[..],
+            &long,
+            b"\r\n\r\n..",
+            &long,
+            b"\r\nnext\r\n.\r\nNOOP\r\n",
+        ]
+        .concat();
+        let want = [&b"Subject: "[..], &long, b"\n\n.", &long, b"\nnext\n"].concat();
+        for chunk in [1, 7, 64, 999, 1000, 1001, input.len()] {
+            let (out, status, rest, err) = run(&input, DataLimits::default(), chunk);
+            assert_eq!((status, err), (DataStatus::End, None), "chunk {chunk}");
+            assert_eq!(rest, b"NOOP\r\n", "chunk {chunk}");
+            assert_eq!(out, want, "chunk {chunk}");
+        }
+        // The size limit still bounds a line: output stops at the limit.
+        let limits = DataLimits {
+            max_bytes: Some(5000),
+            ..DataLimits::default()
+        };
+        let (out, status, rest, err) = run(&input, limits, 512);
+        assert_eq!((status, err), (DataStatus::End, Some(DataError::TooBig)));
+        assert_eq!((out.len(), rest.as_slice()), (5000, &b"NOOP\r\n"[..]));
+    }
+
+    #[test]
+    fn a_long_line_is_streamed_not_buffered() {
+        // 50 MB without a line end, fed in 64 KiB pieces: every piece is
+        // output by the call that reads it (nothing waits for the line
+        // end), so no buffer holds the line.
+        let mut d = DataDecoder::new(DataLimits::default());
+        let piece = vec![b'z'; 64 * 1024];
+        let mut out = Vec::new();
+        let mut fed = 0usize;
+        while fed < 50_000_000 {
+            out.clear();
+            assert_eq!(
+                d.feed(&piece, &mut out),
+                (piece.len(), DataStatus::NeedMore)
+            );
+            assert_eq!(out.len(), piece.len(), "output held back at {fed}");
+            fed += piece.len();
+        }
+        out.clear();
+        assert_eq!(d.feed(b"\r\n.\r\n", &mut out), (5, DataStatus::End));
+        assert_eq!((out, d.result()), (b"\n".to_vec(), Ok(())));
+        assert_eq!(d.bytes(), fed as u64 + 1);
     }
 
     #[test]
@@ -520,11 +516,10 @@ mod tests {
 
     #[test]
     fn refused_output_does_not_depend_on_chunking() {
-        // Found by the smtp_data fuzz target: a long line or a size
-        // overflow used to cut the output at a chunk-dependent point.
+        // Found by the smtp_data fuzz target: a size overflow used to cut
+        // the output at a chunk-dependent point.
         let limits = DataLimits {
             max_bytes: Some(7),
-            max_line: 5,
             max_hops: 100,
         };
         for input in [

@@ -11,7 +11,8 @@
 //! * [`data`]: the DATA decoder, a byte-level state machine: only
 //!   CRLF `.` CRLF ends the message; dot-stuffing is removed; CRLF becomes
 //!   LF; a bare CR or bare LF anywhere refuses the message (SMTP smuggling
-//!   protection); long lines, size and hop count are checked;
+//!   protection); text lines of any length are kept as received (streamed,
+//!   never held whole); size and hop count are checked;
 //! * [`session`]: the server [`session::Session`]: HELO/EHLO state, the
 //!   transaction (MAIL, RCPTs), the tarpit counters, driven by a plain-data
 //!   [`session::Policy`] and a [`session::Checks`] implementation that the

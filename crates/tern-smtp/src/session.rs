@@ -23,7 +23,6 @@ use crate::auth::{self, AuthError, Credentials};
 use crate::command::{self, Command, MailParams, Mechanism};
 use crate::data::DataLimits;
 use crate::data::MAX_HOPS;
-use crate::data::MAX_TEXT_LINE;
 use crate::line::{LineError, LineEvent};
 use crate::reply::Reply;
 
@@ -510,7 +509,6 @@ impl Session {
     pub fn data_limits(&self) -> DataLimits {
         DataLimits {
             max_bytes: (self.policy.databytes > 0).then_some(self.policy.databytes),
-            max_line: MAX_TEXT_LINE,
             max_hops: MAX_HOPS,
         }
     }

@@ -186,7 +186,6 @@ fn smtp_encode_bytes(data: &[u8]) {
     let sent = encode_all(data);
     let mut d = DataDecoder::new(DataLimits {
         max_bytes: None,
-        max_line: usize::MAX,
         max_hops: usize::MAX,
     });
     let mut out = Vec::new();

@@ -1546,7 +1546,9 @@ fn data_run(
 /// at the end of data (before it, the decoder may have streamed part of
 /// a line the reference has not output yet); an ended
 /// message was ended by CRLF `.` CRLF; with limits, the output is a prefix
-/// of the unlimited output and respects `max_bytes`. The BDAT (chunked)
+/// of the unlimited output and respects `max_bytes`; the default limits
+/// (no line length limit) change nothing unless the message loops. The
+/// BDAT (chunked)
 /// decoder is checked on the same input against its own reference.
 pub fn smtp_data(data: &[u8]) {
     smtp_data_bytes(data);
@@ -1557,7 +1559,6 @@ fn smtp_data_bytes(data: &[u8]) {
     use tern_smtp::{DataLimits, DataStatus};
     let free = DataLimits {
         max_bytes: None,
-        max_line: usize::MAX,
         max_hops: usize::MAX,
     };
     let whole = data_run(data, free, |_| usize::MAX);
@@ -1587,7 +1588,6 @@ fn smtp_data_bytes(data: &[u8]) {
     let seed = data.first().copied().unwrap_or(0);
     let limited = DataLimits {
         max_bytes: (seed & 1 == 1).then_some(u64::from(seed) * 3),
-        max_line: 4 + usize::from(seed % 40),
         max_hops: 1 + usize::from(seed % 5),
     };
     let a = data_run(data, limited, |_| usize::MAX);
@@ -1603,6 +1603,11 @@ fn smtp_data_bytes(data: &[u8]) {
     assert!(whole.2.starts_with(&a.2), "limited output is not a prefix");
     let full = data_run(data, DataLimits::default(), |i| 1 + i % 5);
     assert_eq!((full.0, full.1), (whole.0, whole.1));
+    // No line length limit: the default limits refuse only a looping
+    // message (besides a bare CR or LF, as without limits).
+    if full.3 != Some(tern_smtp::DataError::Looping) {
+        assert_eq!(full, whole, "the default limits refused a message");
+    }
     smtp_chunked(data);
 }
 
@@ -1615,7 +1620,6 @@ fn smtp_chunked(data: &[u8]) {
     let run = |cut: usize| {
         let mut d = DataDecoder::chunked(DataLimits {
             max_bytes: None,
-            max_line: usize::MAX,
             max_hops: usize::MAX,
         });
         let mut out = Vec::new();
