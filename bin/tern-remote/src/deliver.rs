@@ -231,6 +231,13 @@ impl Worker {
                 );
             }
         };
+        if scan.breaks > 0 {
+            // The message goes out changed: say so, once per message.
+            Event::new(PROG, "long_lines")
+                .num("qid", req.id)
+                .num("breaks", scan.breaks)
+                .emit();
+        }
         let env = Envelope {
             sender: &req.sender,
             recipients: &req.recipients,

@@ -11,7 +11,8 @@
 //!   ([`ehlo::Capabilities`]: PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
 //!   STARTTLS);
 //! * [`message`]: the message on the wire: CRLF line ends for every stored
-//!   line end (LF, CRLF, bare CR), dot-stuffing, `.` CRLF at the end, and
+//!   line end (LF, CRLF, bare CR), dot-stuffing, lines over 998 octets
+//!   broken with CRLF SPACE (deterministically), `.` CRLF at the end, and
 //!   a counting pass for the exact `SIZE=` ([`message::scan`]); a stored
 //!   byte sequence can never end DATA early at the next hop;
 //! * [`address`]: envelope addresses in `<…>`, quoted when needed, and

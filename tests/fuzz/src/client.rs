@@ -4,7 +4,7 @@
 
 use tern_client::address::{MAX_ADDRESS, format_path};
 use tern_client::ehlo::Capabilities;
-use tern_client::message::{Encoder, encode_all, scan};
+use tern_client::message::{Encoder, MAX_LINE as MAX_SENT_LINE, encode_all, scan};
 use tern_client::reply::{MAX_LINE, MAX_LINES, MAX_TEXT, Reply, ReplyParser, parse_all, sanitise};
 
 use crate::mapped;
@@ -147,17 +147,63 @@ const ENCODE_ALPHABET: &[&[u8]] = &[
     b"]",
 ];
 
+/// A run long enough that a few of them make a line over 998 octets.
+const RUN: &[u8] = &[b'x'; 333];
+
+/// Pieces for long lines: runs, the spaces and tabs a break prefers, UTF-8
+/// sequences a break must not cut, and what ends or stuffs a line.
+const LONG_ALPHABET: &[&[u8]] = &[
+    RUN,
+    RUN,
+    RUN,
+    b" ",
+    b"\t",
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b".",
+    b"\xc3\xa9",
+    b"\xe2\x82\xac",
+    b"\xf0\x9f\x98\x80",
+    b"\xe2",
+    b"\x80",
+];
+
 /// `tern_client::message` and `tern_client::address`: [`encode_all`], the
 /// [`Encoder`] in chunks, [`scan`] and [`format_path`]. Checks: what is sent
 /// decodes with tern-smtp's strict DATA reader (only CRLF `.` CRLF ends
 /// data, a bare CR or LF is fatal) into exactly one message that ends at
 /// the last byte sent and equals the stored bytes with every line end as
-/// LF; no bare CR or LF is sent; chunking does not change the output; the
-/// counting pass agrees with it; a formatted path is `<...>`, holds no
-/// control byte, and is valid UTF-8.
+/// LF and the inserted line breaks (`\n `, only inside a line) taken
+/// out; no line sent is over 998 octets before its CRLF; no bare CR or LF
+/// is sent; chunking does not change the output (the breaks are
+/// deterministic); the counting pass agrees with it, breaks included; a
+/// formatted path is `<...>`, holds no control byte, and is valid UTF-8.
 pub fn smtp_encode(data: &[u8]) {
     smtp_encode_bytes(data);
     smtp_encode_bytes(&mapped(data, ENCODE_ALPHABET));
+    smtp_encode_bytes(&mapped(data, LONG_ALPHABET));
+}
+
+/// `decoded` with the inserted breaks taken out must be `original`;
+/// returns how many. A break is always inside a line (a text byte follows
+/// it in the original), so where `decoded` has `\n` and `original` a text
+/// byte, that `\n ` is a break: the alignment is exact.
+fn unbreak(decoded: &[u8], original: &[u8]) -> u64 {
+    let (mut i, mut j, mut breaks) = (0, 0, 0);
+    while i < decoded.len() {
+        if j < original.len() && decoded[i] == original[j] {
+            i += 1;
+            j += 1;
+            continue;
+        }
+        assert_eq!(decoded.get(i..i + 2), Some(&b"\n "[..]), "content changed");
+        assert!(j < original.len() && original[j] != b'\n', "break at a line end");
+        i += 2;
+        breaks += 1;
+    }
+    assert_eq!(j, original.len(), "content lost");
+    breaks
 }
 
 /// Every stored line end (CRLF, bare CR, bare LF) as LF, and a final LF.
@@ -192,7 +238,10 @@ fn smtp_encode_bytes(data: &[u8]) {
     let (used, status) = d.feed(&sent, &mut out);
     assert_eq!(status, DataStatus::End, "data did not end");
     assert_eq!(used, sent.len(), "data ended early");
-    assert_eq!(out, normalised(data), "content changed");
+    let breaks = unbreak(&out, &normalised(data));
+    for line in sent.split(|&b| b == b'\n') {
+        assert!(line.len() <= MAX_SENT_LINE + 1, "line over 998 octets sent");
+    }
     for (i, &b) in sent.iter().enumerate() {
         if b == b'\r' {
             assert_eq!(sent.get(i + 1), Some(&b'\n'), "bare CR sent");
@@ -202,10 +251,11 @@ fn smtp_encode_bytes(data: &[u8]) {
     }
     let s = scan(data).expect("reading a slice");
     assert_eq!(s.wire, sent.len() as u64);
+    assert_eq!(s.breaks, breaks);
     let n = normalised(data);
     assert_eq!(
         s.size,
-        (n.len() + n.iter().filter(|&&b| b == b'\n').count()) as u64
+        (n.len() + n.iter().filter(|&&b| b == b'\n').count()) as u64 + 3 * breaks
     );
     assert_eq!(s.eight_bit, data.iter().any(|&b| b >= 0x80));
     let step = 1 + usize::from(data.first().copied().unwrap_or(0) % 7);
