@@ -198,7 +198,10 @@ fn unbreak(decoded: &[u8], original: &[u8]) -> u64 {
             continue;
         }
         assert_eq!(decoded.get(i..i + 2), Some(&b"\n "[..]), "content changed");
-        assert!(j < original.len() && original[j] != b'\n', "break at a line end");
+        assert!(
+            j < original.len() && original[j] != b'\n',
+            "break at a line end"
+        );
         i += 2;
         breaks += 1;
     }
