@@ -256,7 +256,22 @@ fn send_only_install_has_a_cron_runner_and_no_listener() {
     let Some(root) = rootinst::scratch(T, "sendonly") else {
         return;
     };
-    let accounts = Accounts::snapshot();
+    let mut accounts = Accounts::snapshot();
+    // The recipient is a user of the test's own: the `alias` user may
+    // already exist with another home (any machine that had qmail), and
+    // mail for postmaster follows that home.
+    let bob_home = root.join("bob");
+    accounts.add_user("terntestbob", &bob_home);
+    assert!(
+        rootinst::sh_as(
+            "terntestbob",
+            &format!(
+                "mkdir -p -m 700 {0}/Maildir/new {0}/Maildir/cur {0}/Maildir/tmp",
+                bob_home.display()
+            )
+        ),
+        "Maildir for bob"
+    );
     let home = root.join("home");
     let sys = root.join("sys");
     std::fs::create_dir_all(sys.join("etc/systemd/system")).unwrap();
@@ -286,11 +301,11 @@ fn send_only_install_has_a_cron_runner_and_no_listener() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 
     // The cron job's command works: a local message is delivered by one
-    // tern-start --once run (to the alias user's Maildir, as postmaster).
+    // tern-start --once run (to a real user's Maildir).
     let r = inject_raw(
         std::process::Command::new(home.join("bin/tern-queue")),
         b"Subject: cron\n\nmarker-cron\n",
-        &envelope("root@localhost", &["postmaster@localhost"]),
+        &envelope("root@localhost", &["terntestbob@localhost"]),
     );
     assert_eq!(r.code(), 0, "{}", r.stderr);
     let once = std::process::Command::new(home.join("bin/tern-start"))
@@ -301,7 +316,7 @@ fn send_only_install_has_a_cron_runner_and_no_listener() {
         .output()
         .unwrap();
     assert!(once.status.success(), "tern-start --once: {}", text(&once));
-    let delivered = std::fs::read_dir(home.join("alias/Maildir/new"))
+    let delivered = std::fs::read_dir(bob_home.join("Maildir/new"))
         .unwrap()
         .flatten()
         .any(|e| read(&e.path()).contains("marker-cron"));
