@@ -485,3 +485,58 @@ fn man_page_lists_the_exit_codes() {
         .collect();
     assert_eq!(codes, [0, 99, 100, 111]);
 }
+
+/// A qmail tool in a `.qmail` file (condredirect, forward, ezmlm): found on
+/// `control/programpath`, it queues through `$QMAILQUEUE`, which is Tern's
+/// tern-queue: the message lands in Tern's queue. And a `+list` line is a
+/// flag, never a forward to `+list@...`.
+#[test]
+fn qmail_tools_find_their_path_and_queue_into_tern() {
+    let inst = Instance::new("local-qmailtools");
+    let home = inst.home().join("mail/test");
+    // A stand-in for qmail's bin directory with a tool that queues the way
+    // notqmail's forward(1) does: message on fd 0, envelope on fd 1, into
+    // ${QMAILQUEUE:-/var/qmail/bin/qmail-queue}.
+    let qbin = inst.scratch().join("qmail-bin");
+    std::fs::create_dir_all(&qbin).unwrap();
+    let tool = qbin.join("fake-forward");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\n\
+         printf 'F%s\\000T%s\\000\\000' \"$NEWSENDER\" \"$1\" > env.tmp\n\
+         exec \"${QMAILQUEUE:-/var/qmail/bin/qmail-queue}\" 1<env.tmp\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        inst.home().join("control/programpath"),
+        format!("{}:/usr/local/bin:/usr/bin:/bin\n", qbin.display()),
+    )
+    .unwrap();
+    write(
+        &home.join(".qmail-list"),
+        "+list\n|fake-forward elsewhere@example.net\n",
+    );
+    let out = Local::ext(&inst, "list").run(MESSAGE);
+    // The program line after +list is refused: forwards only.
+    assert_eq!(out.status.code(), Some(111), "{out:?}");
+    write(
+        &home.join(".qmail-list"),
+        "|fake-forward elsewhere@example.net\n+list\n",
+    );
+    let out = Local::ext(&inst, "list").run(MESSAGE);
+    assert_exit(&out, 0, "did 0+0+1");
+    let q = inst.queue();
+    let queued = q.list().expect("list queue");
+    assert_eq!(queued.len(), 1, "one message queued by the tool, into Tern");
+    let rcpts: Vec<&[u8]> = queued[0]
+        .recipients
+        .iter()
+        .map(|r| r.address.as_slice())
+        .collect();
+    assert_eq!(
+        rcpts,
+        [b"elsewhere@example.net".as_slice()],
+        "no +list@ forward"
+    );
+}

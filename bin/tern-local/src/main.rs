@@ -65,6 +65,15 @@ fn run(args: &[std::ffi::OsString]) -> Result<tern_deliver::Outcome, Error> {
         .map_err(|e| unreadable(&e))?;
     let message = Message::from_current_offset(File::from(stdin)).map_err(|e| unreadable(&e))?;
     let mut settings = Settings::for_instance(home.root());
+    settings.path = tern_control::Control::new(&home)
+        .programpath()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Usage,
+                format!("Unable to read control/programpath: {e}. (#4.3.0)"),
+            )
+        })?
+        .into_bytes();
     settings.lock_wait =
         tern_deliver::lock_wait_from(std::env::var_os("TERN_LOCAL_LOCK_WAIT").as_deref());
     tern_deliver::deliver(&req, &message, &settings)

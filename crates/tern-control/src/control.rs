@@ -243,6 +243,9 @@ impl Control {
         /// `defaultdelivery`: dot-qmail lines for users without a `.qmail`
         /// file (default `./Maildir/`).
         defaultdelivery -> Vec<String> = lines;
+        /// `programpath`: `PATH` of `|program` deliveries (default
+        /// `/usr/local/bin:/usr/bin:/bin`).
+        programpath -> String = text;
     }
 }
 

@@ -176,6 +176,8 @@ pub static SETTINGS: &[Setting] = &[
         doc: "CA bundle (PEM file path) trusted for tlsdestinations verify" },
     Setting { name: "timeoutlocal", kind: Kind::Number { min: 1, max: 604_800 }, default: DefaultValue::Number(86_400), readers: "tern-lspawn",
         doc: "seconds one local delivery may run before tern-lspawn kills it (a temporary failure)" },
+    Setting { name: "programpath", kind: Kind::Text, default: DefaultValue::Text("/usr/local/bin:/usr/bin:/bin"), readers: "tern-local",
+        doc: "PATH of |program deliveries; a site that keeps qmail's tools adds qmail's bin directory (e.g. /var/qmail/bin)" },
     Setting { name: "localuidmin", kind: Kind::Number { min: 1, max: 4_294_967_294 }, default: DefaultValue::Number(1000), readers: "tern-lspawn",
         doc: "smallest uid a local delivery may run as in a system instance (the alias user is always allowed; uid 0 never)" },
     Setting { name: "localuidmax", kind: Kind::Number { min: 1, max: 4_294_967_294 }, default: DefaultValue::Number(60_000), readers: "tern-lspawn",

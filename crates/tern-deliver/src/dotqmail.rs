@@ -43,13 +43,18 @@ pub enum Instruction {
     Mbox(Vec<u8>),
     /// `&address` or a plain address: the address.
     Forward(Vec<u8>),
+    /// `+list`: qmail's mailing-list flag; from this line on the file may
+    /// only forward (as if the owner-execute bit were set). Other `+` lines
+    /// are flags qmail ignores, and are skipped here too: a `+` line is
+    /// never an address.
+    ListFlag,
 }
 
 impl Instruction {
     /// True for instructions a forward-only file (owner-execute bit set)
     /// may not contain.
     pub fn is_local(&self) -> bool {
-        !matches!(self, Instruction::Forward(_))
+        !matches!(self, Instruction::Forward(_) | Instruction::ListFlag)
     }
 }
 
@@ -174,6 +179,8 @@ pub fn parse(text: &[u8]) -> Result<Vec<Line>, ParseError> {
         }
         let instruction = match line[0] {
             b'#' => continue,
+            b'+' if line == b"+list" => Instruction::ListFlag,
+            b'+' => continue,
             b'|' => {
                 let cmd = &line[1..];
                 if cmd.iter().all(|&b| b == b' ' || b == b'\t') {

@@ -395,6 +395,21 @@ fn plan(req: &Request) -> Result<Plan, Error> {
             format!("Uh-oh: {what}: {e}. (#4.2.1)"),
         )
     })?;
+    // `+list` makes the rest of the file forward-only, as qmail-local does;
+    // checked here, before anything is delivered, like the execute bit.
+    if let Some(flag) = lines
+        .iter()
+        .position(|l| l.instruction == Instruction::ListFlag)
+        && let Some(l) = lines[flag..].iter().find(|l| l.instruction.is_local())
+    {
+        return Err(Error::new(
+            ErrorKind::ForwardOnly,
+            format!(
+                "Uh-oh: {what} has +list (forwards only) before line {}, a program, mbox or maildir delivery. (#4.7.0)",
+                l.number
+            ),
+        ));
+    }
     if forward_only && let Some(l) = lines.iter().find(|l| l.instruction.is_local()) {
         return Err(Error::new(
             ErrorKind::ForwardOnly,
@@ -488,6 +503,13 @@ fn program_env(
     }
     if let Some(h) = &settings.tern_home {
         env.push(("TERN_HOME", h.as_os_str().as_bytes().to_vec()));
+        // qmail's own tools (condredirect, forward, qreceipt, ezmlm) queue
+        // through `qmail-queue` unless QMAILQUEUE names another program:
+        // into Tern's queue, never into an old qmail queue.
+        env.push((
+            "QMAILQUEUE",
+            h.join("bin/tern-queue").as_os_str().as_bytes().to_vec(),
+        ));
     }
     env
 }
@@ -530,6 +552,7 @@ pub fn deliver(req: &Request, message: &Message, settings: &Settings) -> Result<
     for line in &plan.lines {
         match &line.instruction {
             Instruction::Forward(addr) => forwards.push(addr.clone()),
+            Instruction::ListFlag => {}
             Instruction::Maildir(p) => {
                 maildir::deliver(
                     &mailbox_path(&req.home, p),

@@ -357,6 +357,7 @@ fn program_environment() {
         "UFLINE",
         "PATH",
         "TERN_HOME",
+        "QMAILQUEUE",
     ];
     // The script is a file: as one .qmail line it would pass the line limit.
     let mut script = String::new();
@@ -378,6 +379,7 @@ fn program_environment() {
         .collect();
     let home = f.home.display().to_string();
     let tern_home = f.settings.tern_home.as_ref().unwrap().display().to_string();
+    let qmailqueue = format!("{tern_home}/bin/tern-queue");
     let want: BTreeMap<&str, &str> = [
         ("SENDER", "sender@example.com"),
         ("NEWSENDER", "joe-tag-x-y-owner@mail.example.org"),
@@ -398,6 +400,7 @@ fn program_environment() {
         ("RPLINE", "Return-Path: <sender@example.com>\n"),
         ("PATH", "/usr/bin:/bin"),
         ("TERN_HOME", tern_home.as_str()),
+        ("QMAILQUEUE", qmailqueue.as_str()),
     ]
     .into_iter()
     .collect();
@@ -416,6 +419,48 @@ fn program_environment() {
     assert_eq!(tail[1], home);
     // The program's stdin is exactly the message: no added lines.
     assert_eq!(std::fs::read(f.home.join("msg.out")).unwrap(), BODY);
+}
+
+#[test]
+fn plus_list_is_a_flag_never_an_address() {
+    let f = fixture("plus-list");
+    let req = f.request("joe", "", "");
+    // +list and other + lines forward nothing; the forward goes out alone.
+    f.write(
+        ".qmail",
+        "+list
++other
+&one@example.net
+",
+        0o644,
+    );
+    assert_eq!(f.run(&req, BODY).unwrap().report(), "did 0+1+0");
+    let (_, env) = f.queued().expect("the forward was queued");
+    assert_eq!(
+        env.recipients,
+        vec![b"one@example.net".to_vec()],
+        "no +list@ address"
+    );
+    // A local delivery before +list is fine; after it, refused (temporary,
+    // nothing done), as qmail-local's forward-only flag.
+    f.write(
+        ".qmail",
+        "./Maildir/
++list
+",
+        0o644,
+    );
+    assert_eq!(f.run(&req, BODY).unwrap().report(), "did 1+0+0");
+    f.write(
+        ".qmail",
+        "+list
+./Maildir/
+",
+        0o644,
+    );
+    let e = f.run(&req, BODY).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ForwardOnly);
+    assert!(e.is_temporary());
 }
 
 #[test]
