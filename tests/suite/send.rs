@@ -343,6 +343,45 @@ fn once_delivers_everything_due_and_leaves_nothing_running() {
     assert!(inst.pids_of("").is_empty());
 }
 
+/// After the administrator fixes what made a delivery fail, `sendmail -q`
+/// tries it at once (as sendmail's and Postfix's do), while the cron
+/// runner (`tern-start --once`) keeps the retry schedule.
+#[test]
+fn sendmail_q_retries_everything_now_and_cron_keeps_the_schedule() {
+    let inst = Instance::new("send-q-now");
+    let maildir = inst.home().join("mail/test/Maildir");
+    std::fs::rename(&maildir, inst.home().join("mail/test/Maildir.away")).unwrap();
+    let (code, err) = inst.sendmail(&["-i", "test@localhost"], &message(1));
+    assert_eq!(code, 0, "{err}");
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("status=deferred"), "{log}");
+    assert_eq!(inst.queue().count().unwrap(), 1);
+    // Fixed; the next retry is minutes away.
+    std::fs::rename(inst.home().join("mail/test/Maildir.away"), &maildir).unwrap();
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        inst.maildir_count("test"),
+        0,
+        "the cron runner keeps the schedule: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = inst.command("sendmail").arg("-q").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        inst.maildir_count("test"),
+        1,
+        "sendmail -q tries now: {log}"
+    );
+    assert_eq!(inst.queue().count().unwrap(), 0);
+    // --flush alone (without --once) is refused.
+    let out = inst.command("tern-start").arg("--flush").output().unwrap();
+    assert_eq!(out.status.code(), Some(111));
+}
+
 #[test]
 fn once_with_a_running_manager_flushes_it() {
     let inst = Instance::new("send-once-busy");

@@ -77,7 +77,7 @@ Reads a message on standard input and queues it for the recipients.
   -f SENDER   envelope sender (also -r); -f '' or -f '<>' for a bounce
   -F NAME     full name for an added From: field
   -bp         list the queue (same as mailq)
-  -q          run the queue once: deliver what is due, then exit (tern-start --once)
+  -q          run the queue once: try everything queued now, then exit (tern-start --once --flush)
 Other sendmail options (-v, -oX, -B, -N, -R, -h ...) are accepted and ignored.
 Exit: 0 queued, 100 permanent failure, 111 temporary failure.
 See docs/man/sendmail.8.md.
@@ -135,12 +135,16 @@ fn run(name: &[u8], args: &[Vec<u8>]) -> Result<(), Fatal> {
     }
 }
 
-/// `-q`: replaces this process with `<home>/bin/tern-start --once` (deliver
-/// everything that is due, then exit).
+/// `-q`: replaces this process with `<home>/bin/tern-start --once --flush`
+/// (try everything queued now, whatever its retry schedule, as sendmail's
+/// and Postfix's `-q` do; then exit). A running manager is asked to retry
+/// everything now instead.
 fn run_queue() -> Result<(), Fatal> {
     let home = tern_control::Home::from_env().map_err(|e| Fatal::new(e.is_temporary(), e))?;
     let start = home.bin_dir().join("tern-start");
-    let err = std::process::Command::new(&start).arg("--once").exec();
+    let err = std::process::Command::new(&start)
+        .args(["--once", "--flush"])
+        .exec();
     Err(Fatal::new(
         true,
         format!("cannot run {}: {err}", start.display()),

@@ -99,14 +99,17 @@ fn main() -> ExitCode {
     }
     tern_log::install_panic_hook(PROG, 111);
     let mut once = false;
+    let mut flush = false;
     for a in std::env::args().skip(1) {
         match a.as_str() {
             "--once" => once = true,
+            "--flush" => flush = true,
             "--help" | "-h" => {
                 let _ = std::io::stdout().write_all(
-                    b"usage: tern-send [--once]\n\
+                    b"usage: tern-send [--once] [--flush]\n\
                       The queue manager; started by tern-start (fds 3-6: tern-lspawn and\n\
                       tern-clean pipes; 7-8: tern-rspawn). --once: stop when nothing is due.\n\
+                      --flush: everything queued is due now, whatever its retry schedule.\n\
                       See tern-send(8).\n",
                 );
                 return ExitCode::SUCCESS;
@@ -206,6 +209,7 @@ fn main() -> ExitCode {
         cleaner,
         once,
     ) {
+        Ok(m) if flush => m.flush_at_start(),
         Ok(m) => m,
         Err(Exit::Trouble(e)) => return fail(e),
         Err(Exit::Done) => return ExitCode::SUCCESS,

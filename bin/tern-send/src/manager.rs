@@ -401,6 +401,9 @@ pub struct Manager {
     finish_retry_at: i64,
     damaged_logged: HashSet<u64>,
     once: bool,
+    /// `--flush`: every pending recipient is due at start, whatever its
+    /// retry schedule (`sendmail -q`).
+    flush_at_start: bool,
     stopping: bool,
     /// Set when a spawner or the cleaner was lost: the manager stops as for
     /// SIGTERM (collecting the reports of deliveries still running, so
@@ -443,6 +446,7 @@ impl Manager {
             finish_retry_at: 0,
             damaged_logged: HashSet::new(),
             once,
+            flush_at_start: false,
             stopping: false,
             trouble: None,
             cleaner_ok: true,
@@ -1096,6 +1100,13 @@ impl Manager {
             .emit();
     }
 
+    /// Makes every pending recipient due when [`Manager::run`] starts
+    /// (`tern-send --flush`), instead of at its scheduled retry.
+    pub fn flush_at_start(mut self) -> Manager {
+        self.flush_at_start = true;
+        self
+    }
+
     /// Runs until SIGTERM (or, with `--once`, until nothing is due).
     pub fn run(mut self, trigger: Option<File>, reload: impl Fn() -> Option<Rewriter>) -> Exit {
         let mask = signal_set();
@@ -1110,6 +1121,10 @@ impl Manager {
         let mut last_scan = tern_date::now();
         if let Err(e) = self.scan_new() {
             return e;
+        }
+        if self.flush_at_start {
+            Event::new(PROG, "flush").emit();
+            self.flush_all(tern_date::now());
         }
         self.status_line();
         loop {

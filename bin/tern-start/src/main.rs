@@ -2,7 +2,7 @@
 //!     tern-start - start the Tern queue manager and its helpers
 //!
 //! SYNOPSIS
-//!     tern-start [--once] [--logger PROGRAM [ARG...]]
+//!     tern-start [--once [--flush]] [--logger PROGRAM [ARG...]]
 //!
 //! DESCRIPTION
 //!     Creates the pipes and starts `tern-lspawn`, `tern-clean`, `tern-rspawn`
@@ -15,7 +15,9 @@
 //!     `--once` is the cron-driven queue runner: everything that is due is
 //!     delivered, `tern-start` waits for those deliveries, and exits; nothing
 //!     keeps running. If a long-running manager already runs, it is asked to
-//!     retry now instead. `--logger PROGRAM ARG...` starts PROGRAM first with
+//!     retry now instead. `--flush` (with `--once`; `sendmail -q`) makes
+//!     everything queued due now, whatever its retry schedule.
+//!     `--logger PROGRAM ARG...` starts PROGRAM first with
 //!     a pipe as its stdin and sends every program's log lines (stderr) into
 //!     it; it is the last to stop.
 //!     In a single-user instance (`$TERN_HOME/single-user` exists) every
@@ -187,11 +189,13 @@ fn main() -> ExitCode {
         ));
     }
     let mut once = false;
+    let mut flush = false;
     let mut logger: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--once" => once = true,
+            "--flush" => flush = true,
             "--logger" => {
                 logger = args.by_ref().collect();
                 if logger.is_empty() {
@@ -200,10 +204,11 @@ fn main() -> ExitCode {
             }
             "--help" | "-h" => {
                 let _ = std::io::stdout().write_all(
-                    b"usage: tern-start [--once] [--logger PROGRAM [ARG...]]\n\
+                    b"usage: tern-start [--once [--flush]] [--logger PROGRAM [ARG...]]\n\
                       Starts tern-send with tern-lspawn, tern-clean (and tern-rspawn when\n\
                       installed) for the instance in TERN_HOME, and supervises them.\n\
                       --once: deliver everything that is due, wait for it, and exit (cron).\n\
+                      --flush: with --once, everything queued is due now (sendmail -q).\n\
                       --logger: run PROGRAM with every program's log lines on its stdin.\n\
                       See tern-start(8).\n",
                 );
@@ -211,6 +216,11 @@ fn main() -> ExitCode {
             }
             other => return fail(format!("unknown argument {other:?}; see tern-start --help")),
         }
+    }
+    if flush && !once {
+        return fail(
+            "--flush goes with --once (a long-running manager is flushed with ternctl flush)",
+        );
     }
     let home = match Home::from_env() {
         Ok(h) => h,
@@ -414,6 +424,9 @@ fn main() -> ExitCode {
     run_as(&mut send, ids.send);
     if once {
         send.arg("--once");
+        if flush {
+            send.arg("--flush");
+        }
     }
     send.stdin(Stdio::null());
     let mut placed: Vec<(&OwnedFd, i32)> = vec![(&l_to, 3), (&l_from, 4), (&c_to, 5), (&c_from, 6)];

@@ -310,7 +310,7 @@ fn flush(home: &Home) -> anyhow::Result<()> {
         .join("pid");
     let text = std::fs::read_to_string(&pid_path).map_err(|e| {
         anyhow::anyhow!(
-            "no running queue manager ({}: {e}); start one with tern-start, or run tern-start --once",
+            "no running queue manager ({}: {e}); start one with tern-start, or run sendmail -q (tern-start --once --flush) to try everything now",
             pid_path.display()
         )
     })?;
