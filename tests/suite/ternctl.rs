@@ -293,3 +293,46 @@ fn repair_and_exit_codes() {
         text(&out.stderr)
     );
 }
+
+/// `ternctl forget` (qmail-tcpok): one host's remembered failures, or all.
+#[test]
+fn forget_clears_remembered_host_failures() {
+    let inst = Instance::new("ternctl-forget");
+    let dir = inst.home().join("queue/remote");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["c-192.0.2.1", "t-192.0.2.1", "c-2001:db8::1"] {
+        std::fs::write(dir.join(f), "1 1800000000\n").unwrap();
+    }
+    let forget = |args: &[&str]| {
+        inst.command("ternctl")
+            .arg("forget")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = forget(&["192.0.2.1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("forgot 2"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!dir.join("c-192.0.2.1").exists() && !dir.join("t-192.0.2.1").exists());
+    assert!(dir.join("c-2001:db8::1").exists());
+    let out = forget(&["[2001:db8::2]"]);
+    assert!(
+        text(&out.stdout).contains("forgot 0"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = forget(&[]);
+    assert!(
+        text(&out.stdout).contains("forgot 1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!dir.join("c-2001:db8::1").exists());
+    let out = forget(&["mx.example.org"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not an IP address"));
+}

@@ -8,6 +8,8 @@
 //!   ternctl [--home DIR] check
 //!   ternctl [--home DIR] queue [--json] [--count]
 //!   ternctl [--home DIR] repair
+//!   ternctl [--home DIR] flush
+//!   ternctl [--home DIR] forget [IP...]
 //!   ternctl [--home DIR] passwd LOGIN
 //!   ternctl [--home DIR] install --bin-dir DIR [--send-only] [--sendmail-links]
 //!           [--system-root DIR] [--me HOST] [--split N]
@@ -17,6 +19,8 @@
 //!   `init` creates (or completes) a single-user instance; `check` explains
 //!   the effective configuration and rejects malformed files; `queue` lists
 //!   the queue; `repair` removes what a crashed writer left in the queue;
+//!   `flush` asks the running manager to retry everything now; `forget`
+//!   clears tern-remote's memory of unreachable hosts (qmail-tcpok);
 //!   `passwd` reads a password from stdin and stores its argon2id hash for
 //!   LOGIN in control/passwords (mode 0640), for tern-checkpassword.
 //!   `install` makes (or upgrades) a root install of a system instance as
@@ -151,6 +155,14 @@ enum Command {
     Repair,
     /// Ask the running queue manager to retry every queued message now.
     Flush,
+    /// Forget what tern-remote remembers about remote hosts (connection
+    /// back-offs, failed STARTTLS handshakes): every host, or the given
+    /// addresses (qmail's qmail-tcpok).
+    Forget {
+        /// IP addresses (none: every host).
+        #[arg(value_name = "IP")]
+        addresses: Vec<String>,
+    },
     /// Set LOGIN's password in control/passwords (read from stdin, first
     /// line) for tern-checkpassword.
     Passwd {
@@ -230,6 +242,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Flush => {
             flush(&home(cli.home)?)?;
+            Ok(Exit::Ok)
+        }
+        Command::Forget { addresses } => {
+            forget(&home(cli.home)?, &addresses)?;
             Ok(Exit::Ok)
         }
         Command::Passwd { login } => {
@@ -332,6 +348,42 @@ fn flush(home: &Home) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot signal tern-send (pid {pid}): {e}"))?;
     crate::show::emit(&format!(
         "asked tern-send (pid {pid}) to retry everything now\n"
+    ));
+    Ok(())
+}
+
+/// `ternctl forget [IP...]`: removes tern-remote's memory of hosts. In a
+/// system instance `queue/remote/` belongs to `ternr` (and `queue/` to
+/// `ternq`, which could put a link there): root does this as `ternr`, never
+/// as itself.
+fn forget(home: &Home, addresses: &[String]) -> anyhow::Result<()> {
+    let addrs = addresses
+        .iter()
+        .map(|a| {
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| Usage(format!("{a:?} is not an IP address")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !home.is_single_user() && tern_sys::effective_uid() == 0 {
+        let c = tern_sys::privilege::Credentials::for_user("ternr")
+            .map_err(|e| anyhow::anyhow!("user ternr: {e}"))?;
+        tern_sys::privilege::drop_to(&c)
+            .map_err(|e| anyhow::anyhow!("cannot become ternr: {e}"))?;
+    }
+    let dir = home.queue_dir().join("remote");
+    let n = tern_route::HostMemory::open(&dir)
+        .forget(&addrs)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    crate::show::emit(&format!(
+        "forgot {n} remembered failure{} ({})\n",
+        if n == 1 { "" } else { "s" },
+        if addrs.is_empty() {
+            "every host".to_string()
+        } else {
+            addresses.join(" ")
+        }
     ));
     Ok(())
 }

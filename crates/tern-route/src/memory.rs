@@ -127,6 +127,35 @@ impl HostMemory {
         let _ = fs::remove_file(self.dir.join(name(TLS, addr)));
     }
 
+    /// Forgets everything remembered about `addrs` (connection back-offs
+    /// and STARTTLS failures), or about every host when `addrs` is empty
+    /// (qmail's `qmail-tcpok`). Returns how many entries were removed.
+    ///
+    /// # Errors
+    /// The directory cannot be listed, or an entry cannot be removed.
+    pub fn forget(&self, addrs: &[IpAddr]) -> std::io::Result<usize> {
+        let wanted: Vec<String> = addrs
+            .iter()
+            .flat_map(|&a| [name(CONNECT, a), name(TLS, a)])
+            .collect();
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let Ok(file) = entry.file_name().into_string() else {
+                continue;
+            };
+            let ours = file.starts_with(CONNECT) || file.starts_with(TLS);
+            if ours && (wanted.is_empty() || wanted.contains(&file)) {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn read_connect(&self, addr: IpAddr) -> Option<(u32, i64)> {
         match self.read_numbers(&name(CONNECT, addr))?[..] {
             [count, last] if (1..=i64::from(MAX_COUNT)).contains(&count) => {
@@ -277,6 +306,27 @@ mod tests {
 
     const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+
+    #[test]
+    fn forget_removes_one_host_or_all() {
+        let t = TempDir::new("forget");
+        let m = HostMemory::open(&t.0);
+        let t0 = 1_800_000_000;
+        m.record_connect_failure(A, t0);
+        m.record_tls_failure(A, t0);
+        m.record_connect_failure(B, t0);
+        fs::write(t.0.join("unrelated"), "x").unwrap();
+        assert_eq!(m.forget(&[A]).unwrap(), 2);
+        assert!(!m.connect_failed_recently(A, t0) && !m.tls_failed_recently(A, t0));
+        assert!(m.connect_failed_recently(B, t0), "B is still remembered");
+        assert_eq!(m.forget(&[]).unwrap(), 1);
+        assert!(!m.connect_failed_recently(B, t0));
+        assert!(
+            t.0.join("unrelated").exists(),
+            "only host entries are removed"
+        );
+        assert_eq!(m.forget(&[]).unwrap(), 0);
+    }
 
     #[test]
     fn backoff_doubles_to_an_hour() {
