@@ -128,15 +128,6 @@ fn main() -> ExitCode {
     } else {
         Ok(tern_sys::real_uid())
     };
-    // Setuid: this process runs as ternq with its caller's descriptors.
-    // When the caller is root at a terminal, leave root's session and let
-    // go of the terminal, so no code of ternq can type into root's shell
-    // (TIOCSTI) or write to its screen. fds 0 and 1 are pipes from
-    // QueueClient; only a stray terminal on 2 (or a caller's odd set-up) is
-    // replaced by /dev/null: tern-queue reports through its exit code.
-    if secure {
-        let _ = tern_sys::spawn::detach_from_terminal();
-    }
     tern_sys::signals::reset();
     tern_sys::signals::exit_on_crash(
         QueueExit::Bug.code().into(),

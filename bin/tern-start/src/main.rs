@@ -28,11 +28,7 @@
 //!
 //! SECURITY
 //!     Every descriptor it inherited above 2 is marked close-on-exec first,
-//!     so nothing its caller left open reaches a child. Every child starts
-//!     a new session (no controlling terminal); when tern-start's stdout or
-//!     stderr is a terminal, the children's stdout and stderr are a pipe
-//!     that tern-start copies to the terminal, so no program of a lower uid
-//!     holds the caller's terminal (TIOCSTI, escape sequences).
+//!     so nothing its caller left open reaches a child.
 //!     Each child drops root before exec through `tern_sys::privilege`
 //!     (no supplementary groups, gid, uid, then a check that root cannot be
 //!     regained); a failed check fails the start. tern-start stays root to
@@ -60,8 +56,6 @@ use std::time::{Duration, Instant};
 use tern_control::Home;
 use tern_log::Event;
 use tern_sys::privilege::Credentials;
-
-mod relay;
 
 const PROG: &str = "tern-start";
 
@@ -120,15 +114,12 @@ impl Ids {
     }
 }
 
-/// Runs `c` as `ids`: in the child, before exec, a new session (no
-/// controlling terminal), no supplementary groups, then the gid, then the
-/// uid, then a check that root cannot be regained (tern_sys::privilege). A
-/// failed check fails the spawn. A child that keeps our uid gets the new
-/// session too.
+/// Runs `c` as `ids`: in the child, before exec, no supplementary groups,
+/// then the gid, then the uid, then a check that root cannot be regained
+/// (tern_sys::privilege). A failed check fails the spawn.
 fn run_as(c: &mut Command, ids: Option<Credentials>) {
-    match ids {
-        Some(creds) => tern_sys::privilege::run_as(c, creds),
-        None => tern_sys::spawn::new_session(c),
+    if let Some(creds) = ids {
+        tern_sys::privilege::run_as(c, creds);
     }
 }
 
@@ -297,13 +288,6 @@ fn main() -> ExitCode {
     let sigfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
         Err(e) => return fail(format!("signalfd: {e}")),
-    };
-
-    // Started from a terminal: no child may hold it (relay.rs). Before the
-    // logger, whose own output is relayed too.
-    let relay = match relay::Relay::start() {
-        Ok(r) => r,
-        Err(e) => return fail(format!("cannot relay the terminal's output: {e}")),
     };
 
     // The logger, first: every program's stderr (ours included) becomes
@@ -499,21 +483,8 @@ fn main() -> ExitCode {
             tv_sec: 1,
             tv_nsec: 0,
         };
-        match &relay {
-            Some(r) => {
-                let rfd = r.fd();
-                let mut fds = [
-                    PollFd::new(&sigfd, PollFlags::IN),
-                    PollFd::new(&rfd, PollFlags::IN),
-                ];
-                let _ = rustix::event::poll(&mut fds, Some(&ts));
-                r.copy();
-            }
-            None => {
-                let mut fds = [PollFd::new(&sigfd, PollFlags::IN)];
-                let _ = rustix::event::poll(&mut fds, Some(&ts));
-            }
-        }
+        let mut fds = [PollFd::new(&sigfd, PollFlags::IN)];
+        let _ = rustix::event::poll(&mut fds, Some(&ts));
         while let Ok(Some(info)) = sigfd.read_signal() {
             let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                 continue;
@@ -536,6 +507,5 @@ fn main() -> ExitCode {
         }
         let _ = child.wait();
     }
-    drop(relay);
     code
 }

@@ -10,14 +10,11 @@
 //!
 //! [`run_as`] arranges the same drop in a child between `fork` and `exec`
 //! (a `pre_exec` hook), which is how `tern-start` starts its helpers and
-//! `tern-lspawn` starts `tern-local`. The child first leaves its parent's
-//! session (`setsid`), so no code of the lower uid ever runs with the
-//! caller's controlling terminal (a root shell's: `TIOCSTI` on it would type
-//! commands into root's shell). The hook allocates nothing and makes only
-//! async-signal-safe system calls.
+//! `tern-lspawn` starts `tern-local`. The hook allocates nothing and makes
+//! only async-signal-safe system calls.
 #![allow(unsafe_code)]
 // Safety argument for this module: the `pre_exec` hook runs in the child
-// between fork and exec; it calls only setsid, setgroups, setresgid, setresuid,
+// between fork and exec; it calls only setgroups, setresgid, setresuid,
 // prctl, getresuid, getresgid, getgroups (into a stack buffer), setuid,
 // setgid and capget, all plain system calls on integers and stack memory,
 // allocates nothing and takes no lock. `getgroups` and `capget` are given
@@ -335,32 +332,18 @@ pub fn shed_caller_uid() -> Result<u32, DropError> {
     Ok(caller.as_raw())
 }
 
-/// Makes `cmd`'s child start a new session (`setsid`: no controlling
-/// terminal, so `/dev/tty` cannot be opened and `TIOCSTI` has no target)
-/// and then [`drop_to`] `c`, after `fork` and before `exec`. If either
-/// fails, or the drop cannot be verified, the child never execs and
+/// Makes `cmd`'s child [`drop_to`] `c` after `fork` and before `exec`. If
+/// the drop fails, or cannot be verified, the child never execs and
 /// `spawn` returns the error's [`DropError::errno`] as a raw OS error
 /// ([`VERIFY_FAILED_ERRNO`] for a failed verification).
 ///
-/// The session only detaches the controlling terminal: descriptors 0-2
-/// are the caller's choice (`Stdio`), and must not be a terminal either
-/// (`tern-start` relays its children's output; `crate::spawn::is_terminal`).
-///
-/// Replaces `CommandExt::uid`/`gid`: do not use those on the same command,
-/// nor [`crate::spawn::new_session`] (a second `setsid` fails).
-///
-/// # References
-/// setsid(2), ioctl_tty(2) `TIOCSTI`.
+/// Replaces `CommandExt::uid`/`gid`: do not use those on the same command.
 pub fn run_as(cmd: &mut Command, c: Credentials) {
-    // SAFETY: the hook only calls setsid and drop_to, which make
-    // async-signal-safe system calls on a Copy value captured before the
-    // fork and allocate nothing (io::Error::from_raw_os_error does not
-    // allocate).
+    // SAFETY: the hook only calls drop_to, which makes async-signal-safe
+    // system calls on a Copy value captured before the fork and allocates
+    // nothing (io::Error::from_raw_os_error does not allocate).
     unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::setsid().map_err(std::io::Error::from)?;
-            drop_to(&c).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
-        });
+        cmd.pre_exec(move || drop_to(&c).map_err(|e| std::io::Error::from_raw_os_error(e.errno())));
     }
 }
 

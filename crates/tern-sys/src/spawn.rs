@@ -129,64 +129,6 @@ pub fn inherited_fd(number: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(number) })
 }
 
-/// Makes `cmd`'s child start a new session (`setsid`) before `exec`: it
-/// has no controlling terminal, so it can neither open `/dev/tty` nor push
-/// input into its caller's terminal with `TIOCSTI`. For children that keep
-/// the caller's uid (a single-user instance, root's `tern-lspawn`);
-/// [`crate::privilege::run_as`] does the same for the ones that drop.
-///
-/// # References
-/// setsid(2).
-pub fn new_session(cmd: &mut Command) {
-    // SAFETY: setsid is a single async-signal-safe system call; nothing is
-    // allocated (io::Error from an errno does not allocate).
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
-/// True when `fd` is a terminal (`isatty`).
-///
-/// # References
-/// isatty(3) (`TCGETS`).
-pub fn is_terminal<Fd: std::os::fd::AsFd>(fd: Fd) -> bool {
-    rustix::termios::isatty(fd)
-}
-
-/// For a process that runs with another uid than its caller's without
-/// having been started by Tern (the setuid `tern-queue`): leaves the
-/// caller's session when it can (`setsid`; impossible only for a process
-/// group leader, which a program started by its caller is not), and points
-/// any of descriptors 0-2 that is a terminal at `/dev/null`, so that no
-/// code of this uid holds the caller's terminal.
-///
-/// # Errors
-/// `/dev/null` cannot be opened, or `dup2` failed.
-///
-/// # References
-/// setsid(2), isatty(3), dup2(2).
-pub fn detach_from_terminal() -> std::io::Result<()> {
-    let _ = rustix::process::setsid();
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    if is_terminal(rustix::stdio::stdin()) {
-        rustix::stdio::dup2_stdin(&null)?;
-    }
-    if is_terminal(rustix::stdio::stdout()) {
-        rustix::stdio::dup2_stdout(&null)?;
-    }
-    if is_terminal(rustix::stdio::stderr()) {
-        rustix::stdio::dup2_stderr(&null)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
