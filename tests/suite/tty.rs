@@ -46,6 +46,55 @@ fn session_of(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// Field 7 of `/proc/PID/stat`: the controlling terminal (0: none).
+fn controlling_tty_of(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// Runs `argv` in a new pseudo-terminal through `pty_run.py`, which records
+/// what the terminal shows in `shown`; returns the harness, its output
+/// lines, the session id (the command's pid) and the terminal's path.
+fn in_pty(
+    home: &Path,
+    shown: &Path,
+    argv: &[&std::ffi::OsStr],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    i32,
+    String,
+) {
+    let mut harness = Command::new(PYTHON)
+        .arg(helper("pty_run.py"))
+        .arg(shown)
+        .args(argv)
+        .env_clear()
+        .env("TERN_HOME", home)
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run pty_run.py");
+    let mut lines = BufReader::new(harness.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    let mut words = first.split_whitespace();
+    let session: i32 = words
+        .next()
+        .and_then(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("harness said {first:?}"));
+    let tty = words
+        .next()
+        .and_then(|w| w.strip_prefix("tty="))
+        .unwrap_or_else(|| panic!("harness said {first:?}"))
+        .to_string();
+    (harness, lines, session, tty)
+}
+
 /// The descriptors of `pid` that are the terminal `tty`.
 fn fds_on(pid: i32, tty: &str) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -140,32 +189,8 @@ fn root_terminal_is_out_of_reach_of_deliveries_and_helpers() {
         assert_eq!(r.code(), 0, "{round}: tern-queue: {}", r.stderr);
 
         let shown = root.join(format!("terminal-{}.out", round.replace(' ', "_")));
-        let mut harness = Command::new(PYTHON)
-            .arg(helper("pty_run.py"))
-            .arg(&shown)
-            .args(&command)
-            .env_clear()
-            .env("TERN_HOME", &home)
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run pty_run.py");
-        let mut lines = BufReader::new(harness.stdout.take().unwrap());
-        let mut first = String::new();
-        lines.read_line(&mut first).unwrap();
-        let mut words = first.split_whitespace();
-        let session: i32 = words
-            .next()
-            .and_then(|w| w.strip_prefix("pid="))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{round}: harness said {first:?}"));
-        let tty = words
-            .next()
-            .and_then(|w| w.strip_prefix("tty="))
-            .unwrap_or_else(|| panic!("{round}: harness said {first:?}"))
-            .to_string();
+        let argv: Vec<&std::ffi::OsStr> = command.iter().map(|a| a.as_os_str()).collect();
+        let (mut harness, mut lines, session, tty) = in_pty(&home, &shown, &argv);
 
         // tern-remote is connected to us and waits for a greeting: every
         // program of the group runs now.
@@ -271,4 +296,66 @@ fn root_terminal_is_out_of_reach_of_deliveries_and_helpers() {
             "{round}: no log line of tern-send on the terminal:\n{terminal}"
         );
     }
+
+    // --- root runs sendmail (no -q) from the terminal: the setuid
+    // tern-queue (code running as ternq) has no controlling terminal and
+    // no descriptor on it while it reads the message.
+    let fifo = root.join("message.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let shown = root.join("terminal-sendmail.out");
+    let (mut harness, mut lines, _session, tty) = in_pty(
+        &home,
+        &shown,
+        &[
+            "/bin/sh".as_ref(),
+            "-c".as_ref(),
+            r#"exec "$0" -i "$1" < "$2""#.as_ref(),
+            bin.join("sendmail").as_os_str(),
+            format!("{USER}@localhost").as_ref(),
+            fifo.as_os_str(),
+        ],
+    );
+    let mut input = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // More than every buffer between us and tern-queue holds (the FIFO,
+    // sendmail's reader and writer, the pipe): when this returns,
+    // tern-queue has read part of the message, so it is past its start.
+    let line = format!("{}\n", "x".repeat(76));
+    let body = format!(
+        "Subject: sendmail in a terminal\n\n{}",
+        line.repeat(2 * 1024 * 1024 / 77)
+    );
+    std::io::Write::write_all(&mut input, body.as_bytes()).unwrap();
+    let queues: Vec<i32> = rootinst::processes_under(&bin)
+        .into_iter()
+        .filter(|(_, c)| c == "tern-queue")
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(queues.len(), 1, "one tern-queue runs: {queues:?}");
+    let pid = queues[0];
+    assert_eq!(
+        controlling_tty_of(pid),
+        Some(0),
+        "tern-queue (pid {pid}, uid ternq) has root's terminal as controlling terminal"
+    );
+    let on_tty = fds_on(pid, &tty);
+    assert!(
+        on_tty.is_empty(),
+        "tern-queue holds root's terminal on fds {on_tty:?}"
+    );
+    drop(input);
+    let mut rest = String::new();
+    lines.read_to_string(&mut rest).unwrap();
+    assert!(harness.wait().unwrap().success());
+    assert_eq!(
+        rest.trim(),
+        "status=0",
+        "sendmail failed; terminal showed:\n{}",
+        read(&shown)
+    );
 }
