@@ -27,6 +27,11 @@
 //! SECURITY
 //!     Every descriptor it inherited above 2 is marked close-on-exec first,
 //!     so nothing its caller left open reaches a child.
+//!     Every child starts in a new session (no controlling terminal) and
+//!     gets none of tern-start's fds 0, 1, 2: their stderr is the logger's
+//!     pipe or a pipe tern-start copies to its own stderr (the logger's
+//!     stdout and stderr too), so no process of another uid holds the
+//!     terminal root started it from.
 //!     Each child drops root before exec through `tern_sys::privilege`
 //!     (no supplementary groups, gid, uid, then a check that root cannot be
 //!     regained); a failed check fails the start. tern-start stays root to
