@@ -11,7 +11,8 @@
 //!     instance, the alias user), opens the message in `queue/cur/` and runs
 //!     `$TERN_HOME/bin/tern-local -- user home local dash ext domain sender
 //!     defaultdelivery` with the message on fd 0 and one output pipe on fd 1
-//!     and 2, in its own process group, with a fresh environment. One
+//!     and 2, in a new session (its own process group, no controlling
+//!     terminal), with a fresh environment. One
 //!     poll() loop watches fd 0 and every child's output; each finished
 //!     delivery is answered with a `Report`, in completion order. A delivery
 //!     running longer than `control/timeoutlocal` has its process group

@@ -6,7 +6,6 @@ use std::fs::File;
 use std::io::{PipeReader, Seek as _, SeekFrom};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt as _;
-use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -293,14 +292,20 @@ pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
         .env("PATH", CHILD_PATH)
         .stdin(Stdio::from(message))
         .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(out_w2))
-        .process_group(0);
+        .stderr(Stdio::from(out_w2));
+    // fds 0, 1 and 2 are the message file and the output pipe, never a
+    // terminal; and the child leads a new session (and so a new process
+    // group, which the timeout kills), without a controlling terminal:
+    // nothing the recipient runs can reach the terminal tern-start was
+    // started from (/dev/tty, TIOCSTI).
     if ctx.instance == Instance::System {
-        // In the child before exec: no supplementary groups, then the gid,
-        // then the uid, then a check that root cannot be regained.
+        // In the child before exec: setsid, no supplementary groups, then
+        // the gid, then the uid, then a check that root cannot be regained.
         let creds = Credentials::new(owner.uid, owner.gid)
             .map_err(|e| with_uid(refuse(Outcome::Failed, format!("Sorry, {e}. (#5.7.1)"))))?;
         tern_sys::privilege::run_as(&mut cmd, creds);
+    } else {
+        tern_sys::spawn::new_session(&mut cmd);
     }
     let spawned = cmd.spawn();
     // The Command holds our copies of the pipe's write end: close them, or

@@ -31,7 +31,11 @@
 //!     compiled-in home), and refuses a `queue/` that does not belong to its
 //!     effective uid; it trusts nothing but fd 0 and fd 1. It sets its real
 //!     and saved uid to `ternq` too (after noting the caller's uid for the
-//!     Received line), so it can never return to its caller's uid. It sets its
+//!     Received line), so it can never return to its caller's uid. It lets
+//!     go of its caller's terminal: it detaches from the controlling
+//!     terminal (`TIOCNOTTY`, unless it leads its session) and replaces a
+//!     terminal on fd 2 by `/dev/null`, so that code running as `ternq`
+//!     cannot push input into the caller's shell. It sets its
 //!     umask, resets signal mask and dispositions, and arms its own
 //!     deadline. Writes only below `queue/`. Refuses `--gate` when setuid.
 //!
@@ -128,6 +132,15 @@ fn main() -> ExitCode {
     } else {
         Ok(tern_sys::real_uid())
     };
+    // Setuid: the caller's terminal (root's, when root sends mail from a
+    // shell) must be out of reach of code running as ternq: no controlling
+    // terminal (no /dev/tty, no TIOCSTI), and no terminal on fd 2. Done
+    // before anything is read.
+    let terminal = if secure {
+        tern_sys::terminal::let_go()
+    } else {
+        Ok(tern_sys::terminal::LetGo::default())
+    };
     tern_sys::signals::reset();
     tern_sys::signals::exit_on_crash(
         QueueExit::Bug.code().into(),
@@ -161,7 +174,13 @@ fn main() -> ExitCode {
             };
         }
     };
-    let code = run(secure, caller, env_cleared, gate);
+    let code = match terminal {
+        Ok(_) => run(secure, caller, env_cleared, gate),
+        Err(e) => refuse(
+            QueueExit::Bug,
+            &format!("cannot let go of the caller's terminal: {e}"),
+        ),
+    };
     if gate {
         answer(code);
     }

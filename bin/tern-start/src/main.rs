@@ -29,6 +29,11 @@
 //! SECURITY
 //!     Every descriptor it inherited above 2 is marked close-on-exec first,
 //!     so nothing its caller left open reaches a child.
+//!     Every child starts in a new session (no controlling terminal) and
+//!     gets none of tern-start's fds 0, 1, 2: their stderr is the logger's
+//!     pipe or a pipe tern-start copies to its own stderr (the logger's
+//!     stdout and stderr too), so no process of another uid holds the
+//!     terminal root started it from.
 //!     Each child drops root before exec through `tern_sys::privilege`
 //!     (no supplementary groups, gid, uid, then a check that root cannot be
 //!     regained); a failed check fails the start. tern-start stays root to
@@ -45,12 +50,14 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout)]
 
+mod relay;
+
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use std::io::Write as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 use tern_control::Home;
@@ -114,12 +121,28 @@ impl Ids {
     }
 }
 
-/// Runs `c` as `ids`: in the child, before exec, no supplementary groups,
-/// then the gid, then the uid, then a check that root cannot be regained
-/// (tern_sys::privilege). A failed check fails the spawn.
+/// Runs `c` as `ids`: in the child, before exec, a new session (no
+/// controlling terminal), no supplementary groups, then the gid, then the
+/// uid, then a check that root cannot be regained (tern_sys::privilege). A
+/// failed check fails the spawn. Without `ids` (a single-user instance, or
+/// tern-lspawn) only the new session.
 fn run_as(c: &mut Command, ids: Option<Credentials>) {
-    if let Some(creds) = ids {
-        tern_sys::privilege::run_as(c, creds);
+    match ids {
+        Some(creds) => tern_sys::privilege::run_as(c, creds),
+        None => tern_sys::spawn::new_session(c),
+    }
+}
+
+/// Where children's stderr goes: `None` = tern-start's own stderr, which is
+/// then the logger's pipe; `Some` = a relay pipe tern-start copies to its
+/// own stderr.
+fn child_stderr(relayed: &Option<OwnedFd>) -> Result<Stdio, String> {
+    match relayed {
+        Some(w) => w
+            .try_clone()
+            .map(Stdio::from)
+            .map_err(|e| format!("dup: {e}")),
+        None => Ok(Stdio::inherit()),
     }
 }
 
@@ -290,16 +313,41 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("signalfd: {e}")),
     };
 
+    // No child gets our descriptors 0, 1 and 2 (a terminal, when root
+    // starts tern-start from a shell): what they write to stderr (and the
+    // logger to stdout) goes through pipes that we copy to our own stderr
+    // and stdout (docs/man/tern-start.8.md).
+    let mut relay = relay::Relay::default();
+    let mut relay_pipe = |dest: std::os::fd::BorrowedFd<'_>| {
+        relay
+            .pipe_to(dest)
+            .map_err(|e| format!("cannot make the log pipe: {e}"))
+    };
+
     // The logger, first: every program's stderr (ours included) becomes
-    // the pipe to it.
+    // the pipe to it. Without a logger, children's stderr is a relay pipe.
     let mut logger_child = None;
-    if !logger.is_empty() {
+    let children_err = if logger.is_empty() {
+        match relay_pipe(std::io::stderr().as_fd()) {
+            Ok(w) => Some(w),
+            Err(e) => return fail(e),
+        }
+    } else {
         let (r, w) = match pipe() {
             Ok(p) => p,
             Err(e) => return fail(format!("pipe: {e}")),
         };
+        let (out, err) = match relay_pipe(std::io::stdout().as_fd())
+            .and_then(|o| Ok((o, relay_pipe(std::io::stderr().as_fd())?)))
+        {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
         let mut c = Command::new(&logger[0]);
-        c.args(&logger[1..]).stdin(Stdio::from(r));
+        c.args(&logger[1..])
+            .stdin(Stdio::from(r))
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
         run_as(&mut c, ids.logger);
         match c.spawn() {
             Ok(child) => logger_child = Some(child),
@@ -315,7 +363,8 @@ fn main() -> ExitCode {
         if let Err(e) = rustix::stdio::dup2_stderr(&w) {
             return fail(format!("cannot send the log to the logger: {e}"));
         }
-    }
+        None
+    };
 
     if home.is_single_user() && tern_sys::real_uid() == 0 {
         Event::new(PROG, "warning")
@@ -349,7 +398,9 @@ fn main() -> ExitCode {
         let mut c = Command::new(bin.join(name));
         env(&mut c);
         run_as(&mut c, as_ids);
-        c.stdin(Stdio::from(req_r)).stdout(Stdio::from(rep_w));
+        c.stdin(Stdio::from(req_r))
+            .stdout(Stdio::from(rep_w))
+            .stderr(child_stderr(&children_err)?);
         let child = c
             .spawn()
             .map_err(|e| format!("cannot start {name}: {}", spawn_error(&e)))?;
@@ -382,7 +433,9 @@ fn main() -> ExitCode {
             let mut c = Command::new(bin.join("tern-rspawn"));
             env(&mut c);
             run_as(&mut c, ids.remote);
-            c.stdin(Stdio::from(theirs)).stdout(Stdio::from(theirs_out));
+            c.stdin(Stdio::from(theirs))
+                .stdout(Stdio::from(theirs_out))
+                .stderr(child_stderr(&children_err)?);
             let child = c
                 .spawn()
                 .map_err(|e| format!("cannot start tern-rspawn: {}", spawn_error(&e)))?;
@@ -412,7 +465,16 @@ fn main() -> ExitCode {
             send.arg("--flush");
         }
     }
-    send.stdin(Stdio::null());
+    send.stdin(Stdio::null()).stdout(Stdio::null());
+    match child_stderr(&children_err) {
+        Ok(e) => {
+            send.stderr(e);
+        }
+        Err(e) => {
+            stop_all(&mut started);
+            return fail(e);
+        }
+    }
     let mut placed: Vec<(&OwnedFd, i32)> = vec![(&l_to, 3), (&l_from, 4), (&c_to, 5), (&c_from, 6)];
     if let Some((r_to, r_from)) = &remote {
         placed.push((r_to, 7));
@@ -427,7 +489,7 @@ fn main() -> ExitCode {
         }
     };
     drop(send);
-    drop((l_to, l_from, c_to, c_from, remote));
+    drop((l_to, l_from, c_to, c_from, remote, children_err));
     let send_pid = Pid::from_raw(send_child.id() as i32);
     started.push(Started {
         name: "tern-send",
@@ -479,12 +541,7 @@ fn main() -> ExitCode {
             stop_all(&mut started);
             break;
         }
-        let ts = Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        let mut fds = [PollFd::new(&sigfd, PollFlags::IN)];
-        let _ = rustix::event::poll(&mut fds, Some(&ts));
+        wait_a_while(&sigfd, &mut relay);
         while let Ok(Some(info)) = sigfd.read_signal() {
             let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                 continue;
@@ -501,11 +558,34 @@ fn main() -> ExitCode {
     };
     if let Some(mut child) = logger_child {
         // Our stderr is the last writer: point it back at nothing so the
-        // logger sees end of file, then let it finish.
+        // logger sees end of file, then let it finish, copying what it
+        // writes meanwhile.
         if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
             let _ = rustix::stdio::dup2_stderr(&null);
         }
-        let _ = child.wait();
+        while let Ok(None) = child.try_wait() {
+            wait_a_while(&sigfd, &mut relay);
+            // Signals that arrive now have nobody to go to.
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+        }
     }
+    // Every child has ended: what they wrote is in the pipes. (Processes
+    // they left behind may still hold a write end; they are not waited
+    // for.)
+    relay.pump();
     code
+}
+
+/// Waits up to a second for a signal (on `sigfd`) or output of a child (on
+/// the relay's pipes), then copies that output.
+fn wait_a_while(sigfd: &SignalFd, relay: &mut relay::Relay) {
+    let ts = Timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    let mut fds = relay.poll_fds();
+    fds.push(PollFd::new(sigfd, PollFlags::IN));
+    let _ = rustix::event::poll(&mut fds, Some(&ts));
+    drop(fds);
+    relay.pump();
 }

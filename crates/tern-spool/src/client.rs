@@ -187,22 +187,50 @@ impl QueueClient {
     ) -> Result<(), SubmitError> {
         let (env_read, mut env_write) = std::io::pipe()
             .map_err(|e| SubmitError::temp(format!("cannot make pipe: {e} (#4.3.0)")))?;
-        let mut child = Command::new(&self.program)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::from(env_read))
-            .spawn()
-            .map_err(|e| SubmitError {
-                code: Some(120),
-                text: format!("unable to run {}: {e} (#4.3.0)", self.program.display()),
-                temporary: true,
-            })?;
+        let mut cmd = Command::new(&self.program);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::from(env_read));
+        // Our stderr is a terminal (someone, maybe root, runs sendmail from
+        // a shell): the queue program (setuid ternq) gets a pipe instead,
+        // which a thread copies to our stderr, so its diagnostics still
+        // show and no code of another uid holds the terminal.
+        let relay = if tern_sys::spawn::is_terminal(2) {
+            let (r, w) = std::io::pipe()
+                .map_err(|e| SubmitError::temp(format!("cannot make pipe: {e} (#4.3.0)")))?;
+            cmd.stderr(Stdio::from(w));
+            Some(
+                crate::relay::StderrRelay::start(r)
+                    .map_err(|e| SubmitError::temp(format!("cannot relay stderr: {e} (#4.3.0)")))?,
+            )
+        } else {
+            None
+        };
+        let spawned = cmd.spawn();
+        // The Command holds our copy of the stderr pipe's write end.
+        drop(cmd);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(relay) = relay {
+                    relay.finish();
+                }
+                return Err(SubmitError {
+                    code: Some(120),
+                    text: format!("unable to run {}: {e} (#4.3.0)", self.program.display()),
+                    temporary: true,
+                });
+            }
+        };
         let mut msg = child.stdin.take().expect("stdin was piped");
         let aborted = stream(&mut msg, &mut env_write, envelope, write_message);
         drop(msg);
         drop(env_write);
-        let status = child.wait().map_err(|e| {
-            SubmitError::temp(format!("cannot wait for queue program: {e} (#4.3.0)"))
-        })?;
+        let status = child
+            .wait()
+            .map_err(|e| SubmitError::temp(format!("cannot wait for queue program: {e} (#4.3.0)")));
+        if let Some(relay) = relay {
+            relay.finish();
+        }
+        let status = status?;
         outcome(status.code(), aborted, || {
             format!(
                 "queue program killed by signal {} (#4.3.0)",

@@ -40,6 +40,7 @@ pub mod exit;
 pub mod gate;
 pub mod layout;
 pub mod qfile;
+mod relay;
 pub mod repair;
 pub mod scan;
 pub mod state;

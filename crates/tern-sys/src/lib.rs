@@ -13,6 +13,8 @@
 //! * [`privilege`]: dropping root (groups, gid, uid) and verifying that it
 //!   cannot be regained, in the process or in a child before `exec`;
 //! * [`secure::clear_env`]: emptying a setuid program's environment;
+//! * [`terminal`]: a setuid program letting go of its caller's terminal
+//!   (`TIOCNOTTY`);
 //! * small safe wrappers over rustix for credentials and locks that several
 //!   programs share.
 //!
@@ -24,6 +26,7 @@ pub mod privilege;
 pub mod secure;
 pub mod signals;
 pub mod spawn;
+pub mod terminal;
 pub mod trigger;
 
 /// `getuid()`: the real user id of the calling process.

@@ -10,11 +10,15 @@
 //!
 //! [`run_as`] arranges the same drop in a child between `fork` and `exec`
 //! (a `pre_exec` hook), which is how `tern-start` starts its helpers and
-//! `tern-lspawn` starts `tern-local`. The hook allocates nothing and makes
-//! only async-signal-safe system calls.
+//! `tern-lspawn` starts `tern-local`. Before the drop the child leaves its
+//! parent's session (`setsid`, [`crate::spawn::leave_session`]): no code of
+//! the lower uid ever runs with the caller's controlling terminal (root's,
+//! when root starts Tern from a shell), so it cannot open `/dev/tty` or push
+//! input into it (`TIOCSTI`). The hook allocates nothing and makes only
+//! async-signal-safe system calls.
 #![allow(unsafe_code)]
 // Safety argument for this module: the `pre_exec` hook runs in the child
-// between fork and exec; it calls only setgroups, setresgid, setresuid,
+// between fork and exec; it calls only setsid, getsid, getpid, setgroups, setresgid, setresuid,
 // prctl, getresuid, getresgid, getgroups (into a stack buffer), setuid,
 // setgid and capget, all plain system calls on integers and stack memory,
 // allocates nothing and takes no lock. `getgroups` and `capget` are given
@@ -332,18 +336,31 @@ pub fn shed_caller_uid() -> Result<u32, DropError> {
     Ok(caller.as_raw())
 }
 
-/// Makes `cmd`'s child [`drop_to`] `c` after `fork` and before `exec`. If
-/// the drop fails, or cannot be verified, the child never execs and
-/// `spawn` returns the error's [`DropError::errno`] as a raw OS error
-/// ([`VERIFY_FAILED_ERRNO`] for a failed verification).
+/// Makes `cmd`'s child leave its parent's session (`setsid`, while still
+/// the parent's uid) and then [`drop_to`] `c`, after `fork` and before
+/// `exec`. If either fails, or the drop cannot be verified, the child never
+/// execs and `spawn` returns the error's [`DropError::errno`] as a raw OS
+/// error ([`VERIFY_FAILED_ERRNO`] for a failed verification; `setsid`'s own
+/// errno).
+///
+/// The new session has no controlling terminal, so the program (and all
+/// it runs) cannot reach the caller's terminal through `/dev/tty` or
+/// `TIOCSTI`; the caller must also give it no terminal on fds 0, 1 and 2.
+/// The child is the leader of a new process group too: do not combine
+/// with `CommandExt::process_group` (that makes `setsid` fail); `killpg`
+/// on the child's pid reaches the group.
 ///
 /// Replaces `CommandExt::uid`/`gid`: do not use those on the same command.
 pub fn run_as(cmd: &mut Command, c: Credentials) {
-    // SAFETY: the hook only calls drop_to, which makes async-signal-safe
-    // system calls on a Copy value captured before the fork and allocates
-    // nothing (io::Error::from_raw_os_error does not allocate).
+    // SAFETY: the hook calls leave_session (setsid/getsid/getpid) and
+    // drop_to, which make async-signal-safe system calls on a Copy value
+    // captured before the fork and allocate nothing
+    // (io::Error::from_raw_os_error does not allocate).
     unsafe {
-        cmd.pre_exec(move || drop_to(&c).map_err(|e| std::io::Error::from_raw_os_error(e.errno())));
+        cmd.pre_exec(move || {
+            crate::spawn::leave_session()?;
+            drop_to(&c).map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+        });
     }
 }
 

@@ -3,7 +3,8 @@
 // Safety argument for this module: the pre-exec hook runs in the child
 // between fork and exec, where only async-signal-safe calls are allowed. It
 // calls only fcntl(F_DUPFD), dup2 and close on plain integers prepared
-// before the fork, allocates nothing, and touches no lock.
+// before the fork (or setsid, getsid and getpid), allocates nothing, and
+// touches no lock.
 // `cloexec_inherited` runs in the parent and only sets close-on-exec flags.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -53,6 +54,53 @@ pub fn place_fds(cmd: &mut Command, fds: &[(&OwnedFd, i32)]) {
             Ok(())
         });
     }
+}
+
+/// Makes the calling process the leader of a new session (`setsid`), with
+/// no controlling terminal; a process that already leads its own session
+/// is left as it is. For a `pre_exec` hook: async-signal-safe, allocates
+/// nothing.
+///
+/// # Errors
+/// `setsid` failed and the process does not lead a session (it leads a
+/// process group: `CommandExt::process_group` was set on the command).
+///
+/// # References
+/// setsid(2), getsid(2), credentials(7).
+pub fn leave_session() -> std::io::Result<()> {
+    // SAFETY: setsid, getsid and getpid are plain system calls without
+    // pointers.
+    unsafe {
+        if libc::setsid() >= 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if libc::getsid(0) == libc::getpid() {
+            return Ok(());
+        }
+        Err(e)
+    }
+}
+
+/// Makes `cmd`'s child leave its parent's session ([`leave_session`])
+/// between `fork` and `exec`: it and everything it starts have no
+/// controlling terminal, so none of them can open `/dev/tty` or push input
+/// into the caller's terminal (`TIOCSTI`). For children that do not change
+/// uid (a single-user instance); [`crate::privilege::run_as`] does the same
+/// before its drop. The caller must also give the child no terminal on fds
+/// 0, 1 and 2. Do not combine with `CommandExt::process_group`.
+pub fn new_session(cmd: &mut Command) {
+    // SAFETY: the hook only calls leave_session (async-signal-safe, no
+    // allocation).
+    unsafe {
+        cmd.pre_exec(leave_session);
+    }
+}
+
+/// True when descriptor `fd` is a terminal (`isatty`).
+pub fn is_terminal(fd: i32) -> bool {
+    // SAFETY: isatty only queries the descriptor (an ioctl).
+    unsafe { libc::isatty(fd) == 1 }
 }
 
 /// Marks every descriptor from 3 up close-on-exec, so that nothing this
