@@ -159,12 +159,27 @@ fn maildir_default_delivery() {
     assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
 }
 
+/// A user without a Maildir: the default delivery makes it (0700, the
+/// user's) instead of deferring forever; an explicit `.qmail` line stays
+/// strict (a missing Maildir there is a typo to be told about).
 #[test]
-fn missing_maildir_is_temporary() {
+fn missing_maildir_is_made_by_the_default_delivery_only() {
     let inst = Instance::new("local-nomaildir");
-    std::fs::remove_dir_all(inst.home().join("mail/test/Maildir")).unwrap();
+    let md = inst.home().join("mail/test/Maildir");
+    std::fs::remove_dir_all(&md).unwrap();
+    write(&inst.home().join("mail/test/.qmail"), "./Maildir/\n");
     let out = Local::test(&inst).run(MESSAGE);
     assert_exit(&out, 111, "maildir");
+    assert!(!md.exists(), "an explicit line creates nothing");
+    std::fs::remove_file(inst.home().join("mail/test/.qmail")).unwrap();
+    let out = Local::test(&inst).run(MESSAGE);
+    assert_exit(&out, 0, "did 1+0+0");
+    assert_eq!(maildir(&md), vec![delivered("test@example.org")]);
+    for d in ["", "tmp", "new", "cur"] {
+        let m = std::fs::metadata(md.join(d)).unwrap();
+        assert!(m.is_dir());
+        assert_eq!(m.permissions().mode() & 0o777, 0o700, "{d}");
+    }
 }
 
 #[test]

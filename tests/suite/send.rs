@@ -349,6 +349,9 @@ fn once_delivers_everything_due_and_leaves_nothing_running() {
 #[test]
 fn sendmail_q_retries_everything_now_and_cron_keeps_the_schedule() {
     let inst = Instance::new("send-q-now");
+    // An explicit line: a missing Maildir defers (the default delivery
+    // would make it).
+    std::fs::write(inst.home().join("mail/test/.qmail"), "./Maildir/\n").unwrap();
     let maildir = inst.home().join("mail/test/Maildir");
     std::fs::rename(&maildir, inst.home().join("mail/test/Maildir.away")).unwrap();
     let (code, err) = inst.sendmail(&["-i", "test@localhost"], &message(1));

@@ -354,6 +354,9 @@ fn check_home(home: &Path) -> Result<(), Error> {
 /// The instructions to follow, and where they came from.
 struct Plan {
     lines: Vec<Line>,
+    /// The lines are `control/defaultdelivery` (no `.qmail` file): a
+    /// missing `./Maildir/` of the user's own home is created.
+    from_default: bool,
     /// Range of the extension matched by `-default`.
     default: Option<std::ops::Range<usize>>,
 }
@@ -419,7 +422,28 @@ fn plan(req: &Request) -> Result<Plan, Error> {
             ),
         ));
     }
-    Ok(Plan { lines, default })
+    let from_default = what == "defaultdelivery";
+    Ok(Plan {
+        lines,
+        default,
+        from_default,
+    })
+}
+
+/// For the default delivery: true when `path` (a `.qmail` Maildir line) is
+/// a plain directory of the home (`./Maildir/`, no `..`, no deeper path)
+/// and the home belongs to the user we run as, so creating it there is
+/// what the user would do.
+fn may_create_maildir(home: &Path, path: &[u8]) -> bool {
+    let Some(name) = path.strip_prefix(b"./").and_then(|p| p.strip_suffix(b"/")) else {
+        return false;
+    };
+    let plain = !name.is_empty() && !name.contains(&b'/') && name != b"." && name != b"..";
+    plain
+        && std::fs::metadata(home).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.uid() == tern_sys::effective_uid()
+        })
 }
 
 /// The sender for forwarded copies (qmail's `NEWSENDER`): the original
@@ -554,6 +578,9 @@ pub fn deliver(req: &Request, message: &Message, settings: &Settings) -> Result<
             Instruction::Forward(addr) => forwards.push(addr.clone()),
             Instruction::ListFlag => {}
             Instruction::Maildir(p) => {
+                if plan.from_default && may_create_maildir(&req.home, p) {
+                    maildir::create_missing(&mailbox_path(&req.home, p))?;
+                }
                 maildir::deliver(
                     &mailbox_path(&req.home, p),
                     &settings.host,

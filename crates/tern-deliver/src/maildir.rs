@@ -88,6 +88,44 @@ impl Drop for TmpGuard<'_> {
     }
 }
 
+/// Makes the Maildir `dir` (itself, `tmp/`, `new/`, `cur/`, each mode
+/// 0700) where it is missing, for the default delivery of a user who has
+/// none yet. Only `dir` itself and its three subdirectories are created
+/// (its parent must exist); what is made is synced with its parent
+/// directory before a message goes in, so a crash cannot lose the
+/// directories under a delivered message.
+///
+/// # Errors
+/// Temporary: a directory cannot be created or synced.
+pub fn create_missing(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let make = |d: &Path| -> Result<bool, Error> {
+        match std::fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(temp(dir, "unable to create the maildir", &e)),
+        }
+    };
+    let sync = |d: &Path| {
+        File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| temp(dir, "unable to sync a new directory", &e))
+    };
+    if make(dir)? {
+        if let Some(parent) = dir.parent() {
+            sync(parent)?;
+        }
+    }
+    let mut made = false;
+    for sub in ["tmp", "new", "cur"] {
+        made |= make(&dir.join(sub))?;
+    }
+    if made {
+        sync(dir)?;
+    }
+    Ok(())
+}
+
 /// Delivers `message` with the lines `prefix` (Return-Path, Delivered-To)
 /// before it into the Maildir `dir`. Returns the file name in `new/`.
 ///

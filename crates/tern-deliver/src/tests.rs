@@ -252,8 +252,10 @@ fn bad_home_and_bad_files_are_temporary() {
         f.run(&bad_default, BODY).unwrap_err().kind(),
         ErrorKind::DotQmailSyntax
     );
-    // The Maildir is missing: temporary, never lost.
+    // The Maildir named by a .qmail line is missing: temporary, never
+    // lost (the default delivery would make it).
     std::fs::remove_dir_all(f.home.join("Maildir")).unwrap();
+    f.write(".qmail", "./Maildir/\n", 0o644);
     let e = f.run(&req, BODY).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Maildir);
     assert!(e.is_temporary());
