@@ -111,10 +111,10 @@ pub fn create_missing(dir: &Path) -> Result<(), Error> {
             .and_then(|f| f.sync_all())
             .map_err(|e| temp(dir, "unable to sync a new directory", &e))
     };
-    if make(dir)? {
-        if let Some(parent) = dir.parent() {
-            sync(parent)?;
-        }
+    if make(dir)?
+        && let Some(parent) = dir.parent()
+    {
+        sync(parent)?;
     }
     let mut made = false;
     for sub in ["tmp", "new", "cur"] {
