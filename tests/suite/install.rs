@@ -300,6 +300,22 @@ fn send_only_install_has_a_cron_runner_and_no_listener() {
     let bad = rootinst::tree_mismatches(&home, rootinst::immutable_supported(&out));
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 
+    // mailq by an ordinary user: refused, and told why and who may.
+    let mailq = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(home.join("bin/ternctl"))
+        .arg("queue")
+        .env_clear()
+        .env("TERN_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(!mailq.status.success(), "{}", text(&mailq));
+    assert!(
+        String::from_utf8_lossy(&mailq.stderr).contains("needs root"),
+        "{}",
+        text(&mailq)
+    );
+
     // The cron job's command works: a local message is delivered by one
     // tern-start --once run (to a real user's Maildir).
     let r = inject_raw(

@@ -96,8 +96,20 @@ pub fn check(home: &Home) -> Exit {
 /// `ternctl queue [--json] [--count]`.
 pub fn queue(home: &Home, as_json: bool, count_only: bool) -> Result<()> {
     let qdir = home.queue_dir();
-    let queue =
-        Queue::open(&qdir).with_context(|| format!("cannot open the queue {}", qdir.display()))?;
+    let queue = Queue::open(&qdir).with_context(|| {
+        if !home.is_single_user() && tern_sys::effective_uid() != 0 {
+            // Envelopes say who writes to whom: a system instance's queue
+            // is readable by root and the queue's group only.
+            format!(
+                "cannot open the queue {}: listing a system instance's queue needs root \
+                 (sudo mailq) or membership of the group tern, because senders and \
+                 recipients of everyone's mail are private",
+                qdir.display()
+            )
+        } else {
+            format!("cannot open the queue {}", qdir.display())
+        }
+    })?;
     if count_only {
         let n = queue.count().context("cannot read the queue")?;
         if as_json {
