@@ -98,7 +98,7 @@ pub enum Error {
     },
     /// The TLS handshake (or TLS later on) failed, certificate checks
     /// included.
-    #[error("TLS failed: {0}")]
+    #[error("TLS failed: {}", explain_tls(.0))]
     Tls(rustls::Error),
     /// The server sent bytes after its `220` to STARTTLS, before the
     /// handshake (they would be taken as protected: a known injection).
@@ -107,6 +107,30 @@ pub enum Error {
     /// The connection failed earlier and cannot be used.
     #[error("connection no longer usable")]
     Unusable,
+}
+
+/// rustls' error, with words for the one an administrator meets when
+/// pinning a server's own self-signed certificate in `control/tlsca`.
+fn explain_tls(e: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error as E};
+    // webpki's CaUsedAsEndEntity reaches us wrapped in
+    // CertificateError::Other, known only by its name.
+    match e {
+        E::InvalidCertificate(CertificateError::Other(o))
+            if format!("{o:?}").contains("CaUsedAsEndEntity") =>
+        {
+            format!(
+                "{e} (the server presents a CA certificate as its own, typically a self-signed \
+             certificate placed in control/tlsca: tlsca must hold the CA that signed the \
+             server's certificate, not the certificate itself; make a small CA for such a \
+             server, or use tlsdestinations 'may' for it)"
+            )
+        }
+        E::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            format!("{e} (no CA in control/tlsca signed the server's certificate)")
+        }
+        _ => e.to_string(),
+    }
 }
 
 impl Error {

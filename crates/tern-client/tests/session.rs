@@ -810,3 +810,29 @@ fn ehlo_refused_after_starttls_ends_the_session() {
     drop(c);
     h.join().unwrap();
 }
+
+/// A self-signed server certificate pinned in `control/tlsca`: rustls
+/// refuses it as a CA used as an end entity; the error says what to do in
+/// words an administrator can act on, not only rustls' name for it.
+#[test]
+fn pinned_self_signed_certificate_is_explained() {
+    let Some(certs) = certs("pinned-self-signed") else {
+        return;
+    };
+    let sc = certs.self_signed_config();
+    let (addr, h) = server(1, move |_, p: &mut Peer| {
+        greet(p, &["STARTTLS"]);
+        let r = p.accept_starttls(sc.clone());
+        assert!(r.is_err(), "the client refuses the certificate");
+    });
+    let pinned = TlsConfig::verify(roots_from_pem(&certs.ca).unwrap()).unwrap();
+    let mut c = client(addr);
+    let e = starttls(&mut c, &pinned, "mx.test.example").unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("tlsca must hold the CA that signed"),
+        "{text}"
+    );
+    drop(c);
+    h.join().unwrap();
+}
