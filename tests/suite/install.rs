@@ -276,6 +276,12 @@ fn send_only_install_has_a_cron_runner_and_no_listener() {
     let sys = root.join("sys");
     std::fs::create_dir_all(sys.join("etc/systemd/system")).unwrap();
 
+    // A full install first; run again with --send-only, its SMTP units go
+    // (a send-only host listens on nothing).
+    let out = rootinst::install(&home, &sys, &[]);
+    assert!(out.status.success(), "scripts/install: {}", text(&out));
+    assert!(sys.join("etc/systemd/system/tern-smtpd.socket").exists());
+    assert!(!sys.join("etc/cron.d/tern").exists());
     let out = rootinst::install(&home, &sys, &["--send-only"]);
     assert!(
         out.status.success(),

@@ -903,8 +903,31 @@ pub fn install(home: &Home, opts: &Options) -> Result<()> {
     if opts.send_only {
         let line = place_file(&opts.system_root.join(CRON_FILE), &cron_text(&dir))?;
         report.say(line);
+        // An earlier full install's SMTP service goes: send-only means
+        // nothing listens.
+        let units = opts.system_root.join("etc/systemd/system");
+        let present: Vec<_> = unit_texts(&dir)
+            .into_iter()
+            .filter(|(name, _)| fs::symlink_metadata(units.join(name)).is_ok())
+            .collect();
+        if !present.is_empty() {
+            report.say(
+                "an earlier install's units are removed: first run systemctl disable --now \
+                 tern.service tern-smtpd.socket tern-queue.socket, then systemctl daemon-reload",
+            );
+        }
+        for (name, text) in present {
+            remove_if_ours(&units.join(name), &text, &mut report)?;
+        }
         report.say("send-only: no SMTP service; cron runs tern-start --once every 5 minutes");
     } else {
+        // An earlier send-only install's cron runner goes: the daemon runs
+        // the queue now.
+        remove_if_ours(
+            &opts.system_root.join(CRON_FILE),
+            &cron_text(&dir),
+            &mut report,
+        )?;
         let units = opts.system_root.join("etc/systemd/system");
         if units.is_dir() {
             for (name, text) in unit_texts(&dir) {
