@@ -361,6 +361,30 @@ fn sendmail_q_retries_everything_now_and_cron_keeps_the_schedule() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("status=deferred"), "{log}");
     assert_eq!(inst.queue().count().unwrap(), 1);
+    // mailq says when it is tried next and why it failed.
+    let q = inst.command("sendmail").arg("-bp").output().unwrap();
+    let listing = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(q.status.success(), "{listing}");
+    assert!(listing.contains("next in "), "{listing}");
+    assert!(
+        listing.contains("last error: ") && listing.contains("maildir"),
+        "{listing}"
+    );
+    let q = inst
+        .command("ternctl")
+        .args(["queue", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    let r = &doc[0]["recipients"][0];
+    assert!(
+        r["next_attempt"].as_i64().unwrap() > r["last_attempt"].as_i64().unwrap(),
+        "{doc}"
+    );
+    assert!(
+        r["last_error"].as_str().unwrap().contains("maildir"),
+        "{doc}"
+    );
     // Fixed; the next retry is minutes away.
     std::fs::rename(inst.home().join("mail/test/Maildir.away"), &maildir).unwrap();
     let out = inst.command("tern-start").arg("--once").output().unwrap();

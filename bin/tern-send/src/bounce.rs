@@ -150,6 +150,7 @@ mod tests {
                 address: b"c@d.example".to_vec(),
                 status: Status::Failed(b"no".to_vec()),
                 last_attempt: None,
+                last_error: Vec::new(),
             }],
             bounced: false,
         };

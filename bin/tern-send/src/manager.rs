@@ -642,6 +642,7 @@ impl Manager {
                     address,
                     status: Status::Pending,
                     last_attempt: None,
+                    last_error: Vec::new(),
                 }
             })
             .collect::<Vec<_>>();
@@ -901,7 +902,15 @@ impl Manager {
                 },
                 "expired",
             ),
-            Outcome::Deferred => (Record::Deferred { id, index, time: now }, "deferred"),
+            Outcome::Deferred => (
+                Record::Deferred {
+                    id,
+                    index,
+                    time: now,
+                    text: text.clone().into_bytes(),
+                },
+                "deferred",
+            ),
         };
         if let Record::Deferred { .. } = rec {
             let due = next_attempt(birth, Some(now), channel);

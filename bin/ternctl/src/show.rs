@@ -144,6 +144,10 @@ pub fn queue(home: &Home, as_json: bool, count_only: bool) -> Result<()> {
                     "recipients": m.recipients.iter().map(|r| json!({
                         "address": String::from_utf8_lossy(&r.address),
                         "state": r.state.to_string(),
+                        "last_attempt": r.last_attempt,
+                        "next_attempt": next_attempt(m, r),
+                        "last_error": (!r.last_error.is_empty())
+                            .then(|| String::from_utf8_lossy(&r.last_error)),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -164,17 +168,42 @@ pub fn queue(home: &Home, as_json: bool, count_only: bool) -> Result<()> {
             m.stage
         );
         for r in &m.recipients {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "  {:<9} <{}>",
                 r.state.to_string(),
                 printable(&r.address)
             );
+            if let Some(next) = next_attempt(m, r) {
+                if let Some(t) = r.last_attempt {
+                    let _ = write!(out, "  tried {} ago", age(now - t));
+                }
+                if next > now {
+                    let _ = write!(out, "  next in {}", age(next - now));
+                } else {
+                    let _ = write!(out, "  next now");
+                }
+            }
+            out.push('\n');
+            if r.state == tern_spool::RecipientState::Pending && !r.last_error.is_empty() {
+                let _ = writeln!(out, "            last error: {}", printable(&r.last_error));
+            }
         }
     }
     let _ = writeln!(out, "messages: {}", messages.len());
     emit(&out);
     Ok(())
+}
+
+/// When a pending recipient is next tried (the manager's schedule, from
+/// the message's birth and its last attempt); `None` when it is done or
+/// the manager has not taken the message over yet (then: at once).
+fn next_attempt(m: &tern_spool::QueuedMessage, r: &tern_spool::Recipient) -> Option<i64> {
+    if r.state != tern_spool::RecipientState::Pending {
+        return None;
+    }
+    let channel = r.channel?;
+    Some(tern_sched::next_attempt(m.birth, r.last_attempt, channel))
 }
 
 /// `ternctl repair`.

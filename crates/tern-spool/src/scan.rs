@@ -57,6 +57,12 @@ pub struct Recipient {
     pub address: Vec<u8>,
     /// Its state.
     pub state: RecipientState,
+    /// Local or remote, once the manager has taken the message over.
+    pub channel: Option<crate::state::Channel>,
+    /// When it was last tried and deferred, if ever (the manager's journal).
+    pub last_attempt: Option<i64>,
+    /// The text of its last temporary failure (empty: none recorded).
+    pub last_error: Vec<u8>,
 }
 
 /// A committed message as listed.
@@ -236,6 +242,9 @@ fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -
                     Status::Delivered => RecipientState::Delivered,
                     Status::Failed(_) => RecipientState::Failed,
                 },
+                channel: Some(r.channel),
+                last_attempt: r.last_attempt,
+                last_error: r.last_error.clone(),
             })
             .collect(),
         None => recipients
@@ -243,6 +252,9 @@ fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -
             .map(|address| Recipient {
                 address,
                 state: RecipientState::Pending,
+                channel: None,
+                last_attempt: None,
+                last_error: Vec::new(),
             })
             .collect(),
     };

@@ -16,6 +16,7 @@
 //! | `K` | id, recipient index | delivered |
 //! | `D` | id, recipient index, text | failed permanently (text for the bounce) |
 //! | `T` | id, recipient index, time | attempted at `time`, deferred |
+//! | `E` | id, recipient index, time, text | the same, with the temporary error's text (for listings) |
 //! | `B` | id | bounce for this message queued (or deliberately dropped) |
 //! | `X` | id | message removed from the queue; forget it |
 //!
@@ -96,6 +97,8 @@ pub struct RecipientState {
     pub status: Status,
     /// When it was last tried and deferred, if ever.
     pub last_attempt: Option<i64>,
+    /// The text of the last temporary failure (empty: none recorded).
+    pub last_error: Vec<u8>,
 }
 
 /// A message the manager has taken over.
@@ -175,6 +178,9 @@ pub enum Record {
         index: u32,
         /// When it was attempted.
         time: i64,
+        /// The temporary failure's text (empty: not recorded; written as a
+        /// `T` record then, as before the text was kept).
+        text: Vec<u8>,
     },
     /// The bounce for `id` is dealt with.
     Bounced {
@@ -266,11 +272,19 @@ impl Record {
                 p.extend_from_slice(&index.to_be_bytes());
                 put_bytes(&mut p, text);
             }
-            Record::Deferred { id, index, time } => {
-                p.push(b'T');
+            Record::Deferred {
+                id,
+                index,
+                time,
+                text,
+            } => {
+                p.push(if text.is_empty() { b'T' } else { b'E' });
                 p.extend_from_slice(&id.to_be_bytes());
                 p.extend_from_slice(&index.to_be_bytes());
                 p.extend_from_slice(&time.to_be_bytes());
+                if !text.is_empty() {
+                    put_bytes(&mut p, text);
+                }
             }
             Record::Bounced { id } => {
                 p.push(b'B');
@@ -315,6 +329,7 @@ impl Record {
                         address: c.bytes()?,
                         status: Status::Pending,
                         last_attempt: None,
+                        last_error: Vec::new(),
                     });
                 }
                 Record::Accept {
@@ -342,6 +357,13 @@ impl Record {
                 id: c.u64()?,
                 index: c.u32()?,
                 time: c.i64()?,
+                text: Vec::new(),
+            },
+            b'E' => Record::Deferred {
+                id: c.u64()?,
+                index: c.u32()?,
+                time: c.i64()?,
+                text: c.bytes()?,
             },
             b'B' => Record::Bounced { id: c.u64()? },
             b'X' => Record::Removed { id: c.u64()? },
@@ -376,9 +398,15 @@ impl State {
                     r.status = Status::Failed(text.clone());
                 }
             }
-            Record::Deferred { id, index, time } => {
+            Record::Deferred {
+                id,
+                index,
+                time,
+                text,
+            } => {
                 if let Some(r) = self.recipient(*id, *index) {
                     r.last_attempt = Some(*time);
+                    r.last_error.clone_from(text);
                 }
             }
             Record::Bounced { id } => {
@@ -406,6 +434,7 @@ impl State {
             for r in &mut fresh.recipients {
                 r.status = Status::Pending;
                 r.last_attempt = None;
+                r.last_error.clear();
             }
             fresh.bounced = false;
             out.push(Record::Accept { id, message: fresh });
@@ -421,7 +450,12 @@ impl State {
                     }),
                 }
                 if let Some(time) = r.last_attempt {
-                    out.push(Record::Deferred { id, index, time });
+                    out.push(Record::Deferred {
+                        id,
+                        index,
+                        time,
+                        text: r.last_error.clone(),
+                    });
                 }
             }
             if m.bounced {
@@ -619,6 +653,7 @@ mod tests {
                     address: format!("r{i}@x").into_bytes(),
                     status: Status::Pending,
                     last_attempt: None,
+                    last_error: Vec::new(),
                 })
                 .collect(),
             bounced: false,
@@ -648,6 +683,13 @@ mod tests {
                 id: 7,
                 index: 2,
                 time: 99,
+                text: Vec::new(),
+            },
+            Record::Deferred {
+                id: 7,
+                index: 2,
+                time: 100,
+                text: b"connection refused (#4.4.1)".to_vec(),
             },
             Record::Accept {
                 id: 9,
@@ -668,7 +710,8 @@ mod tests {
         let m = &state.messages[&7];
         assert_eq!(m.recipients[0].status, Status::Delivered);
         assert!(matches!(m.recipients[1].status, Status::Failed(_)));
-        assert_eq!(m.recipients[2].last_attempt, Some(99));
+        assert_eq!(m.recipients[2].last_attempt, Some(100));
+        assert_eq!(m.recipients[2].last_error, b"connection refused (#4.4.1)");
         assert!(m.bounced);
         // A snapshot rebuilds the same state.
         let mut snap = Vec::new();
@@ -725,6 +768,7 @@ mod tests {
                 address: address.clone(),
                 status: Status::Pending,
                 last_attempt: None,
+                last_error: Vec::new(),
             })
             .collect();
         let a = Record::Accept { id: 3, message: m }.encode();

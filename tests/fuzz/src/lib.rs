@@ -1008,10 +1008,13 @@ fn dotqmail_bytes(data: &[u8]) {
             for l in &parsed {
                 assert!(l.number > last && l.number <= dotqmail::MAX_LINES);
                 last = l.number;
-                let (Instruction::Program(v)
-                | Instruction::Maildir(v)
-                | Instruction::Mbox(v)
-                | Instruction::Forward(v)) = &l.instruction;
+                let v = match &l.instruction {
+                    Instruction::Program(v)
+                    | Instruction::Maildir(v)
+                    | Instruction::Mbox(v)
+                    | Instruction::Forward(v) => v,
+                    Instruction::ListFlag => continue,
+                };
                 assert!(!v.is_empty() && v.len() <= dotqmail::MAX_LINE);
                 assert!(!v.contains(&0), "NUL in an instruction");
                 assert!(!v.ends_with(b" ") && !v.ends_with(b"\t") && !v.ends_with(b"\r"));
@@ -1026,6 +1029,7 @@ fn dotqmail_bytes(data: &[u8]) {
                         assert!(matches!(p[0], b'.' | b'/') && !p.ends_with(b"/"));
                         assert!(!control);
                     }
+                    Instruction::ListFlag => {}
                     Instruction::Forward(a) => {
                         assert!(!control && a[0] != b' ');
                         assert!(a.len() <= tern_spool::MAX_ADDRESS);
