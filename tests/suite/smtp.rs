@@ -288,6 +288,31 @@ fn several_transactions_rset_and_helo_protocol() {
     assert_eq!(body, b"Subject: 1\n\none\n");
 }
 
+/// Python's `send_message` repeats `BODY=8BITMIME` when its caller passes
+/// it too: an identical repeat is accepted, a conflicting one refused.
+#[test]
+fn repeated_mail_parameters() {
+    let inst = Instance::new("smtp-repeat-param");
+    let r = smtpd(
+        &inst,
+        &[],
+        b"EHLO c\r\nMAIL FROM:<a@example.org> BODY=8BITMIME BODY=8BITMIME\r\nRSET\r\nMAIL FROM:<a@example.org> BODY=7BIT BODY=8BITMIME\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        r.codes(),
+        [
+            "220",
+            "250",
+            "250 2.1.0",
+            "250 2.0.0",
+            "555 5.5.4",
+            "221 2.0.0"
+        ],
+        "{}",
+        r.out
+    );
+}
+
 #[test]
 fn bad_sequences_are_503() {
     let inst = Instance::new("smtp-503");

@@ -372,14 +372,30 @@ fn path(s: &[u8]) -> Result<(Path, &[u8]), CommandError> {
     Ok((Path(addr.to_vec()), rest))
 }
 
+/// MAIL parameters. A parameter repeated with the same value is taken
+/// once (Python's `send_message` repeats `BODY=8BITMIME` when its caller
+/// passes it too); a repeat with another value is refused (555 5.5.4).
 fn mail_params(text: &[u8]) -> Result<MailParams, CommandError> {
     let mut p = MailParams::default();
+    let mut seen: Vec<(Vec<u8>, Option<&[u8]>)> = Vec::new();
     for param in text.split(|&b| b == b' ').filter(|s| !s.is_empty()) {
         let (key, value) = match memchr::memchr(b'=', param) {
             Some(eq) => (&param[..eq], Some(&param[eq + 1..])),
             None => (param, None),
         };
         let key = key.to_ascii_uppercase();
+        if let Some((_, before)) = seen.iter().find(|(k, _)| *k == key) {
+            let same = match (before, value) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            return Err(CommandError::UnknownParameter);
+        }
+        seen.push((key.clone(), value));
         match (&key[..], value) {
             (b"SIZE", Some(v)) if p.size.is_none() => {
                 if v.is_empty() || v.len() > MAX_SIZE_DIGITS || !v.iter().all(u8::is_ascii_digit) {
@@ -448,6 +464,11 @@ mod tests {
             (b"MAIL FROM:<a@b> FOO", E::UnknownParameter),
             (b"MAIL FROM:<a@b> SMTPUTF8=1", E::UnknownParameter),
             (b"MAIL FROM:<a@b> SIZE=1 SIZE=2", E::UnknownParameter),
+            (
+                b"MAIL FROM:<a@b> BODY=7BIT BODY=8BITMIME",
+                E::UnknownParameter,
+            ),
+            (b"MAIL FROM:<a@b> SMTPUTF8 SMTPUTF8=x", E::UnknownParameter),
             (b"MAIL FROM:<a@b> SIZE=", E::BadParameter),
             (b"MAIL FROM:<a@b> SIZE=-1", E::BadParameter),
             (
@@ -521,6 +542,17 @@ mod tests {
                         size: Some(100),
                         body: Some(Body::EightBitMime),
                         smtputf8: true,
+                    },
+                ),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY=8BITMIME body=8bitmime SIZE=5 SIZE=5",
+                Command::Mail(
+                    path("a@b"),
+                    MailParams {
+                        size: Some(5),
+                        body: Some(Body::EightBitMime),
+                        smtputf8: false,
                     },
                 ),
             ),
