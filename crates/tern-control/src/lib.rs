@@ -39,6 +39,7 @@ mod read;
 mod settings;
 #[cfg(test)]
 mod testutil;
+pub mod uids;
 
 pub use assign::{
     Assign, AssignEntry, Assignment, MAX_ASSIGN_FILE, MAX_MAILBOX_NAME, check_mailbox_name,
