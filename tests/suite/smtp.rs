@@ -506,6 +506,23 @@ fn size_limits_refuse_and_queue_nothing() {
     assert!(r.out.contains("250-SIZE 10\r\n"), "{}", r.out);
 }
 
+/// Without control/databytes the limit is finite (50 MiB), advertised, and
+/// enforced; an explicit 0 keeps qmail's "no limit".
+#[test]
+fn default_size_limit_is_finite() {
+    let inst = Instance::new("smtp-size-default");
+    let input = b"EHLO s\r\nMAIL FROM:<a@example.org> SIZE=52428801\r\nMAIL FROM:<a@example.org> SIZE=52428800\r\nQUIT\r\n";
+    let r = smtpd(&inst, &[], input);
+    assert!(r.out.contains("250-SIZE 52428800\r\n"), "{}", r.out);
+    let codes = r.codes();
+    assert_eq!(codes[2], "552 5.3.4", "{codes:?}");
+    assert_eq!(codes[3], "250 2.1.0", "{codes:?}");
+    control(&inst, "databytes", "0\n");
+    let r = smtpd(&inst, &[], input);
+    assert!(r.out.contains("250-SIZE\r\n"), "{}", r.out);
+    assert_eq!(r.codes()[2], "250 2.1.0", "{:?}", r.codes());
+}
+
 #[test]
 fn too_many_recipients_452() {
     let inst = Instance::new("smtp-maxrcpt");

@@ -186,7 +186,10 @@ fn check_on_a_fresh_instance_exits_0() {
     let out = ternctl(inst.home(), &["check"]);
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
-    assert!(said.contains("control/databytes: 0  [default]"), "{said}");
+    assert!(
+        said.contains("control/databytes: 52428800  [default]"),
+        "{said}"
+    );
     assert!(said.contains("# 0 error(s), 0 warning(s)"), "{said}");
 }
 
