@@ -180,7 +180,7 @@ fn full_transaction_is_byte_exact_and_delivered() {
         format!("250-{me}"),
         "250-PIPELINING".into(),
         "250-8BITMIME".into(),
-        "250-SIZE".into(),
+        "250-SIZE 52428800".into(),
         "250-ENHANCEDSTATUSCODES".into(),
         "250-SMTPUTF8".into(),
         "250-CHUNKING".into(),
@@ -504,6 +504,37 @@ fn size_limits_refuse_and_queue_nothing() {
     // DATABYTES overrides the control file.
     let r = smtpd(&inst, &[("DATABYTES", "10")], b"EHLO s\r\nQUIT\r\n");
     assert!(r.out.contains("250-SIZE 10\r\n"), "{}", r.out);
+}
+
+/// Paths that are not RFC 5321 Mailboxes are refused at MAIL and at RCPT,
+/// over the wire, with enhanced codes; nothing is queued.
+#[test]
+fn bad_path_syntax_is_refused() {
+    let inst = Instance::new("smtp-path-syntax");
+    let input = b"EHLO s\r\n\
+MAIL FROM:<a@b@example>\r\n\
+MAIL FROM:<sp ace@example>\r\n\
+MAIL FROM:<a@example.org>\r\n\
+RCPT TO:<a b@c..d>\r\n\
+RCPT TO:<test@@localhost>\r\n\
+RCPT TO:<\"sp ace\"@example.org>\r\n\
+QUIT\r\n";
+    let r = smtpd(&inst, &[("RELAYCLIENT", "")], input);
+    let codes = r.codes();
+    assert_eq!(
+        codes[2..],
+        [
+            "501 5.1.7",
+            "501 5.1.7",
+            "250 2.1.0",
+            "501 5.1.3",
+            "501 5.1.3",
+            "250 2.1.5",
+            "221 2.0.0"
+        ],
+        "{}",
+        r.out
+    );
 }
 
 /// Without control/databytes the limit is finite (50 MiB), advertised, and
