@@ -624,6 +624,50 @@ fn unknown_local_users_and_extensions() {
     assert_eq!(r.codes()[2], "250 2.1.5");
 }
 
+/// A system instance refuses at RCPT the recipients tern-lspawn would
+/// refuse (uid outside localuidmin..localuidmax, uid 0): 550 5.1.1, not
+/// accepted and bounced later. Root only (a system instance).
+#[test]
+fn recipients_local_delivery_refuses_are_refused_at_rcpt() {
+    if !tern_tests::is_root() {
+        tern_tests::skip(
+            "recipients_local_delivery_refuses_are_refused_at_rcpt",
+            "needs root to run a system instance",
+        );
+        return;
+    }
+    let inst = Instance::new("smtp-uidrange");
+    std::fs::remove_file(inst.home().join("single-user")).unwrap();
+    let dir = inst.scratch().join("u4242");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(4242), Some(4243)).unwrap();
+    let assign = inst.home().join("users/assign");
+    let text = std::fs::read_to_string(&assign).unwrap_or_default();
+    let at = text.rfind("\n.\n").map(|i| i + 1).unwrap_or(0);
+    let d = dir.display();
+    let lines = format!(
+        "=u4242:u4242:4242:4243:{d}:::\n=u77:u77:77:77:{d}:::\n=u65534:u65534:65534:65534:{d}:::\n=r0:root:0:0:{d}:::\n"
+    );
+    let new = if text.is_empty() {
+        format!("{lines}.\n")
+    } else {
+        format!("{}{lines}{}", &text[..at], &text[at..])
+    };
+    std::fs::write(&assign, new).unwrap();
+    let r = smtpd(
+        &inst,
+        &[],
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<u77@localhost>\r\nRCPT TO:<u65534@localhost>\r\nRCPT TO:<r0@localhost>\r\nRCPT TO:<u4242@localhost>\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        r.codes()[2..6],
+        ["550 5.1.1", "550 5.1.1", "550 5.1.1", "250 2.1.5"],
+        "{}\n{}",
+        r.out,
+        r.log
+    );
+}
+
 #[test]
 fn tarpit_slows_replies_then_closes() {
     let inst = Instance::new("smtp-tarpit");
