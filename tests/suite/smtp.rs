@@ -668,6 +668,70 @@ fn recipients_local_delivery_refuses_are_refused_at_rcpt() {
     );
 }
 
+/// A local user's `~/.qmail-foo` that is a FIFO: RCPT TO:<test-foo@…> is
+/// answered (tern-smtpd's check opens it O_NONBLOCK and sees it is not a
+/// regular file), and another connection, started while the first is
+/// open, is served. Before, the first hung in open() for ever, past
+/// timeoutsmtpd. The channel timeouts only turn a hang into a failure.
+#[test]
+fn fifo_dot_qmail_does_not_stall_rcpt() {
+    let inst = Instance::new("smtp-fifo");
+    control(&inst, "timeoutsmtpd", "5\n");
+    let st = std::process::Command::new("mkfifo")
+        .args(["-m", "0644"])
+        .arg(inst.home().join("mail/test/.qmail-foo"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let spawn = |input: &'static [u8]| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut child = smtpd_cmd(&inst, &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(input);
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+            let _ = tx.send(s);
+            drop(stdin);
+        });
+        (child, rx)
+    };
+    // Both connections run at once; each closes its input once it has
+    // read all the replies.
+    let (mut first, first_rx) =
+        spawn(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<test-foo@localhost>\r\nQUIT\r\n");
+    let (mut second, second_rx) =
+        spawn(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<test@localhost>\r\nQUIT\r\n");
+    let wait = |rx: std::sync::mpsc::Receiver<String>, child: &mut std::process::Child| match rx
+        .recv_timeout(Duration::from_secs(60))
+    {
+        Ok(s) => {
+            let _ = child.wait();
+            s
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern-smtpd stalled on a FIFO .qmail file");
+        }
+    };
+    let second_out = wait(second_rx, &mut second);
+    let first_out = wait(first_rx, &mut first);
+    assert!(second_out.contains("250 2.1.5"), "{second_out}");
+    let rcpt_reply = first_out.lines().nth(2).unwrap_or_default();
+    assert!(
+        rcpt_reply.starts_with("250 ") || rcpt_reply.starts_with("451 "),
+        "{first_out}"
+    );
+    assert!(first_out.contains("221 2.0.0"), "{first_out}");
+}
+
 #[test]
 fn tarpit_slows_replies_then_closes() {
     let inst = Instance::new("smtp-tarpit");
