@@ -545,7 +545,6 @@ mod tests {
         }
     }
 
-    #[test]
     fn label_of(t: &Target) -> String {
         label(t, false)
     }
