@@ -485,6 +485,43 @@ fn usage_and_bad_files_are_temporary() {
     assert!(maildir(&home.join("Maildir")).is_empty());
 }
 
+/// A user's `.qmail-fifo` that is a FIFO (or an mbox that is one): tern-local
+/// defers at once (111, "not a regular file"), it does not hang in open().
+/// The channel timeout only turns the old hang into a failure.
+#[test]
+fn fifo_dot_qmail_or_mbox_defers_without_hanging() {
+    let inst = Instance::new("local-fifo");
+    let home = inst.home().join("mail/test");
+    for f in [".qmail-fifo", "fifo-mbox"] {
+        let st = Command::new("mkfifo")
+            .args(["-m", "0644"])
+            .arg(home.join(f))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    write(&home.join(".qmail-mbox"), "./fifo-mbox\n");
+    for (ext, want) in [("fifo", "not a regular file"), ("mbox", "Unable to open")] {
+        let mut child = Local::ext(&inst, ext).spawn(MESSAGE);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut { stdout }, &mut s);
+            let _ = tx.send(s);
+        });
+        let Ok(said) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern-local hung on a FIFO ({ext})");
+        };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(111), "{ext}: {said}");
+        assert!(said.contains(want), "{ext}: {said}");
+    }
+    assert!(maildir(&home.join("Maildir")).is_empty());
+}
+
 #[test]
 fn man_page_lists_the_exit_codes() {
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man/tern-local.8.md");

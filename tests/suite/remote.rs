@@ -624,6 +624,48 @@ fn permanent_failure_bounces_naming_the_recipient_and_the_reply() {
     );
 }
 
+/// A smarthost named in smtproutes (an internal name) never appears in a
+/// bounce: the report says "the relay", and there is no Remote-MTA.
+#[test]
+fn smarthost_name_never_appears_in_a_bounce() {
+    let t = "remote::smarthost_name_never_appears_in_a_bounce";
+    let Some(inst) = setup(t, "remote-smarthost-name") else {
+        return;
+    };
+    let opts = PeerOptions {
+        reject: vec!["gone@far.test".to_string()],
+        ..PeerOptions::default()
+    };
+    let peer = free_peer(&inst, opts);
+    let dns = dns(
+        &inst,
+        &[DnsRecord::host(
+            "smarthost.internal.test",
+            &[Ipv4Addr::LOCALHOST.into()],
+        )],
+    );
+    control(
+        &inst,
+        "smtproutes",
+        &format!(":smarthost.internal.test:{}", peer.port()),
+    );
+    send(&inst, &["gone@far.test"], &msg("to the smarthost"));
+    let log = once(&inst);
+    let _ctx = || context(&log, &[&peer], &dns);
+    let bounce = failed_bounce(&inst, &log, "gone@far.test");
+    let unfolded = bounce.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        !bounce.to_ascii_lowercase().contains("smarthost.internal"),
+        "the bounce names the smarthost: {bounce}"
+    );
+    assert!(!bounce.contains("Remote-MTA"), "{bounce}");
+    assert!(!bounce.contains("smtproutes"), "{bounce}");
+    assert!(
+        unfolded.contains("the relay said: 550 5.1.1"),
+        "the bounce quotes the reply: {bounce}"
+    );
+}
+
 /// A message large enough that tern-remote is still writing when the peer
 /// drops the connection (lines of 76 characters, about 1 MiB).
 fn big_message() -> Vec<u8> {

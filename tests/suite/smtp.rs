@@ -180,7 +180,7 @@ fn full_transaction_is_byte_exact_and_delivered() {
         format!("250-{me}"),
         "250-PIPELINING".into(),
         "250-8BITMIME".into(),
-        "250-SIZE".into(),
+        "250-SIZE 52428800".into(),
         "250-ENHANCEDSTATUSCODES".into(),
         "250-SMTPUTF8".into(),
         "250-CHUNKING".into(),
@@ -582,6 +582,54 @@ fn size_limits_refuse_and_queue_nothing() {
     assert!(r.out.contains("250-SIZE 10\r\n"), "{}", r.out);
 }
 
+/// Paths that are not RFC 5321 Mailboxes are refused at MAIL and at RCPT,
+/// over the wire, with enhanced codes; nothing is queued.
+#[test]
+fn bad_path_syntax_is_refused() {
+    let inst = Instance::new("smtp-path-syntax");
+    let input = b"EHLO s\r\n\
+MAIL FROM:<a@b@example>\r\n\
+MAIL FROM:<sp ace@example>\r\n\
+MAIL FROM:<a@example.org>\r\n\
+RCPT TO:<a b@c..d>\r\n\
+RCPT TO:<test@@localhost>\r\n\
+RCPT TO:<\"sp ace\"@example.org>\r\n\
+QUIT\r\n";
+    let r = smtpd(&inst, &[("RELAYCLIENT", "")], input);
+    let codes = r.codes();
+    assert_eq!(
+        codes[2..],
+        [
+            "501 5.1.7",
+            "501 5.1.7",
+            "250 2.1.0",
+            "501 5.1.3",
+            "501 5.1.3",
+            "250 2.1.5",
+            "221 2.0.0"
+        ],
+        "{}",
+        r.out
+    );
+}
+
+/// Without control/databytes the limit is finite (50 MiB), advertised, and
+/// enforced; an explicit 0 keeps qmail's "no limit".
+#[test]
+fn default_size_limit_is_finite() {
+    let inst = Instance::new("smtp-size-default");
+    let input = b"EHLO s\r\nMAIL FROM:<a@example.org> SIZE=52428801\r\nMAIL FROM:<a@example.org> SIZE=52428800\r\nQUIT\r\n";
+    let r = smtpd(&inst, &[], input);
+    assert!(r.out.contains("250-SIZE 52428800\r\n"), "{}", r.out);
+    let codes = r.codes();
+    assert_eq!(codes[2], "552 5.3.4", "{codes:?}");
+    assert_eq!(codes[3], "250 2.1.0", "{codes:?}");
+    control(&inst, "databytes", "0\n");
+    let r = smtpd(&inst, &[], input);
+    assert!(r.out.contains("250-SIZE\r\n"), "{}", r.out);
+    assert_eq!(r.codes()[2], "250 2.1.0", "{:?}", r.codes());
+}
+
 #[test]
 fn too_many_recipients_452() {
     let inst = Instance::new("smtp-maxrcpt");
@@ -650,6 +698,114 @@ fn unknown_local_users_and_extensions() {
         b"MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@localhost>\r\nQUIT\r\n",
     );
     assert_eq!(r.codes()[2], "250 2.1.5");
+}
+
+/// A system instance refuses at RCPT the recipients tern-lspawn would
+/// refuse (uid outside localuidmin..localuidmax, uid 0): 550 5.1.1, not
+/// accepted and bounced later. Root only (a system instance).
+#[test]
+fn recipients_local_delivery_refuses_are_refused_at_rcpt() {
+    if !tern_tests::is_root() {
+        tern_tests::skip(
+            "recipients_local_delivery_refuses_are_refused_at_rcpt",
+            "needs root to run a system instance",
+        );
+        return;
+    }
+    let inst = Instance::new("smtp-uidrange");
+    std::fs::remove_file(inst.home().join("single-user")).unwrap();
+    let dir = inst.scratch().join("u4242");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(4242), Some(4243)).unwrap();
+    let assign = inst.home().join("users/assign");
+    let text = std::fs::read_to_string(&assign).unwrap_or_default();
+    let at = text.rfind("\n.\n").map(|i| i + 1).unwrap_or(0);
+    let d = dir.display();
+    let lines = format!(
+        "=u4242:u4242:4242:4243:{d}:::\n=u77:u77:77:77:{d}:::\n=u65534:u65534:65534:65534:{d}:::\n=r0:root:0:0:{d}:::\n"
+    );
+    let new = if text.is_empty() {
+        format!("{lines}.\n")
+    } else {
+        format!("{}{lines}{}", &text[..at], &text[at..])
+    };
+    std::fs::write(&assign, new).unwrap();
+    let r = smtpd(
+        &inst,
+        &[],
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<u77@localhost>\r\nRCPT TO:<u65534@localhost>\r\nRCPT TO:<r0@localhost>\r\nRCPT TO:<u4242@localhost>\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        r.codes()[2..6],
+        ["550 5.1.1", "550 5.1.1", "550 5.1.1", "250 2.1.5"],
+        "{}\n{}",
+        r.out,
+        r.log
+    );
+}
+
+/// A local user's `~/.qmail-foo` that is a FIFO: RCPT TO:<test-foo@…> is
+/// answered (tern-smtpd's check opens it O_NONBLOCK and sees it is not a
+/// regular file), and another connection, started while the first is
+/// open, is served. Before, the first hung in open() for ever, past
+/// timeoutsmtpd. The channel timeouts only turn a hang into a failure.
+#[test]
+fn fifo_dot_qmail_does_not_stall_rcpt() {
+    let inst = Instance::new("smtp-fifo");
+    control(&inst, "timeoutsmtpd", "5\n");
+    let st = std::process::Command::new("mkfifo")
+        .args(["-m", "0644"])
+        .arg(inst.home().join("mail/test/.qmail-foo"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let spawn = |input: &'static [u8]| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut child = smtpd_cmd(&inst, &[])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(input);
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+            let _ = tx.send(s);
+            drop(stdin);
+        });
+        (child, rx)
+    };
+    // Both connections run at once; each closes its input once it has
+    // read all the replies.
+    let (mut first, first_rx) =
+        spawn(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<test-foo@localhost>\r\nQUIT\r\n");
+    let (mut second, second_rx) =
+        spawn(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<test@localhost>\r\nQUIT\r\n");
+    let wait = |rx: std::sync::mpsc::Receiver<String>, child: &mut std::process::Child| match rx
+        .recv_timeout(Duration::from_secs(60))
+    {
+        Ok(s) => {
+            let _ = child.wait();
+            s
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern-smtpd stalled on a FIFO .qmail file");
+        }
+    };
+    let second_out = wait(second_rx, &mut second);
+    let first_out = wait(first_rx, &mut first);
+    assert!(second_out.contains("250 2.1.5"), "{second_out}");
+    let rcpt_reply = first_out.lines().nth(2).unwrap_or_default();
+    assert!(
+        rcpt_reply.starts_with("250 ") || rcpt_reply.starts_with("451 "),
+        "{first_out}"
+    );
+    assert!(first_out.contains("221 2.0.0"), "{first_out}");
 }
 
 #[test]

@@ -186,8 +186,39 @@ fn check_on_a_fresh_instance_exits_0() {
     let out = ternctl(inst.home(), &["check"]);
     let said = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}{}", text(&out.stderr));
-    assert!(said.contains("control/databytes: 0  [default]"), "{said}");
+    assert!(
+        said.contains("control/databytes: 52428800  [default]"),
+        "{said}"
+    );
     assert!(said.contains("# 0 error(s), 0 warning(s)"), "{said}");
+}
+
+/// In a system instance, `ternctl check` warns about `users/assign`
+/// entries whose uid local delivery refuses (outside localuidmin..max,
+/// root); entries in range are not warned about.
+#[test]
+fn check_warns_about_assign_entries_outside_the_uid_range() {
+    let inst = Instance::new("ternctl-check-uids");
+    let home = inst.home();
+    let _ = std::fs::remove_file(home.join("single-user"));
+    let assign = home.join("users/assign");
+    std::fs::write(
+        &assign,
+        "=u77:u77:77:77:/nonexistent:::\n=ok:ok:4242:4242:/nonexistent:::\n+r:root:0:0:/nonexistent:-::\n.\n",
+    )
+    .unwrap();
+    let out = ternctl(home, &["check"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("users/assign: warning: =u77: uid 77 is outside the uids allowed"),
+        "{said}"
+    );
+    assert!(
+        said.contains("users/assign: warning: +r: not allowed to perform deliveries as root"),
+        "{said}"
+    );
+    assert!(!said.contains("warning: =ok"), "{said}");
+    assert!(said.contains("# 0 error(s), 2 warning(s)"), "{said}");
 }
 
 #[test]

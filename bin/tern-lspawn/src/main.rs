@@ -155,7 +155,7 @@ fn main() -> ExitCode {
     let users = if single {
         start::Users::default()
     } else {
-        start::Users::lookup(queue_gid)
+        start::lookup_users(queue_gid)
     };
     let ctx = start::Ctx {
         home,

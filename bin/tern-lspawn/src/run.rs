@@ -121,6 +121,14 @@ impl Loop<'_> {
                     rcpt: &d.recipient,
                     uid: refusal.uid,
                 };
+                if let Some(detail) = &refusal.detail {
+                    Event::new(PROG, "delivery_refused")
+                        .num("qid", d.id)
+                        .num("slot", d.slot)
+                        .field("rcpt", &d.recipient)
+                        .field("reason", detail)
+                        .emit();
+                }
                 self.report(who, refusal.outcome, refusal.text.as_bytes(), 0);
             }
         }

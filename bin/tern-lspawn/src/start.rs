@@ -55,6 +55,9 @@ pub(crate) struct Refusal {
     pub(crate) outcome: Outcome,
     pub(crate) text: String,
     pub(crate) uid: Option<u32>,
+    /// The reason in full, for the log only (the report text, which may
+    /// end up in a bounce, stays generic).
+    pub(crate) detail: Option<String>,
 }
 
 fn refuse(outcome: Outcome, text: impl Into<String>) -> Refusal {
@@ -62,6 +65,7 @@ fn refuse(outcome: Outcome, text: impl Into<String>) -> Refusal {
         outcome,
         text: text.into(),
         uid: None,
+        detail: None,
     }
 }
 
@@ -70,87 +74,44 @@ fn temporary(text: impl Into<String>) -> Refusal {
 }
 
 /// The accounts a system instance never delivers as, and the one it always
-/// may (looked up once at start).
-#[derive(Debug, Default)]
-pub(crate) struct Users {
-    /// Tern's own users (`ternd`, `ternq`, `terns`, `ternr`, `ternl`) that
-    /// exist, with their uids.
-    pub(crate) reserved: Vec<(&'static str, u32)>,
-    /// The uid of the `alias` user, when it exists.
-    pub(crate) alias: Option<u32>,
-    /// The queue's group (`tern`, the group of `queue/cur`), which may
-    /// read every queued message; no delivery runs with it.
-    pub(crate) queue_gid: Option<u32>,
+/// may (the rule is [`tern_control::uids`]).
+pub(crate) type Users = tern_control::uids::DeliveryUsers;
+
+/// Looks the reserved users and `alias` up in the passwd database;
+/// `queue_gid` is the group of `queue/cur`.
+pub(crate) fn lookup_users(queue_gid: u32) -> Users {
+    Users::lookup(&SystemPasswd, Some(queue_gid))
 }
 
-/// Tern's own users: a delivery as one of them could write the queue, or
-/// act as the SMTP front or the remote client.
-pub(crate) const RESERVED_USERS: [&str; 5] = ["ternd", "ternq", "terns", "ternr", "ternl"];
+/// What a bounce says when a delivery as the owner's uid is refused: the
+/// mailbox is unavailable. The reason (uid numbers, control file names)
+/// goes to the log only ([`Refusal::detail`]).
+pub(crate) const UNAVAILABLE: &str = "Sorry, this mailbox is unavailable. (#5.2.1)";
 
-impl Users {
-    /// Looks the reserved users and `alias` up in the passwd database;
-    /// `queue_gid` is the group of `queue/cur`.
-    pub(crate) fn lookup(queue_gid: u32) -> Users {
-        let uid_of = |name: &str| {
-            tern_control::owner::Passwd::user(&SystemPasswd, name)
-                .ok()
-                .flatten()
-                .map(|e| e.uid)
-        };
-        Users {
-            reserved: RESERVED_USERS
-                .iter()
-                .filter_map(|&n| uid_of(n).map(|u| (n, u)))
-                .collect(),
-            alias: uid_of(tern_control::owner::ALIAS_USER),
-            queue_gid: Some(queue_gid),
-        }
-    }
-}
+/// Deferral text when the uid range is misconfigured (detail in the log).
+pub(crate) const MISCONFIGURED: &str =
+    "Mailbox temporarily unavailable: local configuration error. (#4.3.0)";
 
-/// Whether a system instance may deliver as `uid`/`gid`: never uid 0 or gid
-/// 0, never one of Tern's own users, always the alias user, otherwise only
-/// within `localuidmin..=localuidmax` (`range`). Refusals are permanent; a
-/// range whose minimum is above its maximum is a configuration error
-/// (temporary).
+/// Whether a system instance may deliver as `uid`/`gid`
+/// ([`tern_control::uids::delivery_allowed`]); the refusal's report text is
+/// generic and its detail is for the log.
 pub(crate) fn uid_allowed(
     uid: u32,
     gid: u32,
     range: (u64, u64),
     users: &Users,
 ) -> Result<(), Refusal> {
-    let denied = |text: String| Err(refuse(Outcome::Failed, text));
-    if uid == 0 {
-        return denied("Sorry, not allowed to perform deliveries as root. (#5.7.1)".into());
-    }
-    if gid == 0 {
-        return denied("Sorry, not allowed to perform deliveries with gid 0. (#5.7.1)".into());
-    }
-    if users.queue_gid == Some(gid) {
-        return denied(format!(
-            "Sorry, gid {gid} is the queue's group, which may read every queued message; no deliveries with it. (#5.7.1)"
-        ));
-    }
-    if let Some((name, _)) = users.reserved.iter().find(|(_, u)| *u == uid) {
-        return denied(format!(
-            "Sorry, uid {uid} is Tern's own user {name}; no deliveries as Tern's users. (#5.7.1)"
-        ));
-    }
-    if users.alias == Some(uid) {
-        return Ok(());
-    }
-    let (min, max) = range;
-    if min > max {
-        return Err(temporary(format!(
-            "control/localuidmin ({min}) is above control/localuidmax ({max}) (#4.3.0)"
-        )));
-    }
-    if u64::from(uid) < min || u64::from(uid) > max {
-        return denied(format!(
-            "Sorry, uid {uid} is outside the uids allowed for deliveries ({min} to {max}, control/localuidmin and localuidmax). (#5.7.1)"
-        ));
-    }
-    Ok(())
+    tern_control::uids::delivery_allowed(uid, gid, range, users).map_err(|why| {
+        let (outcome, text) = if why.is_permanent() {
+            (Outcome::Failed, UNAVAILABLE)
+        } else {
+            (Outcome::Deferred, MISCONFIGURED)
+        };
+        Refusal {
+            detail: Some(why.to_string()),
+            ..refuse(outcome, text)
+        }
+    })
 }
 
 /// Opens `queue/cur/<bucket>/<id>` without following a symlink, checks it
@@ -250,10 +211,13 @@ pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
             uid_allowed(owner.uid, owner.gid, range, &ctx.users).map_err(with_uid)?;
         }
         Instance::SingleUser { .. } if owner.uid != ctx.euid => {
-            return Err(with_uid(temporary(format!(
-                "cannot deliver as uid {} in a single-user instance (#4.3.0)",
-                owner.uid
-            ))));
+            return Err(with_uid(Refusal {
+                detail: Some(format!(
+                    "cannot deliver as uid {} in a single-user instance",
+                    owner.uid
+                )),
+                ..temporary(MISCONFIGURED)
+            }));
         }
         _ => {}
     }
@@ -383,9 +347,19 @@ mod tests {
         for &(uid, gid, range, outcome, text) in refused {
             let r = uid_allowed(uid, gid, range, &users).expect_err("refused");
             assert_eq!(r.outcome, outcome, "{uid}: {}", r.text);
-            assert!(r.text.contains(text), "{uid}: {}", r.text);
+            // The detail (for the log) says why ...
+            let detail = r.detail.as_deref().unwrap_or_default();
+            assert!(detail.contains(text), "{uid}: {detail}");
+            // ... the report text (for the bounce) is generic: no uid, gid
+            // or control file.
+            let generic = if outcome == Outcome::Failed {
+                UNAVAILABLE
+            } else {
+                MISCONFIGURED
+            };
+            assert_eq!(r.text, generic, "{uid}");
             let code = if outcome == Outcome::Failed {
-                "(#5.7.1)"
+                "(#5.2.1)"
             } else {
                 "(#4.3.0)"
             };

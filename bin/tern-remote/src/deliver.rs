@@ -88,10 +88,16 @@ fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// The server's name in report texts: `mx.example.org [192.0.2.1]`; for an
-/// internal address, the host name alone, or `the relay` when the host is
-/// only known by that address.
-pub(crate) fn label(target: &Target) -> String {
+/// The server's name in report texts (which end up in bounces):
+/// `mx.example.org [192.0.2.1]`; for an internal address, the host name
+/// alone, or `the relay` when the host is only known by that address. A
+/// relay from `control/smtproutes` (`routed`) is always `the relay`: its
+/// name is the administrator's (often an internal smarthost), not public
+/// MX data. The log lines name it.
+pub(crate) fn label(target: &Target, routed: bool) -> String {
+    if routed {
+        return "the relay".to_string();
+    }
     let ip = target.addr.ip();
     let host_is_ip = target.host.parse::<IpAddr>().is_ok();
     match (is_internal(ip), host_is_ip) {
@@ -146,6 +152,15 @@ impl HostFailure {
 }
 
 impl Worker {
+    /// [`label`] for a target of the domain being delivered to.
+    fn label(&self, target: &Target) -> String {
+        let routed = self
+            .resolved
+            .as_ref()
+            .is_some_and(|(d, ..)| self.router.is_routed(d));
+        label(target, routed)
+    }
+
     pub(crate) fn new(settings: Settings, router: Router, memory: HostMemory) -> Worker {
         Worker {
             settings,
@@ -271,7 +286,7 @@ impl Worker {
                 r
             }
             Transaction::NotStarted(e) => {
-                let text = format!("{} {e} (#4.4.2)", label(&conn.target));
+                let text = format!("{} {e} (#4.4.2)", self.label(&conn.target));
                 all(n, Status::Temporary, &text)
             }
         }
@@ -345,7 +360,7 @@ impl Worker {
     /// A TCP connection, greeting and EHLO.
     fn connect(&self, target: &Target) -> Result<Client<TcpStream>, HostFailure> {
         let ip = target.addr.ip();
-        let name = label(target);
+        let name = self.label(target);
         let tcp = match TcpStream::connect_timeout(&target.addr, self.settings.timeout_connect) {
             Ok(s) => s,
             Err(e) => {
@@ -432,7 +447,7 @@ impl Worker {
             .unwrap_or_default();
         let policy = self.settings.policies.lookup(&domain);
         let ip = target.addr.ip();
-        let name = label(target);
+        let name = self.label(target);
         let mut client = self.connect(target)?;
         let log_tls = |info: &tern_client::TlsInfo| {
             Event::new(PROG, "tls")
@@ -537,15 +552,31 @@ mod tests {
         }
     }
 
+    fn label_of(t: &Target) -> String {
+        label(t, false)
+    }
+
+    /// A relay from smtproutes is never named, internal or not.
+    #[test]
+    fn routed_relays_are_not_named() {
+        for (host, addr) in [
+            ("smarthost.internal", "10.0.0.5:25"),
+            ("relay.example.net", "192.0.2.7:587"),
+            ("192.0.2.7", "192.0.2.7:25"),
+        ] {
+            assert_eq!(label(&t(host, addr), true), "the relay", "{host}");
+        }
+    }
+
     #[test]
     fn labels_hide_internal_addresses() {
         assert_eq!(
-            label(&t("mx.example.org", "192.0.2.1:25")),
+            label_of(&t("mx.example.org", "192.0.2.1:25")),
             "mx.example.org [192.0.2.1]"
         );
-        assert_eq!(label(&t("192.0.2.1", "192.0.2.1:25")), "[192.0.2.1]");
+        assert_eq!(label_of(&t("192.0.2.1", "192.0.2.1:25")), "[192.0.2.1]");
         assert_eq!(
-            label(&t("mx.example.org", "[2001:db8::1]:25")),
+            label_of(&t("mx.example.org", "[2001:db8::1]:25")),
             "mx.example.org [2001:db8::1]"
         );
         for internal in [
@@ -560,13 +591,17 @@ mod tests {
             "[fe80::1]:25",
             "[::ffff:10.0.0.1]:25",
         ] {
-            assert_eq!(label(&t("relay.lan", internal)), "relay.lan", "{internal}");
+            assert_eq!(
+                label_of(&t("relay.lan", internal)),
+                "relay.lan",
+                "{internal}"
+            );
             let ip = internal
                 .parse::<std::net::SocketAddr>()
                 .unwrap()
                 .ip()
                 .to_string();
-            assert_eq!(label(&t(&ip, internal)), "the relay", "{internal}");
+            assert_eq!(label_of(&t(&ip, internal)), "the relay", "{internal}");
         }
     }
 }

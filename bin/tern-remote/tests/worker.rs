@@ -607,7 +607,13 @@ fn temporary_routing_failure_is_looked_up_again_on_the_next_request() {
     let mut w = Worker::start(&home);
     let r = w.deliver(1, &["u@test.example"], b"x\n");
     assert_eq!(outcomes(&r), [Outcome::Deferred]);
-    assert!(text(&r[0]).contains("relay.test"), "{}", text(&r[0]));
+    // The relay is not named in the text (it may end up in a bounce).
+    assert!(
+        text(&r[0]).contains("the relay's address lookup failed"),
+        "{}",
+        text(&r[0])
+    );
+    assert!(!text(&r[0]).contains("relay.test"), "{}", text(&r[0]));
     ok.store(true, std::sync::atomic::Ordering::SeqCst);
     let r = w.deliver(2, &["u@test.example"], b"x\n");
     assert_eq!(outcomes(&r), [Outcome::Delivered], "{}", text(&r[0]));

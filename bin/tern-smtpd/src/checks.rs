@@ -1,7 +1,10 @@
 //! The lookups behind [`tern_smtp::Checks`]: rcpthosts, badmailfrom and
 //! whether a local recipient exists.
 
+use std::os::unix::fs::MetadataExt as _;
+
 use tern_control::owner::{self, Instance, SystemPasswd};
+use tern_control::uids::{self, DeliveryUsers};
 use tern_control::{Assign, BadMailFrom, DomainList, Home};
 use tern_sched::Rewriter;
 use tern_smtp::{Checks, RcptVerdict};
@@ -21,10 +24,21 @@ pub(crate) struct LocalCheck {
     pub(crate) rewriter: Rewriter,
     pub(crate) assign: Option<Assign>,
     pub(crate) instance: Instance,
+    /// System instance: the accounts tern-lspawn never delivers as, and
+    /// `localuidmin`..`localuidmax`, so that a recipient local delivery
+    /// would refuse is refused here, at RCPT ([`uids::delivery_allowed`],
+    /// the rule tern-lspawn applies).
+    users: DeliveryUsers,
+    uid_range: (u64, u64),
 }
 
 impl LocalCheck {
-    pub(crate) fn new(rewriter: Rewriter, assign: Option<Assign>, home: &Home) -> LocalCheck {
+    pub(crate) fn new(
+        rewriter: Rewriter,
+        assign: Option<Assign>,
+        home: &Home,
+        uid_range: (u64, u64),
+    ) -> LocalCheck {
         let instance = if home.is_single_user() {
             let uid = tern_sys::effective_uid();
             Instance::SingleUser {
@@ -36,10 +50,21 @@ impl LocalCheck {
         } else {
             Instance::System
         };
+        // The queue's group, when ternd may see it (tern-lspawn checks it
+        // in any case).
+        let queue_gid = std::fs::metadata(home.queue_dir().join("cur"))
+            .ok()
+            .map(|m| m.gid());
+        let users = match instance {
+            Instance::System => DeliveryUsers::lookup(&SystemPasswd, queue_gid),
+            Instance::SingleUser { .. } => DeliveryUsers::default(),
+        };
         LocalCheck {
             rewriter,
             assign,
             instance,
+            users,
+            uid_range,
         }
     }
 
@@ -58,6 +83,14 @@ impl LocalCheck {
             Ok((owner, _)) => owner,
             Err(_) => return RcptVerdict::TempFail,
         };
+        if matches!(self.instance, Instance::System) {
+            match uids::delivery_allowed(owner.uid, owner.gid, self.uid_range, &self.users) {
+                Ok(()) => {}
+                // Local delivery would refuse it for good: no mailbox here.
+                Err(why) if why.is_permanent() => return RcptVerdict::Unknown,
+                Err(_) => return RcptVerdict::TempFail,
+            }
+        }
         if owner.dash.is_empty() {
             // The owner's own address.
             return RcptVerdict::Accept;

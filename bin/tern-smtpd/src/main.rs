@@ -202,7 +202,11 @@ fn setup() -> Result<Setup, Exit> {
             envnoathost: control.envnoathost().map_err(c)?.to_string(),
         };
         let assign = Assign::load(&home.assign_file()).map_err(c)?;
-        Some(LocalCheck::new(rewriter, assign, &home))
+        let uid_range = (
+            control.localuidmin().map_err(c)?,
+            control.localuidmax().map_err(c)?,
+        );
+        Some(LocalCheck::new(rewriter, assign, &home, uid_range))
     } else {
         None
     };

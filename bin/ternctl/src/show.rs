@@ -77,6 +77,9 @@ fn report_lines(out: &mut String, r: &FileReport) {
             let _ = writeln!(out, "{}", e.kind());
         }
     }
+    for w in &r.warnings {
+        let _ = writeln!(out, "{}: warning: {w}", r.name);
+    }
 }
 
 /// `ternctl check`: the report, then a summary; 1 when any file is broken.
@@ -87,7 +90,10 @@ pub fn check(home: &Home) -> Exit {
         report_lines(&mut out, r);
     }
     let errors = reports.iter().filter(|r| r.is_error()).count();
-    let warnings = reports.iter().filter(|r| r.is_warning()).count();
+    let warnings: usize = reports
+        .iter()
+        .map(|r| usize::from(matches!(r.status, Status::Unknown)) + r.warnings.len())
+        .sum();
     let _ = writeln!(out, "# {errors} error(s), {warnings} warning(s)");
     emit(&out);
     if errors > 0 { Exit::Failed } else { Exit::Ok }

@@ -33,6 +33,9 @@ pub struct FileReport {
     pub status: Status,
     /// The setting's one-line meaning, for settings in the table.
     pub doc: Option<&'static str>,
+    /// Warnings about a value that loads but will not work as meant
+    /// (e.g. a `users/assign` entry whose uid local delivery refuses).
+    pub warnings: Vec<String>,
 }
 
 impl FileReport {
@@ -41,9 +44,9 @@ impl FileReport {
         matches!(self.status, Status::Error(_))
     }
 
-    /// True for files Tern ignores.
+    /// True for files Tern ignores, or with [`FileReport::warnings`].
     pub fn is_warning(&self) -> bool {
-        matches!(self.status, Status::Unknown)
+        matches!(self.status, Status::Unknown) || !self.warnings.is_empty()
     }
 }
 
@@ -69,6 +72,7 @@ pub fn check(home: &Home) -> Vec<FileReport> {
                                 ErrorKind::Io(e),
                             )),
                             doc: None,
+                            warnings: Vec::new(),
                         });
                         break;
                     }
@@ -81,6 +85,7 @@ pub fn check(home: &Home) -> Vec<FileReport> {
             present: false,
             status: Status::Error(Error::new(control.dir(), None, ErrorKind::Io(e))),
             doc: None,
+            warnings: Vec::new(),
         }),
     }
     present.sort();
@@ -98,6 +103,7 @@ pub fn check(home: &Home) -> Vec<FileReport> {
             present: present.iter().any(|n| n == s.name),
             status,
             doc: Some(s.doc),
+            warnings: Vec::new(),
         });
     }
     for name in &present {
@@ -107,16 +113,23 @@ pub fn check(home: &Home) -> Vec<FileReport> {
                 present: true,
                 status: Status::Unknown,
                 doc: None,
+                warnings: Vec::new(),
             });
         }
     }
     let assign = home.assign_file();
+    let mut warnings = Vec::new();
     let (present, status) = match Assign::load(&assign) {
         Ok(None) => (false, Status::Default(Vec::new())),
-        Ok(Some(a)) => (
-            true,
-            Status::Set(a.entries().iter().map(|e| e.to_line()).collect()),
-        ),
+        Ok(Some(a)) => {
+            if !home.is_single_user() {
+                warnings = refused_assignments(home, &control, &a);
+            }
+            (
+                true,
+                Status::Set(a.entries().iter().map(|e| e.to_line()).collect()),
+            )
+        }
         Err(e) => (assign.exists(), Status::Error(e)),
     };
     reports.push(FileReport {
@@ -124,8 +137,38 @@ pub fn check(home: &Home) -> Vec<FileReport> {
         present,
         status,
         doc: Some("local parts assigned to users (qmail-users format)"),
+        warnings,
     });
     reports
+}
+
+/// System instance: the `users/assign` entries whose uid/gid local delivery
+/// refuses ([`crate::uids::delivery_allowed`]), one warning each. Nothing
+/// when `localuidmin`/`localuidmax` do not load (their own reports say
+/// why).
+fn refused_assignments(home: &Home, control: &Control, a: &Assign) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(min), Ok(max)) = (control.localuidmin(), control.localuidmax()) else {
+        return Vec::new();
+    };
+    let queue_gid = std::fs::metadata(home.queue_dir().join("cur"))
+        .ok()
+        .map(|m| m.gid());
+    let users = crate::uids::DeliveryUsers::lookup(&crate::owner::SystemPasswd, queue_gid);
+    a.entries()
+        .iter()
+        .filter_map(|e| {
+            crate::uids::delivery_allowed(e.uid, e.gid, (min, max), &users)
+                .err()
+                .map(|why| {
+                    format!(
+                        "{}{}: {why}; tern-smtpd refuses it at RCPT and tern-lspawn does not deliver to it",
+                        if e.wildcard { '+' } else { '=' },
+                        e.key
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

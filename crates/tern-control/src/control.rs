@@ -177,7 +177,8 @@ impl Control {
         smtproutes -> SmtpRoutes = routes;
         /// `badmailfrom` (default: none).
         badmailfrom -> BadMailFrom = bmf;
-        /// `databytes`: largest SMTP message in bytes, 0 = no limit (default 0).
+        /// `databytes`: largest SMTP message in bytes, 0 = no limit (default
+        /// 52428800, 50 MiB).
         databytes -> u64 = number;
         /// `concurrencylocal` (default 10).
         concurrencylocal -> u64 = number;
@@ -294,7 +295,7 @@ mod tests {
             ErrorKind::Missing
         ));
         // settings that do not depend on me still have defaults
-        assert_eq!(c.databytes().unwrap(), 0);
+        assert_eq!(c.databytes().unwrap(), 52_428_800);
         assert!(c.rcpthosts().unwrap().is_empty());
         t.control("me", "\n");
         assert!(matches!(c.me().unwrap_err().kind(), ErrorKind::Missing));
@@ -318,7 +319,7 @@ mod tests {
         assert!(c.locals().unwrap().contains("mail.example.com"));
         assert!(!c.locals().unwrap().contains("localhost"));
         assert!(c.rcpthosts().unwrap().is_empty());
-        assert_eq!(c.databytes().unwrap(), 0);
+        assert_eq!(c.databytes().unwrap(), 52_428_800);
         assert_eq!(c.concurrencylocal().unwrap(), 10);
         assert_eq!(c.concurrencyremote().unwrap(), 20);
         assert_eq!(c.queuelifetime().unwrap(), 604_800);

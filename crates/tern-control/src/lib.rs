@@ -39,6 +39,7 @@ mod read;
 mod settings;
 #[cfg(test)]
 mod testutil;
+pub mod uids;
 
 pub use assign::{
     Assign, AssignEntry, Assignment, MAX_ASSIGN_FILE, MAX_MAILBOX_NAME, check_mailbox_name,
@@ -52,7 +53,9 @@ pub use outbound::{
     DNS_PORT, DnsServers, MAX_DNS_SERVERS, TlsDestinations, TlsPolicy, parse_dns_server,
 };
 pub use read::{MAX_FILE, MAX_LINE};
-pub use settings::{DefaultValue, Kind, SETTINGS, Setting, Value, parse_value, setting};
+pub use settings::{
+    DEFAULT_DATABYTES, DefaultValue, Kind, SETTINGS, Setting, Value, parse_value, setting,
+};
 
 /// Name of the empty file, directly in `TERN_HOME`, that marks a
 /// single-user instance (made by `ternctl init`): every program runs as the

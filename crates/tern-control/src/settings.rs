@@ -110,6 +110,11 @@ pub struct Setting {
 
 const SECS_MAX: u64 = 86_400;
 
+/// Default `databytes`: 50 MiB, what large providers accept. qmail's
+/// default was 0 (no limit); an explicit `0` in `control/databytes` still
+/// means that.
+pub const DEFAULT_DATABYTES: u64 = 52_428_800;
+
 /// Every setting Tern reads, in documentation order. qmail's names and
 /// meanings are kept; `defaultdelivery` is Tern's own.
 #[rustfmt::skip]
@@ -128,8 +133,8 @@ pub static SETTINGS: &[Setting] = &[
         doc: "artificial SMTP routes instead of MX lookups" },
     Setting { name: "percenthack", kind: Kind::DomainList { suffixes: false }, default: DefaultValue::Empty, readers: "tern-send",
         doc: "domains where user%host@domain is rewritten to user@host" },
-    Setting { name: "databytes", kind: Kind::Number { min: 0, max: u64::MAX }, default: DefaultValue::Number(0), readers: "tern-smtpd",
-        doc: "largest message accepted over SMTP, in bytes; 0 means no limit" },
+    Setting { name: "databytes", kind: Kind::Number { min: 0, max: u64::MAX }, default: DefaultValue::Number(DEFAULT_DATABYTES), readers: "tern-smtpd",
+        doc: "largest message accepted over SMTP, in bytes (advertised as SIZE); 0 means no limit" },
     Setting { name: "concurrencylocal", kind: Kind::Number { min: 1, max: 1000 }, default: DefaultValue::Number(10), readers: "tern-send",
         doc: "most local deliveries at once" },
     Setting { name: "concurrencyremote", kind: Kind::Number { min: 1, max: 1000 }, default: DefaultValue::Number(20), readers: "tern-send, tern-rspawn",
@@ -178,9 +183,9 @@ pub static SETTINGS: &[Setting] = &[
         doc: "seconds one local delivery may run before tern-lspawn kills it (a temporary failure)" },
     Setting { name: "programpath", kind: Kind::Text, default: DefaultValue::Text("/usr/local/bin:/usr/bin:/bin"), readers: "tern-local",
         doc: "PATH of |program deliveries; a site that keeps qmail's tools adds qmail's bin directory (e.g. /var/qmail/bin)" },
-    Setting { name: "localuidmin", kind: Kind::Number { min: 1, max: 4_294_967_294 }, default: DefaultValue::Number(1000), readers: "tern-lspawn",
+    Setting { name: "localuidmin", kind: Kind::Number { min: 1, max: 4_294_967_294 }, default: DefaultValue::Number(1000), readers: "tern-lspawn, tern-smtpd, ternctl",
         doc: "smallest uid a local delivery may run as in a system instance (the alias user is always allowed; uid 0 never)" },
-    Setting { name: "localuidmax", kind: Kind::Number { min: 1, max: 4_294_967_294 }, default: DefaultValue::Number(60_000), readers: "tern-lspawn",
+    Setting { name: "localuidmax", kind: Kind::Number { min: 1, max: 4_294_967_294 }, default: DefaultValue::Number(60_000), readers: "tern-lspawn, tern-smtpd, ternctl",
         doc: "largest uid a local delivery may run as in a system instance" },
     Setting { name: "badmailfrom", kind: Kind::BadMailFrom, default: DefaultValue::Empty, readers: "tern-smtpd",
         doc: "envelope senders refused (every RCPT gets 553)" },

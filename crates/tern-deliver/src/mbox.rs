@@ -182,17 +182,31 @@ pub fn deliver(
 
 /// Opens the mbox for appending, creating it (mode 0600) when missing.
 /// The flag says whether this call created it.
+///
+/// `O_NONBLOCK`, then the file must be regular: an mbox path that is a
+/// FIFO would otherwise block `open` until a reader comes (tern-local
+/// hung past its own timeout); a device is no mailbox either.
 fn open_mbox(path: &Path) -> io::Result<(File, bool)> {
-    match OpenOptions::new().append(true).open(path) {
-        Ok(f) => Ok((f, false)),
+    let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    let (file, created) = match OpenOptions::new()
+        .append(true)
+        .custom_flags(nonblock)
+        .open(path)
+    {
+        Ok(f) => (f, false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(nonblock)
             .open(path)
-            .map(|f| (f, true)),
-        Err(e) => Err(e),
+            .map(|f| (f, true))?,
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
     }
+    Ok((file, created))
 }
 
 /// fsyncs the directory holding `path`.
@@ -578,6 +592,33 @@ mod tests {
         assert!(open_mbox(&root.join("no/such/dir/mbox")).is_err());
         sync_parent(&path).unwrap();
         sync_parent(Path::new("relative-mbox")).unwrap();
+    }
+
+    /// A FIFO (with or without a reader) or a device as the mbox: an
+    /// error at once, never a blocked open or a write into it. The channel
+    /// timeout only turns the old hang into a failure.
+    #[test]
+    fn a_fifo_or_device_mbox_is_refused_without_blocking() {
+        let root = scratch("mbox-fifo");
+        let fifo = root.join("mbox");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_mbox(&f).is_err());
+        });
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("open_mbox blocked on a FIFO");
+        assert!(refused);
+        // With a reader the open succeeds: it must still be refused.
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        assert!(open_mbox(&fifo).is_err());
+        assert!(open_mbox(Path::new("/dev/null")).is_err());
     }
 
     #[test]

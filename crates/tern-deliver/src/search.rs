@@ -94,10 +94,31 @@ pub struct Found {
 }
 
 /// Opens `name` in `home`: `Ok(None)` when it does not exist.
+///
+/// The file belongs to a user, so it may be anything: it is opened with
+/// `O_NONBLOCK` (a FIFO would otherwise block `open` until a writer
+/// comes, stalling tern-smtpd's RCPT check or tern-local for ever) and
+/// must be a regular file; anything else is a temporary error. Reading a
+/// regular file does not block, so the whole lookup is bounded.
 fn open(home: &Path, name: &[u8]) -> Result<Option<(PathBuf, File)>, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = home.join(OsStr::from_bytes(name));
-    match File::open(&path) {
-        Ok(f) => Ok(Some((path, f))),
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(&path);
+    match opened {
+        Ok(f) => match f.metadata() {
+            Ok(m) if m.file_type().is_file() => Ok(Some((path, f))),
+            Ok(_) => Err(Error::new(
+                ErrorKind::DotQmailUnreadable,
+                format!("{} is not a regular file. (#4.2.1)", display_name(name)),
+            )),
+            Err(e) => Err(Error::new(
+                ErrorKind::DotQmailUnreadable,
+                format!("Unable to stat {}: {e}. (#4.2.1)", display_name(name)),
+            )),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::new(
             ErrorKind::DotQmailUnreadable,
@@ -247,6 +268,26 @@ mod tests {
                 (".qmail-default", Some("Post.Master")),
             ])
         );
+    }
+
+    /// A FIFO (or device) named like a `.qmail` file is a temporary
+    /// error at once; `open` must not wait for a writer. The channel
+    /// timeout only turns the old hang into a failure.
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let home = scratch("search-fifo");
+        let fifo = home.join(".qmail-foo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = home.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(find(&h, b"-", b"foo").map(|_| ()).map_err(|e| e.kind()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("find() blocked on a FIFO");
+        assert_eq!(got, Err(ErrorKind::DotQmailUnreadable));
+        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]

@@ -138,6 +138,18 @@ impl Router {
         &self.servers
     }
 
+    /// True when `control/smtproutes` sends mail for `domain` to a relay
+    /// (not by MX). The relay's name is the administrator's, not public
+    /// DNS data: report texts, which end up in bounces, call it "the
+    /// relay".
+    pub fn is_routed(&self, domain: &str) -> bool {
+        let d = match domain.strip_suffix('.') {
+            Some(d) if !d.ends_with(']') => d,
+            _ => domain,
+        };
+        self.routes.lookup(d).is_some()
+    }
+
     /// Where mail for `domain` goes.
     ///
     /// 1. `control/smtproutes`: the exact domain, else the longest `.suffix`
@@ -201,7 +213,9 @@ impl Router {
         };
         let fq = match fqdn(name.as_str()) {
             Ok(n) => n,
-            Err(reason) => return Resolution::Temporary(format!("smtproutes relay: {reason}")),
+            // The relay's name stays out of the text (it ends up in a
+            // bounce); tern-send logs the domain.
+            Err(_) => return Resolution::Temporary("the relay's name is not usable".to_string()),
         };
         let host = dns::host_text(&fq);
         let port = relay.port;
@@ -217,10 +231,10 @@ impl Router {
                         .collect(),
                 ),
                 Answer::NoRecords | Answer::NxDomain => {
-                    Resolution::Temporary(format!("smtproutes relay {host} has no address"))
+                    Resolution::Temporary("the relay has no address".to_string())
                 }
                 Answer::Temporary(r) => {
-                    Resolution::Temporary(format!("smtproutes relay {host}: {r}"))
+                    Resolution::Temporary(format!("the relay's address lookup failed: {r}"))
                 }
             }
         })

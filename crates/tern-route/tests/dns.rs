@@ -361,7 +361,9 @@ fn smtproutes_relays_by_name_ip_suffix_and_smarthost() {
     );
     // a relay without address: the operator's mistake, not the sender's
     let why = temporary(r.resolve("broken.test"));
-    assert_eq!(why, "smtproutes relay nowhere.test has no address");
+    // (and its name stays out of the text, which may end up in a bounce)
+    assert_eq!(why, "the relay has no address");
+    assert!(r.is_routed("broken.test") && r.is_routed("anything.invalid"));
 }
 
 #[test]

@@ -6,9 +6,17 @@
 //! may hold `>` and spaces. Parameters follow the path, separated by
 //! spaces, as `KEY` or `KEY=VALUE`. Bounds: the line itself is bounded by
 //! [`crate::line::MAX_COMMAND`]; a path by [`MAX_PATH`].
+//!
+//! Every path but `<>` (MAIL) and `<Postmaster>` (RCPT) must be an RFC 5321
+//! Mailbox, checked by the one validator, [`tern_addr::Mailbox`]: a
+//! Dot-string or Quoted-string local part, `@`, a domain or an address
+//! literal (UTF-8 is allowed here; the session refuses it without
+//! SMTPUTF8). `<a@b@example>` and `<sp ace@example>` are refused: 501 5.1.7
+//! at MAIL, 501 5.1.3 at RCPT.
 
-/// Longest path (the address between the brackets), RFC 5321 4.5.3.1.3.
-pub const MAX_PATH: usize = 256;
+/// Longest path (the address between the brackets): tern-addr's
+/// [`tern_addr::MAX_MAILBOX`], so the parser and the validator agree.
+pub const MAX_PATH: usize = tern_addr::MAX_MAILBOX;
 
 /// Longest decimal `SIZE=` value (fits a u64).
 const MAX_SIZE_DIGITS: usize = 19;
@@ -149,6 +157,12 @@ pub enum CommandError {
     /// Non-ASCII bytes that are not UTF-8.
     #[error("address is not valid UTF-8")]
     BadUtf8,
+    /// A recipient that is not an RFC 5321 Mailbox.
+    #[error("bad recipient address syntax")]
+    BadRecipient,
+    /// A sender that is not an RFC 5321 Mailbox.
+    #[error("bad sender address syntax")]
+    BadSender,
     /// `<>` as a recipient.
     #[error("empty recipient")]
     EmptyRecipient,
@@ -185,7 +199,9 @@ impl CommandError {
             | CommandError::BadPath
             | CommandError::BadUtf8
             | CommandError::EmptyRecipient
+            | CommandError::BadRecipient
             | CommandError::NoDomain => (501, "5.1.3"),
+            CommandError::BadSender => (501, "5.1.7"),
             _ => (501, "5.5.4"),
         }
     }
@@ -238,6 +254,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         b"MAIL" => {
             let rest = keyword(arg, b"FROM:")?;
             let (path, params) = path(rest)?;
+            if !path.is_null() && !is_mailbox(&path.0) {
+                return Err(CommandError::BadSender);
+            }
             Ok(Command::Mail(path, mail_params(params)?))
         }
         b"RCPT" => {
@@ -250,7 +269,13 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
                 return Err(CommandError::EmptyRecipient);
             }
             match memchr::memrchr(b'@', &path.0) {
-                Some(at) if at > 0 && at + 1 < path.0.len() => Ok(Command::Rcpt(path)),
+                Some(at) if at > 0 && at + 1 < path.0.len() => {
+                    if is_mailbox(&path.0) {
+                        Ok(Command::Rcpt(path))
+                    } else {
+                        Err(CommandError::BadRecipient)
+                    }
+                }
                 // RFC 5321 4.5.1: `<Postmaster>` without a domain MUST be
                 // accepted (the domain is added later: envnoathost).
                 None if path.is_postmaster() => Ok(Command::Rcpt(path)),
@@ -372,6 +397,12 @@ fn path(s: &[u8]) -> Result<(Path, &[u8]), CommandError> {
     Ok((Path(addr.to_vec()), rest))
 }
 
+/// True when `addr` is an RFC 5321 Mailbox (UTF-8 allowed: SMTPUTF8 is
+/// the session's check).
+fn is_mailbox(addr: &[u8]) -> bool {
+    tern_addr::Mailbox::parse(addr, tern_addr::Charset::Utf8).is_ok()
+}
+
 /// MAIL parameters. A parameter repeated with the same value is taken
 /// once (Python's `send_message` repeats `BODY=8BITMIME` when its caller
 /// passes it too); a repeat with another value is refused (555 5.5.4).
@@ -434,7 +465,7 @@ mod tests {
 
     #[test]
     fn bad_commands() {
-        let long_path = [&b"RCPT TO:<"[..], &vec![b'a'; 300], b"@x>"].concat();
+        let long_path = [&b"RCPT TO:<"[..], &vec![b'a'; 600], b"@x>"].concat();
         let cases: &[(&[u8], CommandError)] = &[
             (b"", E::BadVerb),
             (b" NOOP", E::BadVerb),
@@ -492,6 +523,58 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(p(line), Err(*want), "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    /// Paths that are not RFC 5321 Mailboxes are refused at MAIL (501
+    /// 5.1.7) as at RCPT (501 5.1.3); valid ones pass, at both.
+    #[test]
+    fn mailbox_syntax_table() {
+        let long_local = format!("{}@example.org", "a".repeat(256));
+        let bad: &[&str] = &[
+            "a@b@example",
+            "sp ace@example",
+            "a b@c..d",
+            "a@c..d",
+            ".a@example.org",
+            "a.@example.org",
+            "a..b@example.org",
+            "a@-example.org",
+            "a@example-.org",
+            "a@exa_mple.org",
+            "a@[300.1.1.1]",
+            "a@[192.0.2.1",
+            "a(comment)@example.org",
+            "a,b@example.org",
+            "a\\b@example.org",
+            "a\"b\"@example.org",
+            "a@.example.org",
+            &long_local,
+        ];
+        for addr in bad {
+            let mail = format!("MAIL FROM:<{addr}>");
+            let rcpt = format!("RCPT TO:<{addr}>");
+            assert_eq!(p(mail.as_bytes()), Err(E::BadSender), "{mail}");
+            assert_eq!(p(rcpt.as_bytes()), Err(E::BadRecipient), "{rcpt}");
+        }
+        assert_eq!(E::BadSender.reply_code(), (501, "5.1.7"));
+        assert_eq!(E::BadRecipient.reply_code(), (501, "5.1.3"));
+        let good: &[&str] = &[
+            "a@example.org",
+            "first.last+tag@sub.example.org",
+            "!#$%&'*+-/=?^_`{|}~@example.org",
+            "\"sp ace\"@example.org",
+            "\"a@b\"@example.org",
+            "a@[192.0.2.1]",
+            "a@[IPv6:2001:db8::1]",
+            "a@localhost",
+            "jöe@exämple.org",
+        ];
+        for addr in good {
+            let mail = format!("MAIL FROM:<{addr}>");
+            let rcpt = format!("RCPT TO:<{addr}>");
+            assert!(p(mail.as_bytes()).is_ok(), "{mail}");
+            assert!(p(rcpt.as_bytes()).is_ok(), "{rcpt}");
         }
     }
 
