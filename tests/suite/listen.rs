@@ -554,3 +554,38 @@ fn quiet_logs_no_connection_lines() {
     assert_eq!(l.events("start") + l.events("end"), 0, "{}", l.log());
     assert_eq!(l.events("listening"), 1);
 }
+
+/// `-u UID -g GID` (tcpserver's flags) and `-U` ($UID, $GID): after
+/// binding, tern-listen becomes that uid and gid with no supplementary
+/// group, so the programs it starts never run as root. Root only.
+#[test]
+fn drops_to_uid_and_gid_after_binding() {
+    if !tern_tests::is_root() {
+        tern_tests::skip(
+            "drops_to_uid_and_gid_after_binding",
+            "needs root (drops privileges)",
+        );
+        return;
+    }
+    let dir = scratch_dir("listen-drop");
+    let ids = ["/bin/sh", "-c", "echo $(id -u) $(id -g) $(id -G)"];
+    let l = Listen::start(&dir, &["-u", "65533", "-g", "65532"], "127.0.0.1", &ids);
+    assert_eq!(read_all("127.0.0.1", l.port), "65533 65532 65532\n");
+    let l = Listen::start_env(
+        &dir,
+        &["-U"],
+        "127.0.0.1",
+        &ids,
+        &[("UID", "65531"), ("GID", "65530")],
+    );
+    assert_eq!(read_all("127.0.0.1", l.port), "65531 65530 65530\n");
+    // Half a drop (a uid but root's gid) is refused, as is uid 0.
+    for opts in [&["-u", "65533"][..], &["-u", "0", "-g", "0"][..]] {
+        let out = Command::new(bin("tern-listen"))
+            .args(opts)
+            .args(["127.0.0.1", "0", "/bin/true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(100), "{opts:?}");
+    }
+}

@@ -88,7 +88,13 @@ fn smtpd_cmd(inst: &Instance, env: &[(&str, &str)]) -> std::process::Command {
 
 /// Runs tern-smtpd with `input` written in one go, then end of input.
 fn smtpd(inst: &Instance, env: &[(&str, &str)], input: &[u8]) -> Run {
-    let mut child = smtpd_cmd(inst, env)
+    run_smtpd(smtpd_cmd(inst, env), input)
+}
+
+/// Runs the prepared tern-smtpd command `cmd` with `input`, then end of
+/// input.
+fn run_smtpd(mut cmd: std::process::Command, input: &[u8]) -> Run {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -730,9 +736,12 @@ fn recipients_local_delivery_refuses_are_refused_at_rcpt() {
         format!("{}{lines}{}", &text[..at], &text[at..])
     };
     std::fs::write(&assign, new).unwrap();
-    let r = smtpd(
-        &inst,
-        &[],
+    // As a system instance's front runs: not root (it refuses to).
+    let mut cmd = smtpd_cmd(&inst, &[]);
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65533);
+    std::os::unix::process::CommandExt::gid(&mut cmd, 65533);
+    let r = run_smtpd(
+        cmd,
         b"MAIL FROM:<a@example.org>\r\nRCPT TO:<u77@localhost>\r\nRCPT TO:<u65534@localhost>\r\nRCPT TO:<r0@localhost>\r\nRCPT TO:<u4242@localhost>\r\nQUIT\r\n",
     );
     assert_eq!(
@@ -742,6 +751,29 @@ fn recipients_local_delivery_refuses_are_refused_at_rcpt() {
         r.out,
         r.log
     );
+}
+
+/// Network input is never parsed as root: tern-smtpd started as root for
+/// a system instance refuses (421, exit 111); a single-user instance
+/// started by root only warns. Root only.
+#[test]
+fn smtpd_refuses_root_in_a_system_instance() {
+    if !tern_tests::is_root() {
+        tern_tests::skip(
+            "smtpd_refuses_root_in_a_system_instance",
+            "needs root (tern-smtpd running as uid 0)",
+        );
+        return;
+    }
+    let inst = Instance::new("smtp-root");
+    let r = smtpd(&inst, &[], b"QUIT\r\n");
+    assert_eq!(r.code, 0, "{}", r.log);
+    assert!(r.log.contains("event=warning"), "{}", r.log);
+    std::fs::remove_file(inst.home().join("single-user")).unwrap();
+    let r = smtpd(&inst, &[], b"QUIT\r\n");
+    assert_eq!(r.code, 111, "{}", r.log);
+    assert!(r.out.starts_with("421"), "{}", r.out);
+    assert!(r.log.contains("running as root"), "{}", r.log);
 }
 
 /// A local user's `~/.qmail-foo` that is a FIFO: RCPT TO:<test-foo@…> is

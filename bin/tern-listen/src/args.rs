@@ -14,12 +14,14 @@ pub const MAX_LIMIT: usize = 100_000;
 /// Longest `-l` name.
 pub const MAX_LOCAL_NAME: usize = 255;
 
-pub const USAGE: &str = "usage: tern-listen [-vqHR] [-c N] [-C N] [-x rules] [-l name] host port program [arg...]\n\
+pub const USAGE: &str = "usage: tern-listen [-vqHRU] [-c N] [-C N] [-x rules] [-l name] [-u UID -g GID] host port program [arg...]\n\
     host: an IPv4 or IPv6 address, 0 (any IPv4) or :: (any); names are not resolved\n\
     -c N       at most N programs at once (default 40); further clients wait\n\
     -C N       at most N programs at once per client address (default 10); more are closed\n\
     -x rules   access rules file (see tern-listen(8)); reread on SIGHUP\n\
     -l name    set TCPLOCALHOST=name\n\
+    -u UID, -g GID  after binding, become UID and GID (numbers; no supplementary groups), as tcpserver\n\
+    -U         take -u and -g from $UID and $GID\n\
     -v         verbose: also log which rule matched\n\
     -q         quiet: log only errors\n\
     -H, -R     accepted for tcpserver compatibility (no DNS or ident lookups are ever made)\n";
@@ -43,6 +45,8 @@ pub struct Args {
     pub rules: Option<PathBuf>,
     pub local_name: Option<String>,
     pub verbosity: Verbosity,
+    /// `-u`/`-g` (or `-U`): the uid and gid to become after binding.
+    pub drop_to: Option<(u32, u32)>,
     pub host: IpAddr,
     pub port: u16,
     pub program: OsString,
@@ -87,6 +91,19 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
     let mut rules = None;
     let mut local_name = None;
     let mut verbosity = Verbosity::Normal;
+    let mut uid: Option<u32> = None;
+    let mut gid: Option<u32> = None;
+    let id = |flag: char, v: Option<OsString>| -> Result<u32, String> {
+        let v = v.ok_or_else(|| format!("-{flag} needs a number"))?;
+        let s = v.to_str().unwrap_or("");
+        match s.parse::<u32>() {
+            Ok(n) if n > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(format!(
+                "-{flag} needs a number from 1 to {} (never 0: that would not drop root)",
+                u32::MAX
+            )),
+        }
+    };
     while let Some(a) = it.peek() {
         let Some(s) = a.to_str() else { break };
         if s == "--" {
@@ -140,6 +157,18 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
                     local_name = Some(v);
                     break;
                 }
+                'u' => {
+                    uid = Some(id('u', value())?);
+                    break;
+                }
+                'g' => {
+                    gid = Some(id('g', value())?);
+                    break;
+                }
+                'U' => {
+                    uid = Some(id('u', std::env::var_os("UID"))?);
+                    gid = Some(id('g', std::env::var_os("GID"))?);
+                }
                 'v' => verbosity = Verbosity::Verbose,
                 'q' => verbosity = Verbosity::Quiet,
                 'H' | 'R' => {}
@@ -147,6 +176,11 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
             }
         }
     }
+    let drop_to = match (uid, gid) {
+        (Some(u), Some(g)) => Some((u, g)),
+        (None, None) => None,
+        _ => return Err("-u and -g go together (or -U with $UID and $GID)".into()),
+    };
     let host_arg = it.next().ok_or("missing host")?;
     let host = host(host_arg.to_str().unwrap_or(""))?;
     let port_arg = it.next().ok_or("missing port")?;
@@ -164,6 +198,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         rules,
         local_name,
         verbosity,
+        drop_to,
         host,
         port,
         program,

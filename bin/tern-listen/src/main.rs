@@ -134,6 +134,19 @@ fn main() -> ExitCode {
     if let Err(e) = listener.set_nonblocking(true) {
         return fail(Exit::Trouble, format!("set_nonblocking: {e}"));
     }
+    // -u/-g: bound (port 25 needed root), now give root up for good before
+    // the first connection, so no program it starts parses network input
+    // as root. The same verified drop as tern-start's children.
+    if let Some((uid, gid)) = args.drop_to {
+        let dropped = tern_sys::privilege::Credentials::new(uid, gid)
+            .and_then(|c| tern_sys::privilege::drop_to(&c));
+        if let Err(e) = dropped {
+            return fail(
+                Exit::Trouble,
+                format!("cannot become uid {uid} gid {gid}: {e}"),
+            );
+        }
+    }
     Event::new(PROG, "listening")
         .field("local_ip", local.ip().to_string())
         .num("local_port", local.port())

@@ -173,6 +173,24 @@ fn setup() -> Result<Setup, Exit> {
     let home = Home::from_env().map_err(|e| trouble("", &e))?;
     let control = Control::new(&home);
     let me = control.me().map_err(|e| trouble("", &e))?.to_string();
+    // Network input is never parsed as root: a system instance's front
+    // runs as ternd (tcpserver -u/-g, tern-listen -u/-g, systemd User=).
+    if tern_sys::effective_uid() == 0 {
+        if !home.is_single_user() {
+            return Err(refuse_start(
+                &me,
+                "refused_to_start",
+                "running as root: start tern-smtpd as ternd (tern-listen -u UID -g GID, \
+                 tcpserver -u UID -g GID, or systemd User=ternd)",
+            ));
+        }
+        Event::new(PROG, "warning")
+            .field(
+                "reason",
+                "running as root in a single-user instance: network input is parsed as root",
+            )
+            .emit();
+    }
     if !control.dir().join("rcpthosts").exists() {
         return Err(refuse_start(
             &me,
