@@ -137,7 +137,15 @@ fn main() -> ExitCode {
         Err(e) => return trouble("startup_failed", &e),
     };
     let cur = queue_dir.join(tern_spool::layout::CUR_DIR);
-    let (cur_owner, queue_gid) = match std::fs::metadata(&cur) {
+    // Not followed if the queue's uid made it a link: its owner and group
+    // are what every message file is checked against.
+    let cur_meta = tern_spool::layout::open_below(
+        &queue_dir,
+        std::path::Path::new(tern_spool::layout::CUR_DIR),
+        tern_spool::layout::Last::Dir,
+    )
+    .and_then(|fd| std::fs::File::from(fd).metadata());
+    let (cur_owner, queue_gid) = match cur_meta {
         Ok(m) => (m.uid(), m.gid()),
         Err(e) => return trouble("startup_failed", &format!("{}: {e}", cur.display())),
     };

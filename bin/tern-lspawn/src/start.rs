@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::OFlags;
 use rustix::io::Errno;
 use tern_control::owner::{self, Instance, SystemPasswd};
 use tern_control::{Assign, Control, Home};
@@ -118,24 +118,27 @@ pub(crate) fn uid_allowed(
 /// is a regular file owned by the queue owner and at least `offset` bytes
 /// long, and positions it at `offset`.
 fn open_message(ctx: &Ctx, id: u64, offset: u64) -> Result<File, Refusal> {
-    let path = ctx
-        .home
-        .queue_dir()
-        .join(ctx.layout.cur_dir(id))
-        .join(id.to_string());
-    // NONBLOCK: a FIFO planted in cur/ must not hang root here (it is
-    // then refused as not a regular file); reads of a regular file ignore
-    // the flag.
-    let flags =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let fd = match rustix::fs::open(&path, flags, Mode::empty()) {
+    // Every component below queue/ is opened without following links
+    // (queue/, cur/ and cur/N/ belong to the queue's uid, which could make
+    // any of them a link to a root-only directory) and without blocking
+    // (a FIFO planted in cur/ is refused as not a regular file).
+    let rel = ctx.layout.cur_dir(id).join(id.to_string());
+    let fd = match tern_spool::layout::open_below(
+        &ctx.home.queue_dir(),
+        &rel,
+        tern_spool::layout::Last::File,
+    ) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(temporary(format!(
                 "message {id} is not in queue/cur (#4.3.0)"
             )));
         }
-        Err(Errno::LOOP) => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::Other
+                || e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
+                || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) =>
+        {
             return Err(refuse(
                 Outcome::Failed,
                 "queue file is not a regular file (#5.3.5)",

@@ -540,6 +540,16 @@ fn apply(
                     if fifo { "FIFO" } else { "regular file" }
                 );
             }
+            // Its directory belongs to the queue's uid, which could have
+            // put a hard link to any file of the file system here (even
+            // with fs.protected_hardlinks=0): never hand such a file over.
+            if st.st_nlink != 1 {
+                bail!(
+                    "{} has {} hard links: it may be another file linked in; refusing to change its owner (remove it and run the install again)",
+                    e.path,
+                    st.st_nlink
+                );
+            }
             set_owner_mode(&fd, uid, gid, e.mode, &e.path)
         }
     }

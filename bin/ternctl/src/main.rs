@@ -237,7 +237,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Repair => {
-            show::repair(&home(cli.home)?)?;
+            let home = home(cli.home)?;
+            become_owner(&home, "ternq")?;
+            show::repair(&home)?;
             Ok(Exit::Ok)
         }
         Command::Flush => {
@@ -352,6 +354,21 @@ fn flush(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Root working on a system instance's queue becomes the uid that owns
+/// the part it touches (`ternq` for messages, `ternr` for host memory)
+/// before it touches anything: everything below `queue/` can be replaced
+/// by that uid (a link to a root-only directory, a FIFO), and as that uid
+/// nothing it planted can reach beyond what it owns already. In a
+/// single-user instance, or when not root, nothing changes.
+fn become_owner(home: &Home, user: &str) -> anyhow::Result<()> {
+    if home.is_single_user() || tern_sys::effective_uid() != 0 {
+        return Ok(());
+    }
+    let c = tern_sys::privilege::Credentials::for_user(user)
+        .map_err(|e| anyhow::anyhow!("user {user}: {e}"))?;
+    tern_sys::privilege::drop_to(&c).map_err(|e| anyhow::anyhow!("cannot become {user}: {e}"))
+}
+
 /// `ternctl forget [IP...]`: removes tern-remote's memory of hosts. In a
 /// system instance `queue/remote/` belongs to `ternr` (and `queue/` to
 /// `ternq`, which could put a link there): root does this as `ternr`, never
@@ -366,12 +383,7 @@ fn forget(home: &Home, addresses: &[String]) -> anyhow::Result<()> {
                 .map_err(|_| Usage(format!("{a:?} is not an IP address")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if !home.is_single_user() && tern_sys::effective_uid() == 0 {
-        let c = tern_sys::privilege::Credentials::for_user("ternr")
-            .map_err(|e| anyhow::anyhow!("user ternr: {e}"))?;
-        tern_sys::privilege::drop_to(&c)
-            .map_err(|e| anyhow::anyhow!("cannot become ternr: {e}"))?;
-    }
+    become_owner(home, "ternr")?;
     let dir = home.queue_dir().join("remote");
     let n = tern_route::HostMemory::open(&dir)
         .forget(&addrs)

@@ -102,13 +102,69 @@ impl Layout {
     pub fn read(queue_dir: &Path) -> Result<Layout, Error> {
         let path = queue_dir.join(FORMAT_FILE);
         let mut text = Vec::new();
-        let f = fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        // queue/ belongs to the queue's uid, which could put a link or a
+        // FIFO here; root (tern-lspawn, ternctl) reads it too.
+        let f = fs::File::from(
+            open_below(queue_dir, Path::new(FORMAT_FILE), Last::File)
+                .map_err(|e| Error::io("open", &path, e))?,
+        );
         use std::io::Read as _;
         f.take(256)
             .read_to_end(&mut text)
             .map_err(|e| Error::io("read", &path, e))?;
         Layout::parse(&text).map_err(|hint| Error::Format { path, hint })
     }
+}
+
+/// What the last component of an [`open_below`] path must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Last {
+    /// A regular file, opened read-only.
+    File,
+    /// A directory.
+    Dir,
+}
+
+/// Opens `base/rel` without following a symbolic link in any component of
+/// `rel` (each is opened with `openat` and `O_NOFOLLOW`, the intermediate
+/// ones with `O_DIRECTORY`), without blocking on a FIFO (`O_NONBLOCK`), and
+/// checks that what it opened is what `last` says. `base` itself is
+/// trusted (its parents belong to root). For every open below `queue/` by
+/// a process of another uid than the queue's (root's tern-lspawn and
+/// ternctl): whatever the queue's uid planted there, this never reaches
+/// outside the queue and never hangs.
+///
+/// # Errors
+/// A component is missing, is a symbolic link (`ELOOP`), is not a
+/// directory (`ENOTDIR`), or the last is not a regular file (`EINVAL`
+/// when a file was wanted).
+pub fn open_below(base: &Path, rel: &Path, last: Last) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::open(base, dir_flags, Mode::empty())?;
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        };
+        let is_last = i + 1 == parts.len();
+        let flags = if is_last && last == Last::File {
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC
+        } else {
+            dir_flags | OFlags::NOFOLLOW
+        };
+        fd = rustix::fs::openat(&fd, *name, flags, Mode::empty())?;
+    }
+    if last == Last::File {
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file",
+                base.join(rel).display()
+            )));
+        }
+    }
+    Ok(fd)
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<bool, Error> {
