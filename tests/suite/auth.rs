@@ -462,7 +462,11 @@ fn fake_checker_instance(name: &str, failures: u32) -> (Instance, std::path::Pat
         std::fs::write(d.join(f), v).unwrap();
     }
     let control = inst.home().join("control");
-    std::fs::write(control.join("checkpassword"), format!("{}\n", prog.display())).unwrap();
+    std::fs::write(
+        control.join("checkpassword"),
+        format!("{}\n", prog.display()),
+    )
+    .unwrap();
     std::fs::write(control.join("authplainloopback"), "1\n").unwrap();
     std::fs::write(control.join("authconcurrency"), "2\n").unwrap();
     std::fs::write(control.join("authfailures"), format!("{failures}\n")).unwrap();
@@ -471,14 +475,23 @@ fn fake_checker_instance(name: &str, failures: u32) -> (Instance, std::path::Pat
 
 /// How many times the fake checker ran.
 fn checker_runs(d: &Path) -> usize {
-    std::fs::read_to_string(d.join("runs")).unwrap().lines().count()
+    std::fs::read_to_string(d.join("runs"))
+        .unwrap()
+        .lines()
+        .count()
 }
 
 /// tern-smtpd over pipes for a client at `ip`: EHLO, one AUTH PLAIN with
 /// `password`, QUIT. Not yet waited for.
 fn auth_session(inst: &Instance, ip: &str, password: &str) -> std::process::Child {
     let mut c = inst.command("tern-smtpd");
-    for v in ["TCPREMOTEHOST", "TCPREMOTEINFO", "RELAYCLIENT", "SMTPS", "SUBMISSION"] {
+    for v in [
+        "TCPREMOTEHOST",
+        "TCPREMOTEINFO",
+        "RELAYCLIENT",
+        "SMTPS",
+        "SUBMISSION",
+    ] {
         c.env_remove(v);
     }
     let mut child = c
@@ -545,7 +558,7 @@ fn parallel_bad_logins_run_at_most_authconcurrency_checks() {
         .parse()
         .unwrap();
     let runs = checker_runs(&d);
-    assert!(max >= 1 && max <= 2, "{max} checks ran at once (limit 2)");
+    assert!((1..=2).contains(&max), "{max} checks ran at once (limit 2)");
     assert_eq!(runs + busy, 50, "runs {runs}, busy {busy}");
     // A good login still works afterwards.
     let (code, out) = auth_code(auth_session(&inst, "127.0.1.1", "good"));
@@ -593,7 +606,11 @@ fn repeated_failures_from_one_address_get_454_without_a_check() {
     // A corrupt record is no record.
     for e in std::fs::read_dir(inst.home().join("auth")).unwrap() {
         let p = e.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("fail.") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("fail.")
+        {
             std::fs::write(&p, b"\xff\x00 not a record").unwrap();
         }
     }
