@@ -385,16 +385,25 @@ fn authenticate(
             .emit();
     };
     let clock = || u64::try_from(now()).unwrap_or(0);
-    match throttle.refused(&key, clock()) {
+    // Asked before waiting for a slot (a refused address takes none) and
+    // again once one is held: failures recorded meanwhile by this
+    // address's other connections count.
+    let refused = || match throttle.refused(&key, clock()) {
         Ok(Some(failures)) => {
             Event::new(PROG, "auth_throttled")
                 .field("ip", key.as_str())
                 .num("failures", u64::from(failures))
                 .emit();
-            return session.auth_result(&c.login, AuthVerdict::TempFail);
+            true
         }
-        Ok(None) => {}
-        Err(e) => unavailable(e),
+        Ok(None) => false,
+        Err(e) => {
+            unavailable(e);
+            false
+        }
+    };
+    if refused() {
+        return session.auth_result(&c.login, AuthVerdict::TempFail);
     }
     let slot = match throttle.slot(crate::throttle::SLOT_WAIT) {
         Ok(Some(slot)) => Some(slot),
@@ -409,6 +418,9 @@ fn authenticate(
             None
         }
     };
+    if slot.is_some() && refused() {
+        return session.auth_result(&c.login, AuthVerdict::TempFail);
+    }
     let timestamp = format!("<{}.{}@{}>", std::process::id(), now(), s.me);
     let verdict = match crate::auth::check(checkpassword, c, &timestamp, timeout) {
         Ok(v) => v,
