@@ -434,3 +434,189 @@ s.quit()
     assert_eq!(msgs.len(), 1);
     assert!(msgs[0].contains(" with ESMTPA id "), "{}", msgs[0]);
 }
+
+/// A fake checkpassword for the throttle tests: it counts its runs and
+/// the most that ran at once (a counter under `flock`, no timings), holds
+/// each check a moment, and accepts only `joe` / `good`.
+const FAKE_CHECKER: &str = r#"#!/bin/sh
+d="$(dirname "$0")"
+creds=$(tr '\0' ' ' <&3)
+flock "$d/lock" sh -c '
+  n=$(($(cat "$1/cur") + 1)); echo $n > "$1/cur"; echo run >> "$1/runs"
+  [ $n -gt $(cat "$1/max") ] && echo $n > "$1/max"; exit 0' sh "$d"
+sleep 0.2
+flock "$d/lock" sh -c 'echo $(($(cat "$1/cur") - 1)) > "$1/cur"' sh "$d"
+case "$creds" in "joe good "*) exit 0 ;; esac
+exit 1
+"#;
+
+/// An instance whose checkpassword is [`FAKE_CHECKER`] (AUTH without TLS
+/// for loopback clients), with `control/authfailures` = `failures`.
+/// Returns it and the checker's counter directory.
+fn fake_checker_instance(name: &str, failures: u32) -> (Instance, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let inst = Instance::new(name);
+    let d = inst.scratch().join("checker");
+    std::fs::create_dir_all(&d).unwrap();
+    let prog = d.join("check");
+    std::fs::write(&prog, FAKE_CHECKER).unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (f, v) in [("cur", "0\n"), ("max", "0\n"), ("runs", ""), ("lock", "")] {
+        std::fs::write(d.join(f), v).unwrap();
+    }
+    let control = inst.home().join("control");
+    std::fs::write(
+        control.join("checkpassword"),
+        format!("{}\n", prog.display()),
+    )
+    .unwrap();
+    std::fs::write(control.join("authplainloopback"), "1\n").unwrap();
+    std::fs::write(control.join("authconcurrency"), "2\n").unwrap();
+    std::fs::write(control.join("authfailures"), format!("{failures}\n")).unwrap();
+    (inst, d)
+}
+
+/// How many times the fake checker ran.
+fn checker_runs(d: &Path) -> usize {
+    std::fs::read_to_string(d.join("runs"))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// tern-smtpd over pipes for a client at `ip`: EHLO, one AUTH PLAIN with
+/// `password`, QUIT. Not yet waited for.
+fn auth_session(inst: &Instance, ip: &str, password: &str) -> std::process::Child {
+    let mut c = inst.command("tern-smtpd");
+    for v in [
+        "TCPREMOTEHOST",
+        "TCPREMOTEINFO",
+        "RELAYCLIENT",
+        "SMTPS",
+        "SUBMISSION",
+    ] {
+        c.env_remove(v);
+    }
+    let mut child = c
+        .env("TCPREMOTEIP", ip)
+        .env("TCPLOCALIP", "127.0.0.1")
+        .env("TCPLOCALPORT", "25")
+        .env("TERN_AUTH_DELAY_MS", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tern-smtpd");
+    let b64 = match password {
+        "good" => "AGpvZQBnb29k",
+        "bad" => "AGpvZQBiYWQ=",
+        other => panic!("no encoding for {other}"),
+    };
+    let input = format!("EHLO t.test\r\nAUTH PLAIN {b64}\r\nQUIT\r\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child
+}
+
+/// The AUTH reply code of a finished [`auth_session`], and its output
+/// and log.
+fn auth_code(child: std::process::Child) -> (String, String) {
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Greeting, EHLO (multi-line), then the AUTH reply.
+    let code = text
+        .lines()
+        .skip(1)
+        .find(|l| !l.starts_with("250"))
+        .map(|l| l[..3].to_string())
+        .unwrap_or_default();
+    (code, format!("{text}\n{log}"))
+}
+
+#[test]
+fn parallel_bad_logins_run_at_most_authconcurrency_checks() {
+    let (inst, d) = fake_checker_instance("auth-concurrency", 100);
+    // 50 connections from 50 addresses (no failure memory in play).
+    let children: Vec<_> = (1..=50)
+        .map(|i| auth_session(&inst, &format!("127.0.1.{i}"), "bad"))
+        .collect();
+    let mut busy = 0;
+    for child in children {
+        let (code, out) = auth_code(child);
+        match code.as_str() {
+            "535" => {}
+            // No slot freed up in time: refused without a check.
+            "454" => busy += 1,
+            _ => panic!("unexpected AUTH reply {code:?}:\n{out}"),
+        }
+    }
+    let max: u32 = std::fs::read_to_string(d.join("max"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let runs = checker_runs(&d);
+    assert!((1..=2).contains(&max), "{max} checks ran at once (limit 2)");
+    assert_eq!(runs + busy, 50, "runs {runs}, busy {busy}");
+    // A good login still works afterwards.
+    let (code, out) = auth_code(auth_session(&inst, "127.0.1.1", "good"));
+    assert_eq!(code, "235", "{out}");
+}
+
+#[test]
+fn repeated_failures_from_one_address_get_454_without_a_check() {
+    let (inst, d) = fake_checker_instance("auth-failmemory", 3);
+    let ip = "127.0.2.1";
+    for _ in 0..3 {
+        let (code, out) = auth_code(auth_session(&inst, ip, "bad"));
+        assert_eq!(code, "535", "{out}");
+    }
+    assert_eq!(checker_runs(&d), 3);
+    // The fourth connection, and even the right password: 454, no check.
+    for pw in ["bad", "good"] {
+        let (code, out) = auth_code(auth_session(&inst, ip, pw));
+        assert_eq!(code, "454", "{out}");
+        assert!(
+            out.contains("event=auth_throttled ip=127.0.2.1 failures=3"),
+            "{out}"
+        );
+    }
+    assert_eq!(checker_runs(&d), 3);
+    // Another address is not affected.
+    let (code, out) = auth_code(auth_session(&inst, "127.0.2.2", "good"));
+    assert_eq!(code, "235", "{out}");
+    assert_eq!(checker_runs(&d), 4);
+    // Once the window has passed (the record's last failure moved back
+    // past control/authwindow), the address may try again.
+    let mut moved = 0;
+    for e in std::fs::read_dir(inst.home().join("auth")).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        if let Some(rest) = text.strip_prefix("127.0.2.1 ") {
+            let failures = rest.split(' ').next().unwrap();
+            std::fs::write(&p, format!("127.0.2.1 {failures} 1000\n")).unwrap();
+            moved += 1;
+        }
+    }
+    assert_eq!(moved, 1, "one record for 127.0.2.1");
+    let (code, out) = auth_code(auth_session(&inst, ip, "good"));
+    assert_eq!(code, "235", "{out}");
+    // A corrupt record is no record.
+    for e in std::fs::read_dir(inst.home().join("auth")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("fail.")
+        {
+            std::fs::write(&p, b"\xff\x00 not a record").unwrap();
+        }
+    }
+    let (code, out) = auth_code(auth_session(&inst, "127.0.2.2", "bad"));
+    assert_eq!(code, "535", "{out}");
+}

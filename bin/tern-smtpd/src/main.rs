@@ -20,8 +20,10 @@
 //! Reads: `$TERN_HOME/control/{me,smtpgreeting,rcpthosts,morercpthosts,
 //! databytes,timeoutsmtpd,badmailfrom,maxrcpt,rcptcheck,localiphost,locals,
 //! virtualdomains,percenthack,envnoathost,servercert.pem,checkpassword,
-//! authplainloopback,submissionsenders}`,
+//! authplainloopback,submissionsenders,authconcurrency,authfailures,
+//! authwindow}`,
 //! `$TERN_HOME/users/assign`,
+//! and writes `$TERN_HOME/auth/` (the AUTH throttle, see [`throttle`]),
 //! and `.qmail` files in local users' homes (rcptcheck). Runs:
 //! `$TERN_HOME/bin/tern-queue` or `$QMAILQUEUE`, and the checkpassword
 //! program for AUTH.
@@ -46,6 +48,7 @@ mod complete;
 mod conn;
 mod exit;
 mod serve;
+mod throttle;
 mod tls;
 
 use std::ffi::OsString;
@@ -102,6 +105,8 @@ pub(crate) struct Setup {
     pub(crate) implicit_tls: bool,
     /// The checkpassword program and its arguments (empty: no AUTH).
     pub(crate) checkpassword: Vec<String>,
+    /// The host-wide AUTH throttle (`TERN_HOME/auth/`).
+    pub(crate) throttle: throttle::Throttle,
 }
 
 fn env_bytes(name: &str) -> Option<Vec<u8>> {
@@ -300,6 +305,15 @@ fn setup() -> Result<Setup, Exit> {
             .emit();
     }
     policy.submission_senders = control.submissionsenders().map_err(c)? == 1;
+    let limit = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let throttle = throttle::Throttle::new(
+        home.auth_dir(),
+        throttle::Limits {
+            concurrency: limit(control.authconcurrency().map_err(c)?),
+            failures: limit(control.authfailures().map_err(c)?),
+            window: control.authwindow().map_err(c)?,
+        },
+    );
     if let Ok(ip) = std::str::from_utf8(&peer.local_ip)
         && let Ok(ip) = ip.parse::<std::net::IpAddr>()
     {
@@ -319,6 +333,7 @@ fn setup() -> Result<Setup, Exit> {
         tls,
         implicit_tls,
         checkpassword,
+        throttle,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::chunks::{ChunkError, Stream, read_exact};
 use crate::complete::{Completer, Completion};
 use crate::conn::{Conn, ConnError};
 use crate::exit::Exit;
+use crate::throttle::Throttle;
 use crate::{PROG, Peer, Setup};
 
 /// What a message needs to know about the connection.
@@ -363,14 +364,63 @@ fn handshake(
     Ok(())
 }
 
-/// Runs the checkpassword program for `c` and ends the AUTH exchange.
+/// Runs the checkpassword program for `c` and ends the AUTH exchange:
+/// refused (454) without a check when the client's address has failed too
+/// often lately, or when no verification slot frees up in time (see
+/// [`crate::throttle`]).
 fn authenticate(
     s: &Ctx,
     session: &mut Session,
     c: &tern_smtp::auth::Credentials,
     checkpassword: &[String],
+    throttle: &Throttle,
     timeout: Duration,
 ) -> Step {
+    let key = crate::throttle::key(&s.peer.remote_ip);
+    let unavailable = |e: std::io::Error| {
+        // The state directory is unusable: check without the throttle
+        // rather than refuse every login (logged each time).
+        Event::new(PROG, "auth_throttle_unavailable")
+            .field("reason", e.to_string().as_str())
+            .emit();
+    };
+    let clock = || u64::try_from(now()).unwrap_or(0);
+    // Asked before waiting for a slot (a refused address takes none) and
+    // again once one is held: failures recorded meanwhile by this
+    // address's other connections count.
+    let refused = || match throttle.refused(&key, clock()) {
+        Ok(Some(failures)) => {
+            Event::new(PROG, "auth_throttled")
+                .field("ip", key.as_str())
+                .num("failures", u64::from(failures))
+                .emit();
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            unavailable(e);
+            false
+        }
+    };
+    if refused() {
+        return session.auth_result(&c.login, AuthVerdict::TempFail);
+    }
+    let slot = match throttle.slot(crate::throttle::SLOT_WAIT) {
+        Ok(Some(slot)) => Some(slot),
+        Ok(None) => {
+            Event::new(PROG, "auth_busy")
+                .field("ip", key.as_str())
+                .emit();
+            return session.auth_result(&c.login, AuthVerdict::TempFail);
+        }
+        Err(e) => {
+            unavailable(e);
+            None
+        }
+    };
+    if slot.is_some() && refused() {
+        return session.auth_result(&c.login, AuthVerdict::TempFail);
+    }
     let timestamp = format!("<{}.{}@{}>", std::process::id(), now(), s.me);
     let verdict = match crate::auth::check(checkpassword, c, &timestamp, timeout) {
         Ok(v) => v,
@@ -381,15 +431,23 @@ fn authenticate(
             AuthVerdict::TempFail
         }
     };
+    drop(slot);
     let result = match verdict {
         AuthVerdict::Accepted => "ok",
         AuthVerdict::Rejected => "fail",
         AuthVerdict::TempFail => "temp",
     };
-    Event::new(PROG, "auth")
+    let mut ev = Event::new(PROG, "auth")
         .field("user", &c.login)
-        .field("result", result)
-        .emit();
+        .field("result", result);
+    if verdict != AuthVerdict::TempFail {
+        match throttle.record(&key, verdict == AuthVerdict::Accepted, clock()) {
+            Ok(n) if n > 0 => ev = ev.num("failures", u64::from(n)),
+            Ok(_) => {}
+            Err(e) => unavailable(e),
+        }
+    }
+    ev.emit();
     session.auth_result(&c.login, verdict)
 }
 
@@ -405,6 +463,7 @@ pub(crate) fn run(s: Setup) -> Exit {
         tls,
         implicit_tls,
         checkpassword,
+        throttle,
     } = s;
     let mut conn = Conn::new(timeout);
     let client = QueueClient::for_home(home.root());
@@ -491,7 +550,7 @@ pub(crate) fn run(s: Setup) -> Exit {
                 };
             }
             Action::Auth(ref c) => {
-                step = authenticate(&s, &mut session, c, &checkpassword, timeout);
+                step = authenticate(&s, &mut session, c, &checkpassword, &throttle, timeout);
                 if let Some(r) = step.action.reply() {
                     log_reply(b"AUTH", r);
                 }

@@ -202,6 +202,12 @@ impl Control {
         rcptcheck -> u64 = number;
         /// `authplainloopback`: 1 = offer AUTH without TLS to loopback clients (default 0).
         authplainloopback -> u64 = number;
+        /// `authconcurrency`: password checks at once on the host (default 2).
+        authconcurrency -> u64 = number;
+        /// `authfailures`: failures from one address before AUTH is refused (default 5).
+        authfailures -> u64 = number;
+        /// `authwindow`: seconds failures are remembered (default 600).
+        authwindow -> u64 = number;
         /// `submissionsenders`: 1 = a submission sender must be the user's (default 1).
         submissionsenders -> u64 = number;
         /// `checkpassword`: the AUTH checker and its arguments, first line

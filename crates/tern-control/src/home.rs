@@ -101,6 +101,12 @@ impl Home {
         self.root.join("alias")
     }
 
+    /// `auth/`: tern-smtpd's AUTH throttle state (slot locks, per-address
+    /// failure records), written by uid ternd.
+    pub fn auth_dir(&self) -> PathBuf {
+        self.root.join("auth")
+    }
+
     /// `mail/`: mailbox homes of a single-user instance.
     pub fn mail_dir(&self) -> PathBuf {
         self.root.join("mail")
