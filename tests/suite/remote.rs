@@ -64,6 +64,10 @@ fn instance(name: &str) -> Instance {
     let inst = Instance::new(name);
     control(&inst, "timeoutconnect", "10");
     control(&inst, "timeoutremote", "60");
+    // The peers live on loopback addresses (127.x.y.z, ::1), which remote
+    // delivery refuses unless allowed; 127.0.0.1 and ::1 are this host's
+    // own unless named one by one (the guard has tests of its own).
+    control(&inst, "remoteprivate", "127.0.0.0/8\n127.0.0.1\n::1");
     inst
 }
 
@@ -352,6 +356,49 @@ fn null_mx_bounces_at_once_naming_the_reason() {
     assert!(
         bounce.to_ascii_lowercase().contains("null mx"),
         "the bounce must name the reason (null MX): {bounce}"
+    );
+}
+
+/// An MX that points back to this host (127.0.0.1, an interface address)
+/// fails permanently at the first attempt with a bounce: no loop through
+/// our own listener. A private MX is refused the same way unless
+/// `remoteprivate` allows it (then it is used: every other test here).
+#[test]
+fn mx_to_this_host_or_a_private_network_bounces_at_once() {
+    let t = "remote::mx_to_this_host_or_a_private_network_bounces_at_once";
+    let Some(inst) = setup(t, "remote-ipme") else {
+        return;
+    };
+    // The defaults: nothing private allowed, 127.0.0.1 is this host.
+    std::fs::remove_file(inst.home().join("control/remoteprivate")).unwrap();
+    let dns = dns(
+        &inst,
+        &[
+            DnsRecord::mx("loop.test", 10, "mx.loop.test"),
+            DnsRecord::host("mx.loop.test", &[Ipv4Addr::LOCALHOST.into()]),
+            DnsRecord::mx("inside.test", 10, "mx.inside.test"),
+            DnsRecord::host("mx.inside.test", &[Ipv4Addr::new(10, 1, 2, 3).into()]),
+        ],
+    );
+    send(
+        &inst,
+        &["someone@loop.test", "someone@inside.test"],
+        &msg("to ourselves"),
+    );
+    let log = once(&inst);
+    assert_queue_empty(&inst, || context(&log, &[], &dns));
+    assert_eq!(
+        lines_with(&log, "status=failed").len(),
+        2,
+        "two permanent failures at the first attempt:\n{log}"
+    );
+    assert!(!log.contains("status=deferred"), "{log}");
+    let bounce = failed_bounce(&inst, &log, "someone@loop.test");
+    assert!(bounce.contains("points back to this host"), "{bounce}");
+    assert!(bounce.contains("private"), "{bounce}");
+    assert!(
+        !bounce.contains("10.1.2.3"),
+        "no internal address in the bounce: {bounce}"
     );
 }
 

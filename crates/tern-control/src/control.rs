@@ -250,6 +250,10 @@ impl Control {
         /// `defaultdelivery`: dot-qmail lines for users without a `.qmail`
         /// file (default `./Maildir/`).
         defaultdelivery -> Vec<String> = lines;
+        /// `moreipme`: more addresses of this host (qmail's).
+        moreipme -> Vec<String> = lines;
+        /// `remoteprivate`: private networks remote delivery may use.
+        remoteprivate -> Vec<String> = lines;
         /// `programpath`: `PATH` of `|program` deliveries (default
         /// `/usr/local/bin:/usr/bin:/bin`).
         programpath -> String = text;

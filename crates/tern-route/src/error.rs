@@ -24,6 +24,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A line of `moreipme` or `remoteprivate` is not an address.
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
     /// `/etc/resolv.conf` (or the file given instead) exists but cannot be
     /// read, or is larger than [`crate::MAX_RESOLV_CONF`] bytes.
     #[error("{}: {source}", path.display())]

@@ -47,6 +47,7 @@
 
 mod dns;
 mod error;
+pub mod guard;
 mod memory;
 mod order;
 mod router;
@@ -54,6 +55,7 @@ mod servers;
 mod tls;
 
 pub use error::Error;
+pub use guard::Guard;
 pub use memory::{
     CONNECT_BACKOFF_MAX, CONNECT_BACKOFF_MIN, HostMemory, MAX_ENTRIES, TLS_MEMORY, connect_backoff,
 };

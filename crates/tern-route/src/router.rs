@@ -11,6 +11,7 @@ use tern_control::{Control, Relay, RelayHost, SmtpRoutes};
 
 use crate::dns::{self, Answer, Dns, Limits};
 use crate::error::Error;
+use crate::guard::Guard;
 use crate::order::{MAX_ADDRESSES, Mx, Rng, order_mx, usable_address};
 use crate::servers::{RESOLV_CONF, parse_dns_servers, read_resolv_conf};
 
@@ -69,6 +70,10 @@ pub struct Router {
     port: u16,
     rng: Rng,
     dns: OnceLock<Result<Dns, String>>,
+    /// Where addresses from DNS and address literals may lead (this host
+    /// never, private networks when allowed); `None`: anywhere (tests of
+    /// the lookups themselves).
+    guard: Option<Guard>,
 }
 
 impl Router {
@@ -86,7 +91,15 @@ impl Router {
         } else {
             parse_dns_servers(&lines)?
         };
-        Ok(Router::new(routes, servers))
+        let guard = Guard::from_system(&control.moreipme()?, &control.remoteprivate()?)?;
+        Ok(Router::new(routes, servers).with_guard(guard))
+    }
+
+    /// Checks every address from DNS or an address literal with `guard`
+    /// (smtproutes relays are used as written).
+    pub fn with_guard(mut self, guard: Guard) -> Router {
+        self.guard = Some(guard);
+        self
     }
 
     /// A router with these routes, asking these DNS servers (in order).
@@ -103,6 +116,7 @@ impl Router {
             port: SMTP_PORT,
             rng: Rng::from_entropy(),
             dns: OnceLock::new(),
+            guard: None,
         }
     }
 
@@ -182,6 +196,18 @@ impl Router {
             return self.relay(relay);
         }
         let literal = |ip: IpAddr| {
+            if let Some(g) = &self.guard {
+                if g.is_me(ip) {
+                    return Resolution::NoDomain(
+                        "the address literal is this host (#5.4.6)".to_string(),
+                    );
+                }
+                if !g.allows(ip) {
+                    return Resolution::NoDomain(
+                        "the address literal is a private address: refused (#5.4.4)".to_string(),
+                    );
+                }
+            }
             if usable_address(ip) {
                 Resolution::Targets(vec![Target {
                     host: ip.to_string(),
@@ -254,15 +280,30 @@ impl Router {
                 Some(Answer::Found(_) | Answer::NoRecords) => {
                     // implicit MX: the domain's own addresses
                     return match host_addresses(&resolver, name, end).await {
-                        Answer::Found(ips) => Resolution::Targets(
-                            ips.into_iter()
-                                .take(MAX_ADDRESSES)
-                                .map(|ip| Target {
-                                    host: domain.clone(),
-                                    addr: SocketAddr::new(ip, port),
-                                })
-                                .collect(),
-                        ),
+                        Answer::Found(ips) => {
+                            if let Some(g) = &self.guard {
+                                if ips.iter().any(|&ip| g.is_me(ip)) {
+                                    return Resolution::NoDomain(format!(
+                                        "{domain} (no MX) points back to this host (#5.4.6)"
+                                    ));
+                                }
+                                if !ips.iter().any(|&ip| g.allows(ip)) {
+                                    return Resolution::NoDomain(format!(
+                                        "{domain} (no MX) has only private addresses: refused (#5.4.4)"
+                                    ));
+                                }
+                            }
+                            Resolution::Targets(
+                                ips.into_iter()
+                                    .filter(|&ip| self.guard.as_ref().is_none_or(|g| g.allows(ip)))
+                                    .take(MAX_ADDRESSES)
+                                    .map(|ip| Target {
+                                        host: domain.clone(),
+                                        addr: SocketAddr::new(ip, port),
+                                    })
+                                    .collect(),
+                            )
+                        }
                         Answer::NoRecords | Answer::NxDomain => Resolution::NoDomain(format!(
                             "{domain} has no MX and no address record"
                         )),
@@ -282,8 +323,13 @@ impl Router {
             // a null MX beside real ones breaks RFC 7505; use the real ones
             let hosts: Vec<Mx> = records.into_iter().filter(|m| m.host != ".").collect();
             let hosts = order_mx(hosts, &self.rng);
-            let mut targets: Vec<Target> = Vec::new();
+            // (preference, target), in the order to try.
+            let mut targets: Vec<(u16, Target)> = Vec::new();
             let mut trouble: Option<String> = None;
+            // RFC 5321 5.1 and qmail's ipme: an MX that is this host is
+            // dropped with every less (or equally) preferred one.
+            let mut me_at: Option<u16> = None;
+            let mut private = false;
             for mx in &hosts {
                 if targets.len() >= MAX_ADDRESSES {
                     break;
@@ -293,17 +339,48 @@ impl Router {
                 };
                 match host_addresses(&resolver, &host_name, end).await {
                     Answer::Found(ips) => {
+                        if let Some(g) = &self.guard {
+                            if ips.iter().any(|&ip| g.is_me(ip)) {
+                                me_at = Some(mx.pref);
+                                break;
+                            }
+                            private |= ips.iter().any(|&ip| !g.allows(ip));
+                        }
                         let room = MAX_ADDRESSES - targets.len();
-                        targets.extend(ips.into_iter().take(room).map(|ip| Target {
-                            host: mx.host.clone(),
-                            addr: SocketAddr::new(ip, port),
-                        }));
+                        targets.extend(
+                            ips.into_iter()
+                                .filter(|&ip| self.guard.as_ref().is_none_or(|g| g.allows(ip)))
+                                .take(room)
+                                .map(|ip| {
+                                    (
+                                        mx.pref,
+                                        Target {
+                                            host: mx.host.clone(),
+                                            addr: SocketAddr::new(ip, port),
+                                        },
+                                    )
+                                }),
+                        );
                     }
                     Answer::NoRecords | Answer::NxDomain => {}
                     Answer::Temporary(r) => {
                         trouble.get_or_insert(r);
                     }
                 }
+            }
+            if let Some(pref) = me_at {
+                targets.retain(|(p, _)| *p < pref);
+                if targets.is_empty() {
+                    return Resolution::NoDomain(format!(
+                        "the MX of {domain} points back to this host (#5.4.6)"
+                    ));
+                }
+            }
+            let targets: Vec<Target> = targets.into_iter().map(|(_, t)| t).collect();
+            if targets.is_empty() && private && trouble.is_none() {
+                return Resolution::NoDomain(format!(
+                    "the MX hosts of {domain} have only private addresses: refused (#5.4.4)"
+                ));
             }
             if targets.is_empty() {
                 let why = trouble.unwrap_or_else(|| "no address records".to_string());

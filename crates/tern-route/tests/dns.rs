@@ -467,10 +467,69 @@ fn from_control_uses_dnsservers() {
         format!("[127.0.0.1]:{}\n", dns.port),
     )
     .unwrap();
+    // A loopback MX learned from DNS is refused by default, for good.
+    let r = Router::from_control(&Control::in_dir(&control)).unwrap();
+    match r.resolve("ctl.test") {
+        Resolution::NoDomain(why) => assert!(why.contains("private"), "{why}"),
+        other => panic!("a private MX was used: {other:?}"),
+    }
+    std::fs::write(control.join("remoteprivate"), "127.0.0.0/8\n").unwrap();
     let r = Router::from_control(&Control::in_dir(&control)).unwrap();
     assert_eq!(
         targets(r.resolve("ctl.test")),
         ["mx.ctl.test 127.0.0.61:25"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// RFC 5321 5.1 / qmail's ipme: an MX that is this host (an interface
+/// address, or `moreipme`) is dropped with every less preferred MX; none
+/// left is a permanent failure, never a loop through ourselves.
+#[test]
+fn an_mx_that_is_this_host_is_dropped_with_the_less_preferred() {
+    if !have_dnsmasq() {
+        return;
+    }
+    let dns = dnsmasq(&args(&[
+        "--mx-host=self.test,me.self.test,10",
+        "--mx-host=self.test,other.self.test,20",
+        "--mx-host=better.test,good.better.test,5",
+        "--mx-host=better.test,me.better.test,10",
+        "--mx-host=better.test,worse.better.test,20",
+        "--mx-host=nat.test,front.nat.test,10",
+        "--host-record=me.self.test,127.0.0.1",
+        "--host-record=other.self.test,127.0.0.62",
+        "--host-record=good.better.test,127.0.0.63",
+        "--host-record=me.better.test,127.0.0.1",
+        "--host-record=worse.better.test,127.0.0.64",
+        "--host-record=front.nat.test,192.0.2.9",
+        "--host-record=localhost.test,127.0.0.1",
+    ]));
+    let dir = std::env::temp_dir().join(format!("tern-route-ipme-{}", std::process::id()));
+    let control = dir.join("control");
+    std::fs::create_dir_all(&control).unwrap();
+    std::fs::write(
+        control.join("dnsservers"),
+        format!("[127.0.0.1]:{}\n", dns.port),
+    )
+    .unwrap();
+    std::fs::write(control.join("remoteprivate"), "127.0.0.0/8\n").unwrap();
+    std::fs::write(control.join("moreipme"), "192.0.2.9\n").unwrap();
+    let r = Router::from_control(&Control::in_dir(&control)).unwrap();
+    for (domain, what) in [
+        ("self.test", "points back to this host"),
+        ("nat.test", "points back to this host"),
+        ("localhost.test", "points back to this host"),
+        ("[127.0.0.1]", "is this host"),
+    ] {
+        match r.resolve(domain) {
+            Resolution::NoDomain(why) => assert!(why.contains(what), "{domain}: {why}"),
+            other => panic!("{domain}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        targets(r.resolve("better.test")),
+        ["good.better.test 127.0.0.63:25"]
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
