@@ -589,3 +589,114 @@ fn drops_to_uid_and_gid_after_binding() {
         assert_eq!(out.status.code(), Some(100), "{opts:?}");
     }
 }
+
+/// The same rules file means the same thing to tern-listen and to
+/// tcpserver: for each address, `tern-listen -x FILE --check ADDRESS` and
+/// ucspi-tcp's `tcprulescheck` on the `tcprules`-compiled file agree on
+/// allow or deny and on the variables (most specific rule wins, first of
+/// equals, ranges; the issue's `127.:allow,RELAYCLIENT=""` then
+/// `127.0.0.5:deny` denies 127.0.0.5).
+#[test]
+fn rules_mean_what_tcprules_means() {
+    if !tern_tests::have_tool("tcprules") || !tern_tests::have_tool("tcprulescheck") {
+        tern_tests::skip("rules_mean_what_tcprules_means", "ucspi-tcp not installed");
+        return;
+    }
+    let dir = scratch_dir("listen-tcprules");
+    let rules = "127.:allow,RELAYCLIENT=\"\"\n127.0.0.5:deny\n10.1.2.10-12:deny\n\
+                 10.:allow,X=\"1\"\n10.1.:deny\n192.168.1.:allow,A=\"a\",B=\"b\"\n\
+                 192.168.1.7:allow\n127.:deny\n:allow,DEFAULT=\"yes\"\n";
+    let text = dir.join("rules");
+    std::fs::write(&text, rules).unwrap();
+    let cdb = dir.join("rules.cdb");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("tcprules \"$1\" \"$1.tmp\" < \"$2\"")
+        .arg("sh")
+        .arg(&cdb)
+        .arg(&text)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tcprules");
+    let addrs = [
+        "127.0.0.1",
+        "127.0.0.5",
+        "127.9.9.9",
+        "10.1.2.9",
+        "10.1.2.10",
+        "10.1.2.12",
+        "10.1.2.13",
+        "10.1.3.1",
+        "10.2.0.1",
+        "192.168.1.7",
+        "192.168.1.8",
+        "192.168.2.1",
+        "198.51.100.1",
+    ];
+    let out = Command::new(bin("tern-listen"))
+        .arg("-x")
+        .arg(&text)
+        .arg("--check")
+        .args(addrs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = String::from_utf8_lossy(&out.stdout).into_owned();
+    for a in addrs {
+        // tcprulescheck: "allow connection"/"deny connection" and
+        // "set environment variable K=V" lines.
+        let theirs = Command::new("tcprulescheck")
+            .arg(&cdb)
+            .env("TCPREMOTEIP", a)
+            .output()
+            .unwrap();
+        let theirs = String::from_utf8_lossy(&theirs.stdout).into_owned();
+        let mut want: Vec<String> = theirs
+            .lines()
+            .filter_map(|l| l.strip_prefix("set environment variable "))
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                format!("{k}=\"{v}\"")
+            })
+            .collect();
+        want.sort();
+        let verdict = if theirs.contains("deny connection") {
+            "deny"
+        } else {
+            "allow"
+        };
+        let line = ours
+            .lines()
+            .find(|l| l.starts_with(&format!("{a}: ")))
+            .unwrap_or_else(|| panic!("no verdict for {a}: {ours}"));
+        let mut got: Vec<String> = line
+            .split_whitespace()
+            .filter(|w| w.contains('='))
+            .map(str::to_string)
+            .collect();
+        got.sort();
+        assert!(
+            line.starts_with(&format!("{a}: {verdict}")),
+            "{a}: tcprulescheck says {verdict}:\n{theirs}\ntern-listen: {line}"
+        );
+        assert_eq!(
+            got, want,
+            "{a}: variables differ:\n{theirs}\ntern-listen: {line}"
+        );
+    }
+    // A rule that can never apply is flagged; =host rules are refused.
+    assert!(ours.contains("NEVER APPLIES"), "{ours}");
+    std::fs::write(&text, "=mail.example.org:allow\n").unwrap();
+    let out = Command::new(bin("tern-listen"))
+        .arg("-x")
+        .arg(&text)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never makes"));
+}

@@ -22,6 +22,8 @@ pub const USAGE: &str = "usage: tern-listen [-vqHRU] [-c N] [-C N] [-x rules] [-
     -l name    set TCPLOCALHOST=name\n\
     -u UID, -g GID  after binding, become UID and GID (numbers; no supplementary groups), as tcpserver\n\
     -U         take -u and -g from $UID and $GID\n\
+    -x FILE --check [ADDRESS...]  print what each rule matches, flag rules that never apply,\n\
+               and the decision for each ADDRESS; start nothing\n\
     -v         verbose: also log which rule matched\n\
     -q         quiet: log only errors\n\
     -H, -R     accepted for tcpserver compatibility (no DNS or ident lookups are ever made)\n";
@@ -57,6 +59,12 @@ pub struct Args {
 pub enum Parsed {
     Run(Box<Args>),
     Help,
+    /// `-x FILE --check [ADDRESS...]`: explain the rules, decide for each
+    /// address, start nothing.
+    Check {
+        rules: PathBuf,
+        addresses: Vec<IpAddr>,
+    },
 }
 
 fn limit(flag: char, v: Option<OsString>) -> Result<usize, String> {
@@ -112,6 +120,14 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         }
         if s == "--help" || s == "-h" {
             return Ok(Parsed::Help);
+        }
+        if s == "--check" {
+            it.next();
+            let rules = rules.clone().ok_or("--check needs -x FILE before it")?;
+            let addresses = it
+                .map(|a| host(a.to_str().unwrap_or("")))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Parsed::Check { rules, addresses });
         }
         if !s.starts_with('-') || s == "-" {
             break;

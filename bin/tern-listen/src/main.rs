@@ -84,6 +84,41 @@ fn load_rules(path: &std::path::Path) -> Result<Rules, (Exit, String)> {
     Rules::parse(&data).map_err(|e| (Exit::Usage, format!("{}: {e}", path.display())))
 }
 
+/// `--check`: one line per rule (what it matches, what it does, whether
+/// it can ever apply), then the decision for each address.
+fn check_text(rules: &Rules, addresses: &[std::net::IpAddr]) -> String {
+    use std::fmt::Write as _;
+    use tern_rules::{Decision, Network};
+    let mut out = String::new();
+    let shadowed = rules.shadowed();
+    for r in rules.rules() {
+        let what = match r.network {
+            Network::Any => "every address (the default)".to_string(),
+            Network::V4(a, 32) => format!("exactly {a}"),
+            Network::V6(a, 128) => format!("exactly {a}"),
+            n => format!("{n} ({} bits)", n.specificity()),
+        };
+        let _ = write!(out, "line {}: {what}: {r}", r.line);
+        match shadowed.iter().find(|(s, _)| std::ptr::eq(*s, r)) {
+            Some((_, first)) => {
+                let _ = writeln!(out, "  NEVER APPLIES: line {first} has the same network");
+            }
+            None => out.push('\n'),
+        }
+    }
+    for a in addresses {
+        let _ = match rules.decide(*a) {
+            Decision::Allow { line: 0, .. } => writeln!(out, "{a}: allow (no rule)"),
+            Decision::Allow { line, vars } => {
+                let vars: String = vars.iter().map(|(k, v)| format!(" {k}=\"{v}\"")).collect();
+                writeln!(out, "{a}: allow (line {line}){vars}")
+            }
+            Decision::Deny { line } => writeln!(out, "{a}: deny (line {line})"),
+        };
+    }
+    out
+}
+
 fn main() -> ExitCode {
     tern_sys::signals::reset();
     tern_log::install_panic_hook(PROG, Exit::Trouble as i32);
@@ -92,6 +127,15 @@ fn main() -> ExitCode {
         Ok(Parsed::Help) => {
             let _ = std::io::stdout().write_all(args::USAGE.as_bytes());
             return Exit::Stopped.into();
+        }
+        Ok(Parsed::Check { rules, addresses }) => {
+            return match load_rules(&rules) {
+                Ok(r) => {
+                    let _ = std::io::stdout().write_all(check_text(&r, &addresses).as_bytes());
+                    Exit::Stopped.into()
+                }
+                Err((exit, reason)) => fail(exit, reason),
+            };
         }
         Err(e) => {
             let _ = std::io::stderr()

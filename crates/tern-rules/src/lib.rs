@@ -1,10 +1,14 @@
 //! `tern-rules`: the access rules of `tern-listen`, parsed without I/O and
 //! with bounds.
 //!
-//! A rules file is plain text, one rule per line, tried in order; the first
-//! rule whose network contains the client's address decides (order matters:
-//! a longer prefix further down does not win). Blank lines and lines whose
-//! first non-blank byte is `#` are ignored. A rule is
+//! A rules file is plain text, one rule per line. As with tcpserver's
+//! compiled rules (tcprules), the **most specific** rule whose network
+//! contains the client's address decides, wherever it stands in the file:
+//! an exact address, then longer prefixes, then the default (an empty
+//! network); among rules for the same network the first wins, as in
+//! tcprules' cdb. So the same file means the same thing to tern-listen and
+//! to tcpserver. Blank lines and lines whose first non-blank byte is `#`
+//! are ignored. A rule is
 //!
 //! ```text
 //! <network>:allow[,VAR="value"...]
@@ -13,8 +17,10 @@
 //!
 //! where `<network>` is an IPv4 or IPv6 address (`127.0.0.1`, `::1`), a
 //! CIDR block (`10.0.0.0/8`, `2001:db8::/32`), a tcprules-style IPv4 prefix
-//! ending in a dot (`127.`, `192.168.`), or nothing at all, which matches
-//! every address. `allow` may set environment variables for the program
+//! ending in a dot (`127.`, `192.168.`), a tcprules range in the last
+//! octet (`10.1.2.10-20`, `10.1-3.`: one rule per value), or nothing at
+//! all, which matches every address. tcprules' `=host` rules are refused:
+//! tern-listen never looks names up. `allow` may set environment variables for the program
 //! (`127.0.0.1:allow,RELAYCLIENT=""`); values are double-quoted and may
 //! not contain `"`. An address that no rule matches is allowed with no
 //! variables, as tcpserver does.
@@ -111,6 +117,14 @@ pub enum ErrorKind {
     /// The network is not an address, CIDR block or dotted IPv4 prefix.
     #[error("not an IPv4/IPv6 address, CIDR block or dotted IPv4 prefix (names are not resolved)")]
     BadNetwork,
+    /// A tcprules `=host` rule: tern-listen never resolves names.
+    #[error(
+        "=host rules need a DNS lookup of every client, which tern-listen never makes: use addresses"
+    )]
+    HostRule,
+    /// A range `a-b` whose end is below its start, or over 255.
+    #[error("range must be a-b with a <= b <= 255, in the last octet")]
+    BadRange,
     /// The prefix length after `/` is not a number within range.
     #[error("prefix length must be 0-32 (IPv4) or 0-128 (IPv6)")]
     BadPrefix,
@@ -210,6 +224,56 @@ impl Network {
             _ => false,
         }
     }
+}
+
+impl Network {
+    /// How specific the network is: its prefix length (the empty network,
+    /// matching everything, is the least specific).
+    pub fn specificity(&self) -> u8 {
+        match self {
+            Network::Any => 0,
+            Network::V4(_, len) | Network::V6(_, len) => *len,
+        }
+    }
+}
+
+/// Expands a tcprules range in the last octet of the network field
+/// (`1.2.3.4-7`, `1.2-5.`) into its networks; `None` when there is no `-`.
+fn expand_range(field: &str) -> Option<Result<Vec<Network>, ErrorKind>> {
+    let dash = field.find('-')?;
+    // Only digits and dots around one dash: anything else (a name, a
+    // CIDR length) is not a range and gets the network's own error.
+    let digits_dots = |t: &str| t.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if !digits_dots(&field[..dash]) || !digits_dots(&field[dash + 1..]) {
+        return None;
+    }
+    let dotted = field.ends_with('.');
+    let stem = field.strip_suffix('.').unwrap_or(field);
+    let start = stem[..dash].rfind('.').map_or(0, |d| d + 1);
+    if stem[dash + 1..].contains(['.', '-', '/', ':']) {
+        return Some(Err(ErrorKind::BadRange));
+    }
+    let num = |t: &str| -> Option<u8> {
+        if t.is_empty() || t.len() > 3 || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (Some(lo), Some(hi)) = (num(&stem[start..dash]), num(&stem[dash + 1..])) else {
+        return Some(Err(ErrorKind::BadRange));
+    };
+    if lo > hi {
+        return Some(Err(ErrorKind::BadRange));
+    }
+    let head = &stem[..start];
+    Some(
+        (lo..=hi)
+            .map(|n| {
+                let one = format!("{head}{n}{}", if dotted { "." } else { "" });
+                Network::parse(&one)
+            })
+            .collect(),
+    )
 }
 
 impl std::fmt::Display for Network {
@@ -343,12 +407,17 @@ impl Rules {
             if rules.len() == MAX_RULES {
                 return Err(at(ErrorKind::TooManyRules));
             }
-            let (network, action) = parse_rule(text).map_err(at)?;
-            rules.push(Rule {
-                line,
-                network,
-                action,
-            });
+            let (networks, action) = parse_rule(text).map_err(at)?;
+            if rules.len() + networks.len() > MAX_RULES {
+                return Err(at(ErrorKind::TooManyRules));
+            }
+            for network in networks {
+                rules.push(Rule {
+                    line,
+                    network,
+                    action: action.clone(),
+                });
+            }
         }
         Ok(Rules { rules })
     }
@@ -358,18 +427,37 @@ impl Rules {
         &self.rules
     }
 
-    /// The first rule that matches `ip` decides; no match allows with no
+    /// The most specific rule that matches `ip` decides (the first of
+    /// equally specific ones: tcprules' order); no match allows with no
     /// variables.
     pub fn decide(&self, ip: IpAddr) -> Decision<'_> {
+        let mut best: Option<&Rule> = None;
         for r in &self.rules {
-            if r.network.contains(ip) {
-                return match &r.action {
-                    Action::Allow(vars) => Decision::Allow { line: r.line, vars },
-                    Action::Deny => Decision::Deny { line: r.line },
-                };
+            if r.network.contains(ip)
+                && best.is_none_or(|b| r.network.specificity() > b.network.specificity())
+            {
+                best = Some(r);
             }
         }
-        Decision::Allow { line: 0, vars: &[] }
+        match best {
+            Some(r) => match &r.action {
+                Action::Allow(vars) => Decision::Allow { line: r.line, vars },
+                Action::Deny => Decision::Deny { line: r.line },
+            },
+            None => Decision::Allow { line: 0, vars: &[] },
+        }
+    }
+
+    /// The rules that can never apply: an earlier rule has the same
+    /// network (it always wins), as `(rule, line of the earlier one)`.
+    pub fn shadowed(&self) -> Vec<(&Rule, usize)> {
+        let mut out = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Some(first) = self.rules[..i].iter().find(|e| e.network == r.network) {
+                out.push((r, first.line));
+            }
+        }
+        out
     }
 }
 
@@ -377,7 +465,10 @@ impl Rules {
 /// contain colons (IPv6), but never the letters of `allow` or `deny` after
 /// a colon, so the first `:allow` / `:deny` followed by the end or a comma
 /// is the separator.
-fn parse_rule(text: &str) -> Result<(Network, Action), ErrorKind> {
+fn parse_rule(text: &str) -> Result<(Vec<Network>, Action), ErrorKind> {
+    if text.starts_with('=') {
+        return Err(ErrorKind::HostRule);
+    }
     let mut search = 0;
     while let Some(off) = text[search..].find(':') {
         let colon = search + off;
@@ -386,7 +477,11 @@ fn parse_rule(text: &str) -> Result<(Network, Action), ErrorKind> {
             if let Some(after) = rest.strip_prefix(word)
                 && (after.is_empty() || after.starts_with(','))
             {
-                let network = Network::parse(text[..colon].trim_matches([' ', '\t']))?;
+                let field = text[..colon].trim_matches([' ', '\t']);
+                let network = match expand_range(field) {
+                    Some(nets) => nets?,
+                    None => vec![Network::parse(field)?],
+                };
                 if deny {
                     if !after.is_empty() {
                         return Err(ErrorKind::TrailingAfterDeny);
@@ -618,14 +713,24 @@ mod tests {
     }
 
     #[test]
-    fn first_match_wins() {
+    fn most_specific_match_wins() {
         let r = Rules::parse(
-            b"10.0.0.0/8:deny\n10.1.0.0/16:allow,X=\"1\"\n127.:allow,R=\"\"\n::1:deny\n",
+            b"10.0.0.0/8:deny\n10.1.0.0/16:allow,X=\"1\"\n127.:allow,R=\"\"\n::1:deny\n127.0.0.5:deny\n127.:deny\n",
         )
         .expect("valid");
-        assert_eq!(r.decide(ip("10.1.2.3")), Decision::Deny { line: 1 });
+        // The longer prefix wins wherever it stands (tcprules' meaning).
         assert!(matches!(
-            r.decide(ip("127.0.0.5")),
+            r.decide(ip("10.1.2.3")),
+            Decision::Allow { line: 2, .. }
+        ));
+        assert_eq!(r.decide(ip("10.2.0.1")), Decision::Deny { line: 1 });
+        // The issue's case: 127.:allow,RELAYCLIENT then 127.0.0.5:deny.
+        assert_eq!(r.decide(ip("127.0.0.5")), Decision::Deny { line: 5 });
+        // The same network twice: the first wins; the second is shadowed.
+        let shadowed: Vec<usize> = r.shadowed().iter().map(|(r, _)| r.line).collect();
+        assert_eq!(shadowed, [6]);
+        assert!(matches!(
+            r.decide(ip("127.0.0.6")),
             Decision::Allow { line: 3, vars } if vars.len() == 1 && vars[0].0 == "R"
         ));
         // IPv4-mapped IPv6 (a dual-stack socket) matches the IPv4 rules.
@@ -638,6 +743,30 @@ mod tests {
         assert_eq!(
             r.decide(ip("192.0.2.1")),
             Decision::Allow { line: 0, vars: &[] }
+        );
+        // Ranges (tcprules): one rule per value, in the last octet.
+        let r = Rules::parse(b"10.1.2.10-12:deny\n10.4-5.:deny\n:allow\n").expect("range");
+        for (a, deny) in [
+            ("10.1.2.9", false),
+            ("10.1.2.10", true),
+            ("10.1.2.12", true),
+            ("10.1.2.13", false),
+            ("10.4.0.1", true),
+            ("10.5.9.9", true),
+            ("10.6.0.1", false),
+        ] {
+            assert_eq!(
+                matches!(r.decide(ip(a)), Decision::Deny { .. }),
+                deny,
+                "{a}"
+            );
+        }
+        for bad in ["10.1.2.12-10:deny", "10.1.2.1-256:deny", "10.1-2.3.4:deny"] {
+            assert!(Rules::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Rules::parse(b"=mail.example:allow").unwrap_err().kind,
+            ErrorKind::HostRule
         );
         assert_eq!(
             Rules::default().decide(ip("::1")),
