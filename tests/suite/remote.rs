@@ -329,6 +329,48 @@ fn implicit_mx_uses_the_domains_address_record() {
     deliver_one(&inst, "user@implicit.test", "implicit", &peer, &dns);
 }
 
+/// qmail's VERP through remote delivery: a sender `prefix-@host-@[]` and
+/// two recipients at one domain make two SMTP transactions, each with its
+/// own MAIL FROM `prefix-local=domain@host`.
+#[test]
+fn verp_sender_gives_each_remote_recipient_its_own_transaction() {
+    let t = "remote::verp_sender_gives_each_remote_recipient_its_own_transaction";
+    let Some(inst) = setup_as_root(t, "remote-verp") else {
+        return;
+    };
+    let peer = mx_peer(&inst);
+    let dns = dns(&inst, &one_mx("verp.test", &[peer.ip()]));
+    let r = inst.inject_raw(
+        b"Subject: list\n\nto two subscribers\n",
+        &tern_tests::envelope(
+            "ezlist-return-@lists.example-@[]",
+            &["ann@verp.test", "bob@verp.test"],
+        ),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let log = once(&inst);
+    assert_queue_empty(&inst, || context(&log, &[&peer], &dns));
+    let mut got: Vec<(String, Vec<String>)> = peer
+        .messages()
+        .into_iter()
+        .map(|m| (m.mail_from, m.rcpt_tos))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "ezlist-return-ann=verp.test@lists.example".to_string(),
+                vec!["ann@verp.test".to_string()]
+            ),
+            (
+                "ezlist-return-bob=verp.test@lists.example".to_string(),
+                vec!["bob@verp.test".to_string()]
+            ),
+        ]
+    );
+}
+
 #[test]
 fn null_mx_bounces_at_once_naming_the_reason() {
     let t = "remote::null_mx_bounces_at_once_naming_the_reason";

@@ -783,3 +783,53 @@ fn signals_right_at_start_do_not_kill_the_manager() {
         daemon.log()
     );
 }
+
+/// qmail's VERP: a sender `prefix-@host-@[]` is expanded per recipient,
+/// `prefix-local=domain@host`, so each delivery carries its own return
+/// path (ezmlm and VERP lists depend on it); before, the literal
+/// `"prefix-@host-"@[]` reached the mailbox.
+#[test]
+fn verp_sender_is_expanded_per_recipient() {
+    let inst = Instance::with_mailboxes("send-verp", &["test", "alice"]);
+    // As ezmlm queues: straight through the qmail-queue interface.
+    let r = inst.inject_raw(
+        b"Subject: verp\n\nto the list\n",
+        &tern_tests::envelope(
+            "list-owner-@lists.example-@[]",
+            &["test@localhost", "alice@localhost", "test-nobody@localhost"],
+        ),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The bounce for the failed recipient goes to its own expanded address.
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        log.contains("rcpt=\"list-owner-test-nobody=localhost@lists.example\""),
+        "{log}"
+    );
+    for (who, want) in [
+        (
+            "test",
+            "Return-Path: <list-owner-test=localhost@lists.example>",
+        ),
+        (
+            "alice",
+            "Return-Path: <list-owner-alice=localhost@lists.example>",
+        ),
+    ] {
+        let got = inst.maildir(who);
+        assert_eq!(
+            got.len(),
+            1,
+            "{who}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&got[0]).into_owned();
+        assert!(text.starts_with(want), "{who}: {text}");
+    }
+}

@@ -67,9 +67,29 @@ pub fn send(
             .emit();
         return Ok(Sent { injected: false });
     }
+    // A VERP sender (`prefix-@host-@[]`): each failed recipient's bounce
+    // goes to its own expanded address (`prefix-local=domain@host`), as
+    // qmail-send does, so the list manager learns which subscriber failed.
+    if tern_msg::verp::is_verp(&msg.sender) && failed.len() > 1 {
+        for (i, r) in msg.recipients.iter().enumerate() {
+            if !matches!(r.status, Status::Failed(_)) {
+                continue;
+            }
+            let mut one = msg.clone();
+            for (j, o) in one.recipients.iter_mut().enumerate() {
+                if j != i && matches!(o.status, Status::Failed(_)) {
+                    o.status = Status::Delivered;
+                }
+            }
+            send(home, cfg, id, &one, path)?;
+        }
+        return Ok(Sent { injected: true });
+    }
     let double = msg.sender.is_empty();
     let (to, env_sender): (Vec<u8>, &[u8]) = if double {
         (cfg.double_to.clone().into_bytes(), DOUBLE_BOUNCE_SENDER)
+    } else if let Some(f) = failed.first() {
+        (tern_msg::verp::sender_for(&msg.sender, &f.address), b"")
     } else {
         (msg.sender.clone(), b"")
     };

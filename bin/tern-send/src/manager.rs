@@ -734,7 +734,9 @@ impl Manager {
                 slot: slot_no,
                 id,
                 offset: msg.offset,
-                sender: msg.sender.clone(),
+                // qmail's VERP: `prefix-@host-@[]` becomes
+                // `prefix-local=domain@host` for this recipient.
+                sender: tern_msg::verp::sender_for(&msg.sender, &r.address),
                 recipient: r.address.clone(),
             };
             sp.queue_frame(&req.encode(), None);
@@ -785,9 +787,15 @@ impl Manager {
                 continue;
             }
             // The batch: this recipient and the message's other pending
-            // remote recipients at the same domain.
+            // remote recipients at the same domain; alone when the sender
+            // is VERP (each recipient has its own envelope sender, so its
+            // own transaction).
+            let verp = tern_msg::verp::is_verp(&msg.sender);
             let mut indices = vec![index];
             for (j, r) in msg.recipients.iter().enumerate() {
+                if verp {
+                    break;
+                }
                 let j = j as u32;
                 if indices.len() >= MAX_RCPTS {
                     break;
@@ -823,7 +831,10 @@ impl Manager {
                 id,
                 offset: msg.offset,
                 size: len.saturating_sub(msg.offset),
-                sender: msg.sender.clone(),
+                sender: tern_msg::verp::sender_for(
+                    &msg.sender,
+                    &msg.recipients[index as usize].address,
+                ),
                 domain: domain.clone(),
                 recipients: indices
                     .iter()

@@ -33,3 +33,4 @@ pub mod dot;
 pub mod dsn;
 pub mod header;
 pub mod inject;
+pub mod verp;
