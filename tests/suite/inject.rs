@@ -223,15 +223,16 @@ fn header_defaults_added_when_absent_and_left_alone_when_present() {
     assert!(header.ends_with("Subject: s\n"));
     assert_eq!(body, b"body\n");
 
-    // All present (odd spellings and case): byte for byte as given.
+    // All present (odd spellings and case): byte for byte as given, but
+    // for CRLF line ends, which become LF.
     let inst = instance("inject-present");
     let msg: &[u8] = b"DATE: Mon, 1 Jan 2024 00:00:00 +0100\r\n\
                        message-id:<given@x>\r\nFrom:  Someone  <s@x.example>\r\n\
                        Subject: =?utf-8?q?caf=C3=A9?=\r\n\tfolded\r\n\r\nbody\r\n";
     assert_ok(&inject(&inst, &["a@y.example"], msg));
-    assert_eq!(only_message(&inst).2, msg);
+    assert_eq!(only_message(&inst).2, lf(msg));
 
-    // CRLF messages get CRLF added fields.
+    // CRLF messages are stored with LF (added fields too).
     let inst = instance("inject-crlf");
     assert_ok(&inject(
         &inst,
@@ -241,11 +242,19 @@ fn header_defaults_added_when_absent_and_left_alone_when_present() {
     let stored = only_message(&inst).2;
     let text = String::from_utf8(stored).unwrap();
     assert!(text.starts_with("Date: "));
-    assert_eq!(
-        text.matches("\r\n").count(),
-        text.matches('\n').count(),
-        "{text:?}"
-    );
+    assert_eq!(text.matches('\r').count(), 0, "{text:?}");
+}
+
+/// `bytes` with every CRLF turned into LF (what the injectors store).
+fn lf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            continue;
+        }
+        out.push(b);
+    }
+    out
 }
 
 #[test]
@@ -270,14 +279,14 @@ fn lone_dot_line_kept_with_i_and_ends_input_without() {
         &["a@y.example"],
         b"S: x\r\n\r\nl\r\n.\r\nmore\r\n",
     ));
-    assert!(only_message(&inst).2.ends_with(b"\r\n\r\nl\r\n"));
+    assert!(only_message(&inst).2.ends_with(b"\n\nl\n"));
     let inst = instance("inject-dot-inject");
     assert_ok(&inject(&inst, &["a@y.example"], msg));
     assert!(only_message(&inst).2.ends_with(b"\n.\nafter the dot\n..\n"));
 }
 
 #[test]
-fn bodies_pass_byte_exact() {
+fn bodies_pass_byte_exact_but_for_crlf() {
     let mut every_byte: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
     every_byte.extend_from_slice(b"\nno final newline");
     let mut long_line = vec![b'x'; 2 << 20];
@@ -297,13 +306,13 @@ fn bodies_pass_byte_exact() {
         let inst = instance("inject-body");
         assert_ok(&inject(&inst, &["a@y.example"], &msg));
         assert!(
-            only_message(&inst).2 == msg,
+            only_message(&inst).2 == lf(&msg),
             "{name}: tern-inject changed the message"
         );
         let inst = instance("inject-body-sm");
         assert_ok(&sendmail(&inst, &["-i", "a@y.example"], &msg));
         assert!(
-            only_message(&inst).2 == msg,
+            only_message(&inst).2 == lf(&msg),
             "{name}: sendmail -i changed the message"
         );
     }
@@ -555,4 +564,58 @@ fn unreadable_input_is_temporary_and_queues_nothing() {
         );
         assert_nothing_queued(&inst);
     }
+}
+
+/// PHP's `mail()` writes CRLF header lines: the injectors store LF (as
+/// Postfix's sendmail does), so readers see no stray `^M`; a lone CR in
+/// the body stays.
+#[test]
+fn crlf_from_php_becomes_lf() {
+    let inst = Instance::new("inject-crlf");
+    let (code, err) = inst.sendmail(
+        &["-t", "-i"],
+        b"To: test@localhost\r\nSubject: php\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nline one\r\nkeep\rthis\r\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let q = inst.queue();
+    let m = q.list().unwrap();
+    assert_eq!(m.len(), 1);
+    let text = q.read_message(m[0].id).unwrap();
+    assert!(
+        !text.windows(2).any(|w| w == b"\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&text)
+    );
+    assert!(
+        text.ends_with(b"line one\nkeep\rthis\n"),
+        "{:?}",
+        String::from_utf8_lossy(&text)
+    );
+    assert!(String::from_utf8_lossy(&text).contains("charset=UTF-8\n"));
+}
+
+/// fd 0 open for writing only (or closed): sendmail exits 111 with a
+/// message and queues nothing (the standard library would read it as an
+/// empty message).
+#[test]
+fn unreadable_stdin_queues_nothing() {
+    let inst = Instance::new("inject-ebadf");
+    let devnull = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let out = inst
+        .command("sendmail")
+        .arg("test@localhost")
+        .stdin(std::process::Stdio::from(devnull))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(111),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("standard input"));
+    assert_eq!(inst.queue().count().unwrap(), 0);
 }

@@ -58,6 +58,12 @@ pub fn inject(
     print: bool,
     input: &mut dyn BufRead,
 ) -> Result<(), Fatal> {
+    check_stdin()?;
+    // CRLF line ends become LF (PHP's mail() writes CRLF headers), as
+    // Postfix's sendmail does; a lone CR stays.
+    let mut converted =
+        std::io::BufReader::with_capacity(64 * 1024, tern_msg::crlf::CrlfToLf::new(input));
+    let input: &mut dyn BufRead = &mut converted;
     let controls = read_controls(home)?;
     let env = Environment::from_vars(
         |k| std::env::var_os(k).map(|v| v.as_bytes().to_vec()),
@@ -79,6 +85,24 @@ pub fn inject(
         return Err(Fatal::new(false, "no recipients"));
     }
     queue(home, prepared, input)
+}
+
+/// Standard input must be open for reading: the standard library reads
+/// a closed fd 0 (EBADF) as an empty message, which would be queued and
+/// reported as sent. A temporary failure instead (sendmail(8)).
+fn check_stdin() -> Result<(), Fatal> {
+    use rustix::fs::OFlags;
+    match rustix::fs::fcntl_getfl(rustix::stdio::stdin()) {
+        Ok(f) if (f & OFlags::RWMODE) == OFlags::WRONLY => Err(Fatal::new(
+            true,
+            "standard input is open for writing only: cannot read the message",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Fatal::new(
+            true,
+            format!("standard input cannot be read ({e}): no message"),
+        )),
+    }
 }
 
 fn read_controls(home: &tern_control::Home) -> Result<Controls, Fatal> {

@@ -29,6 +29,7 @@
 
 pub mod address;
 pub mod cmdline;
+pub mod crlf;
 pub mod dot;
 pub mod dsn;
 pub mod header;
