@@ -358,7 +358,7 @@ fn concurrency_limit_makes_clients_wait() {
 }
 
 #[test]
-fn per_ip_limit_closes_extra_connections() {
+fn per_ip_limit_answers_421_and_closes_extra_connections() {
     let dir = scratch_dir("listen-C");
     let l = Listen::start(&dir, &["-C", "2", "-c", "10"], "127.0.0.1", HOLD_PROGRAM);
     let mut a = connect("127.0.0.1", l.port);
@@ -373,8 +373,12 @@ fn per_ip_limit_closes_extra_connections() {
     );
     let mut c = connect("127.0.0.1", l.port);
     let t = Instant::now();
-    // Closed at once (end of file, or a reset), long before any timeout.
-    assert_eq!(greeting(&mut c, Duration::from_secs(10)), None);
+    // Told why (421, as Postfix's anvil answers) and closed at once.
+    let said = greeting(&mut c, Duration::from_secs(10));
+    assert!(
+        said.as_deref().is_some_and(|g| g.starts_with("421 4.7.0 ")),
+        "{said:?}"
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(
         wait_until(10, || l

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Default for `-c`: most programs running at once.
 pub const DEFAULT_CONCURRENCY: usize = 40;
 /// Default for `-C`: most programs running at once for one client address.
-pub const DEFAULT_PER_IP: usize = 10;
+pub const DEFAULT_PER_IP: usize = 20;
 /// Largest value accepted for `-c` and `-C`.
 pub const MAX_LIMIT: usize = 100_000;
 /// Longest `-l` name.
@@ -17,7 +17,7 @@ pub const MAX_LOCAL_NAME: usize = 255;
 pub const USAGE: &str = "usage: tern-listen [-vqHRU] [-c N] [-C N] [-x rules] [-l name] [-u UID -g GID] host port program [arg...]\n\
     host: an IPv4 or IPv6 address, 0 (any IPv4) or :: (any); names are not resolved\n\
     -c N       at most N programs at once (default 40); further clients wait\n\
-    -C N       at most N programs at once per client address (default 10); more are closed\n\
+    -C N       at most N programs at once per client address (default 20); more get 421 and are closed\n\
     -x rules   access rules file (see tern-listen(8)); reread on SIGHUP\n\
     -l name    set TCPLOCALHOST=name\n\
     -u UID, -g GID  after binding, become UID and GID (numbers; no supplementary groups), as tcpserver\n\

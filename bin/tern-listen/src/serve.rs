@@ -160,6 +160,15 @@ impl Listener {
                     .num("active", count)
                     .emit();
             }
+            // Say why before closing, as Postfix's anvil does: an SMTP
+            // client then defers with a reason instead of reporting a lost
+            // connection. One short write into an empty send buffer, never
+            // waited on.
+            use std::io::Write as _;
+            let mut stream = stream;
+            let _ = stream.set_nonblocking(true);
+            let _ = stream
+                .write(b"421 4.7.0 Too many connections from your address, try again later\r\n");
             return;
         }
         match self.spawn(stream, peer, &vars) {
