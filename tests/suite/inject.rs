@@ -141,7 +141,7 @@ fn sendmail_t_takes_bcc_into_the_envelope_and_removes_the_field() {
     assert!(header_line(&header, "Bcc").is_none(), "{header}");
     assert!(!header.contains("erin"), "{header}");
     assert!(header.contains(
-        "From: Ann <ann@x.example>\nTo: Bob <bob@y.example>\nCc: carol\nSubject: hello\n"
+        "From: Ann <ann@x.example>\nTo: Bob <bob@y.example>\nCc: carol@box.example\nSubject: hello\n"
     ));
     assert_eq!(body, b"body\n");
 }
@@ -618,4 +618,64 @@ fn unreadable_stdin_queues_nothing() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("standard input"));
     assert_eq!(inst.queue().count().unwrap(), 0);
+}
+
+/// Bare local parts in the address fields of injected mail get
+/// `@defaulthost` (here `box.example`), everything else in those fields
+/// stays as written; other fields are never touched.
+#[test]
+fn unqualified_header_addresses_get_the_default_host() {
+    let msg: &[u8] = b"From: tester (The Tester)\nTo: test, bob@x\n\
+        Cc: Joe Q. Public <joe>, \"Smith, Ann\" <ann@y.example>,\n  team: carol, dave;\n\
+        Reply-To: list\nSubject: to test, bob\nX-Note: test\n\nbody mentions test\n";
+    let want = "From: tester@box.example (The Tester)\nTo: test@box.example, bob@x\n\
+        Cc: Joe Q. Public <joe@box.example>, \"Smith, Ann\" <ann@y.example>,\n  \
+        team: carol@box.example, dave@box.example;\n\
+        Reply-To: list@box.example\nSubject: to test, bob\nX-Note: test\n";
+    for program in ["sendmail", "tern-inject"] {
+        let inst = instance("inject-qualify");
+        let args: &[&str] = if program == "sendmail" {
+            &["-t", "-i"]
+        } else {
+            &["-h"]
+        };
+        let out = if program == "sendmail" {
+            sendmail(&inst, args, msg)
+        } else {
+            inject(&inst, args, msg)
+        };
+        assert_ok(&out);
+        let (_, rcpts, stored) = only_message(&inst);
+        assert_eq!(
+            rcpts,
+            [
+                "test@box.example",
+                "bob@x.box.example",
+                "joe@box.example",
+                "ann@y.example",
+                "carol@box.example",
+                "dave@box.example"
+            ],
+            "{program}"
+        );
+        let (header, body) = split(&stored);
+        assert!(header.ends_with(want), "{program}:\n{header}");
+        assert_eq!(body, b"body mentions test\n");
+    }
+    // Resent- fields of a resent message, with defaulthost set.
+    let inst = instance("inject-qualify-resent");
+    std::fs::write(inst.home().join("control/defaulthost"), "mail.example\n").unwrap();
+    let out = inject(
+        &inst,
+        &["-h"],
+        b"Resent-From: me\nResent-To: you, them@z.example\nTo: untouched\n\nx\n",
+    );
+    assert_ok(&out);
+    let (_, rcpts, stored) = only_message(&inst);
+    assert_eq!(rcpts, ["you@mail.example", "them@z.example"]);
+    let (header, _) = split(&stored);
+    assert!(
+        header.contains("Resent-From: me@mail.example\nResent-To: you@mail.example, them@z.example\nTo: untouched@mail.example\n"),
+        "{header}"
+    );
 }

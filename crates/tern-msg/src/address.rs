@@ -240,11 +240,19 @@ fn is_quotable(b: u8) -> bool {
     b >= 0x80 || b.is_ascii_graphic() || is_wsp(b)
 }
 
-fn tokenize(text: &[u8]) -> Result<Vec<(Tok, usize)>, AddressError> {
+/// The tokens of `text` with their start offsets, and (second vector) the
+/// offset just past each token.
+type Tokens = (Vec<(Tok, usize)>, Vec<usize>);
+
+fn tokenize(text: &[u8]) -> Result<Tokens, AddressError> {
     use AddressErrorKind::*;
     let mut toks = Vec::new();
+    let mut ends = Vec::new();
     let mut i = 0;
     while i < text.len() {
+        if ends.len() < toks.len() {
+            ends.push(i);
+        }
         let b = text[i];
         let start = i;
         if is_wsp(b) {
@@ -346,15 +354,22 @@ fn tokenize(text: &[u8]) -> Result<Vec<(Tok, usize)>, AddressError> {
             return Err(AddressError::new(ControlCharacter, i));
         }
     }
-    Ok(toks)
+    if ends.len() < toks.len() {
+        ends.push(i);
+    }
+    Ok((toks, ends))
 }
 
 struct Parser<'a> {
     toks: &'a [(Tok, usize)],
+    /// The offset just past each token.
+    ends: &'a [usize],
     pos: usize,
     end_offset: usize,
     completion: &'a Completion,
     out: Vec<Mailbox>,
+    /// Where each mailbox without `@` ends in the text, in order.
+    bare: Vec<usize>,
 }
 
 impl Parser<'_> {
@@ -459,6 +474,7 @@ impl Parser<'_> {
                     return Err(self.err(AddressErrorKind::UnexpectedCharacter));
                 }
                 let mailbox = self.addr_spec(start, end)?;
+                self.note_bare(start, end);
                 self.pos = end;
                 self.push(mailbox)
             }
@@ -529,6 +545,7 @@ impl Parser<'_> {
             return Err(AddressError::new(AddressErrorKind::EmptyAngleAddress, open));
         }
         let mailbox = self.addr_spec(start, end)?;
+        self.note_bare(start, end);
         self.pos = end + 1;
         self.push(mailbox)
     }
@@ -612,6 +629,17 @@ impl Parser<'_> {
         Ok(mailbox)
     }
 
+    /// Records where the addr-spec of tokens `start..end` ends when it has
+    /// no `@` (a bare local part, completed with `defaulthost`).
+    fn note_bare(&mut self, start: usize, end: usize) {
+        let has_at = self.toks[start..end]
+            .iter()
+            .any(|(t, _)| *t == Tok::Special(b'@'));
+        if !has_at && end > start {
+            self.bare.push(self.ends[end - 1]);
+        }
+    }
+
     fn push(&mut self, mailbox: Mailbox) -> Result<(), AddressError> {
         if self.out.len() >= MAX_MAILBOXES {
             return Err(self.err(AddressErrorKind::TooManyMailboxes));
@@ -625,19 +653,58 @@ impl Parser<'_> {
 /// line argument) into completed mailboxes, in order. An empty list (or one
 /// with only empty groups) gives an empty vector.
 pub fn parse_list(text: &[u8], completion: &Completion) -> Result<Vec<Mailbox>, AddressError> {
+    Ok(parse_shape(text, completion)?.0)
+}
+
+/// Where an address list can be qualified and folded (see
+/// [`list_shape`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListShape {
+    /// For each mailbox without `@` (a bare local part), the offset in the
+    /// text just past its local part: where `@host` goes.
+    pub bare_ends: Vec<usize>,
+    /// The offset of every `,` between tokens (not inside quoted strings,
+    /// comments or literals): places where the text may be folded after.
+    pub commas: Vec<usize>,
+}
+
+/// Parses an address list like [`parse_list`] and tells where its bare
+/// local parts end and where its commas are, so that a caller can insert
+/// `@host` after each bare local part without touching any other byte.
+pub fn list_shape(text: &[u8], completion: &Completion) -> Result<ListShape, AddressError> {
+    Ok(parse_shape(text, completion)?.1)
+}
+
+fn parse_shape(
+    text: &[u8],
+    completion: &Completion,
+) -> Result<(Vec<Mailbox>, ListShape), AddressError> {
     if text.len() > MAX_LIST {
         return Err(AddressError::new(AddressErrorKind::ListTooLong, MAX_LIST));
     }
-    let toks = tokenize(text)?;
+    let (toks, ends) = tokenize(text)?;
     let mut p = Parser {
         toks: &toks,
+        ends: &ends,
         pos: 0,
         end_offset: text.len(),
         completion,
         out: Vec::new(),
+        bare: Vec::new(),
     };
     p.list()?;
-    Ok(p.out)
+    let commas = toks
+        .iter()
+        .filter(|(t, _)| *t == Tok::Special(b','))
+        .map(|(_, at)| *at)
+        .collect();
+    Ok((
+        p.out,
+        ListShape {
+            bare_ends: p.bare,
+            commas,
+        },
+    ))
 }
 
 /// Parses an envelope sender given by a user (`-f`): empty text or `<>`

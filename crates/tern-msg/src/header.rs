@@ -156,6 +156,12 @@ impl<'a> Field<'a> {
         v.strip_suffix(b"\r").unwrap_or(v)
     }
 
+    /// Where [`Field::value`] starts in [`Field::raw`] (just after the
+    /// colon).
+    pub fn value_offset(&self) -> usize {
+        self.name_end + 1
+    }
+
     /// [`Field::value`], refused when longer than `limits.max_field`: use it
     /// for every field that is going to be parsed.
     pub fn value_bounded(&self, limits: &Limits) -> Result<&'a [u8], FieldTooLong> {

@@ -8,6 +8,8 @@
 //!   absent; for a resent message (one with any `Resent-` field) the
 //!   fields checked and added are `Resent-Date:`, `Resent-Message-ID:`
 //!   and `Resent-From:` instead;
+//! * a bare local part (no `@`) in `From`, `Sender`, `Reply-To`, `To`,
+//!   `Cc` and their `Resent-` forms gets `@defaulthost` ([`crate::qualify`]);
 //! * every other byte of the header is kept as it came; added fields go
 //!   first, with the line end of the message's first header line;
 //! * when the header did not end with an empty line (a message without a
@@ -26,6 +28,7 @@ use thiserror::Error;
 
 use crate::address::{self, AddressError, Completion};
 use crate::header::{FieldTooLong, Header, Limits};
+use crate::qualify;
 
 /// Most envelope recipients (the queue's limit, as
 /// `tern_spool::MAX_RECIPIENTS`).
@@ -325,9 +328,22 @@ pub fn fix(
     if !has("From") {
         add("From", &from_value(author, controls));
     }
+    let completion = controls.completion();
+    // Bytes added by qualification, bounded by the header limit.
+    let mut grown = 0usize;
     for field in header.fields() {
-        if !REMOVED.iter().any(|n| field.is(n)) {
-            out.extend_from_slice(field.raw());
+        if REMOVED.iter().any(|n| field.is(n)) {
+            continue;
+        }
+        let qualified = (grown < limits.max_header && qualify::is_address_field(&field))
+            .then(|| qualify::qualify_field(&field, &completion, eol, limits))
+            .flatten();
+        match qualified {
+            Some(q) => {
+                grown += q.len().saturating_sub(field.raw().len());
+                out.extend_from_slice(&q);
+            }
+            None => out.extend_from_slice(field.raw()),
         }
     }
     if header.separator().is_empty() {

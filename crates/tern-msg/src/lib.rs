@@ -34,4 +34,5 @@ pub mod dot;
 pub mod dsn;
 pub mod header;
 pub mod inject;
+pub mod qualify;
 pub mod verp;
