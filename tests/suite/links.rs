@@ -83,6 +83,20 @@ fn root_never_follows_what_the_queue_user_planted() {
         rootinst::text(&out)
     );
 
+    // queue/state/pid (terns') as a FIFO: ternctl flush as root neither
+    // hangs nor signals anything.
+    let pid = queue.join("state/pid");
+    let _ = std::fs::remove_file(&pid);
+    assert!(Command::new("mkfifo").arg(&pid).status().unwrap().success());
+    let out = run(&home, &["ternctl", "flush"]);
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "flush hung on a FIFO pid file"
+    );
+    assert!(!out.status.success(), "{}", rootinst::text(&out));
+    std::fs::remove_file(&pid).unwrap();
+
     // queue/format as a FIFO, then as a link to a file that parses.
     let format = queue.join("format");
     let saved = std::fs::read(&format).unwrap();

@@ -326,7 +326,20 @@ fn flush(home: &Home) -> anyhow::Result<()> {
         .queue_dir()
         .join(tern_spool::layout::STATE_DIR)
         .join("pid");
-    let text = std::fs::read_to_string(&pid_path).map_err(|e| {
+    // queue/state/ belongs to terns: never follow a link or block on a
+    // FIFO planted there (ternctl may run as root).
+    let text = tern_spool::layout::open_below(
+        &home.queue_dir(),
+        std::path::Path::new(tern_spool::layout::STATE_DIR).join("pid").as_path(),
+        tern_spool::layout::Last::File,
+    )
+    .and_then(|fd| {
+        use std::io::Read as _;
+        let mut t = String::new();
+        std::fs::File::from(fd).take(32).read_to_string(&mut t)?;
+        Ok(t)
+    })
+    .map_err(|e| {
         anyhow::anyhow!(
             "no running queue manager ({}: {e}); start one with tern-start, or run sendmail -q (tern-start --once --flush) to try everything now",
             pid_path.display()
