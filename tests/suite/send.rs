@@ -833,3 +833,23 @@ fn verp_sender_is_expanded_per_recipient() {
         assert!(text.starts_with(want), "{who}: {text}");
     }
 }
+
+/// A VERP sender grows by each recipient: an expansion over the spawners'
+/// 1000-byte bound fails that recipient (5.1.7) instead of a request the
+/// spawner would refuse (it took tern-send for broken and stopped).
+#[test]
+fn verp_expansion_past_the_bound_fails_only_that_recipient() {
+    let inst = Instance::with_mailboxes("send-verp-long", &["test"]);
+    let sender = format!("p-@{}.example-@[]", "h".repeat(500));
+    let long_rcpt = format!("test-{}@localhost", "x".repeat(480));
+    let r = inst.inject_raw(
+        b"Subject: long\n\nx\n",
+        &tern_tests::envelope(&sender, &[&long_rcpt, "test@localhost"]),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let out = inst.command("tern-start").arg("--once").output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("longer than 1000 bytes. (#5.1.7)"), "{log}");
+    assert_eq!(inst.maildir_count("test"), 1, "{log}");
+}

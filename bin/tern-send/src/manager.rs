@@ -753,8 +753,16 @@ impl Manager {
     /// Fails recipient `index` of `id` at once when it cannot be put in a
     /// request ([`unsendable`]). True when it was.
     fn refuse_unsendable(&mut self, id: u64, index: u32, now: i64) -> bool {
-        let r = &self.state.messages[&id].recipients[index as usize];
-        let Some(text) = unsendable(r.channel, &r.address) else {
+        let msg = &self.state.messages[&id];
+        let r = &msg.recipients[index as usize];
+        // A VERP sender grows by the recipient: past the spawners' bound
+        // the request could not be sent (they would take tern-send for
+        // broken), so that recipient fails here.
+        let verp_too_long =
+            tern_msg::verp::sender_for(&msg.sender, &r.address).len() > tern_ipc::MAX_ADDRESS;
+        let Some(text) = unsendable(r.channel, &r.address).or(verp_too_long.then_some(
+            "Sorry, the VERP sender expanded for this address is longer than 1000 bytes. (#5.1.7)",
+        )) else {
             return false;
         };
         let res = Result1 {
