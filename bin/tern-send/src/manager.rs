@@ -1178,7 +1178,11 @@ impl Manager {
             if self.stopping && self.inflight.is_empty() {
                 break;
             }
-            if self.once && self.idle(now) {
+            // A fresh clock: a message picked up in this round (a bounce
+            // queued a moment ago) is due at its birth, which can be a
+            // second later than `now`; with the round's `now` it looked
+            // not yet due and `--once` left it behind (seen under load).
+            if self.once && self.idle(tern_date::now()) {
                 break;
             }
             let wake = self.next_wake(now, last_scan);
