@@ -16,7 +16,7 @@
 mod rootinst;
 
 use rootinst::Accounts;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -144,10 +144,13 @@ fn root_never_follows_what_the_queue_user_planted() {
     std::fs::hard_link(&root_file, &format).unwrap();
     let out = rootinst::install(&home, &sys, &[]);
     assert!(!out.status.success(), "install chowned a linked format");
+    // Refused when the format is read (a file of another uid than queue/'s)
+    // or, failing that, before the chown (more than one link).
+    let said = rootinst::text(&out);
     assert!(
-        rootinst::text(&out).contains("hard links"),
-        "{}",
-        rootinst::text(&out)
+        said.contains("queue/format")
+            && (said.contains("hard links") || said.contains("belongs to uid 0")),
+        "{said}"
     );
     assert_eq!(
         std::fs::metadata(&root_file).unwrap().uid(),
@@ -181,5 +184,215 @@ fn root_never_follows_what_the_queue_user_planted() {
         "alias",
         &format!("touch {}/Maildir/tmp/probe", alias.display())
     ));
+    drop(accounts);
+}
+
+/// Mode bits of `path` (not following a link).
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Sets owner and group of `path` to `user`'s.
+fn chown_to(path: &Path, user: &str) {
+    let (uid, gid) = rootinst::ids(user);
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+}
+
+#[test]
+fn root_never_writes_through_reads_or_signals_what_the_queue_users_planted() {
+    const T: &str = "root_never_writes_through_reads_or_signals_what_the_queue_users_planted";
+    if !rootinst::can_run(T, &["timeout", "mkfifo"]) {
+        return;
+    }
+    let _lock = rootinst::lock();
+    let Some(root) = rootinst::scratch(T, "links2") else {
+        return;
+    };
+    let accounts = Accounts::snapshot();
+    let home = root.join("home");
+    let sys = root.join("sys");
+    let out = rootinst::install(&home, &sys, &[]);
+    assert!(out.status.success(), "install: {}", rootinst::text(&out));
+    let queue = home.join("queue");
+    let format = queue.join("format");
+    let saved = std::fs::read(&format).unwrap();
+
+    // 1. ternq removes queue/format and plants queue/format.tmp as a link
+    // to a root file: the upgrade completes the queue without writing
+    // through the link (it wrote the format text into the file and made it
+    // 0644).
+    let victim = root.join("victim-file");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&format).unwrap();
+    std::os::unix::fs::symlink(&victim, queue.join("format.tmp")).unwrap();
+    chown_to(&queue.join("format.tmp"), "ternq");
+    let out = rootinst::install(&home, &sys, &[]);
+    assert!(out.status.success(), "upgrade: {}", rootinst::text(&out));
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"precious\n",
+        "written through format.tmp"
+    );
+    assert_eq!(mode(&victim), 0o600, "victim's mode changed");
+    assert_eq!(std::fs::read(&format).unwrap(), saved);
+
+    // 2. A FIFO or a link as queue/format: the upgrade neither hangs nor
+    // follows it, and names it.
+    std::fs::remove_file(&format).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&format)
+            .status()
+            .unwrap()
+            .success()
+    );
+    chown_to(&format, "ternq");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(rootinst::repo().join("scripts/install"))
+        .arg("--home")
+        .arg(&home)
+        .arg("--bin-dir")
+        .arg(tern_tests::bin_dir())
+        .arg("--system-root")
+        .arg(&sys)
+        .env_remove("TERN_HOME")
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "install hung on a FIFO format"
+    );
+    assert!(!out.status.success(), "{}", rootinst::text(&out));
+    assert!(
+        rootinst::text(&out).contains("format"),
+        "{}",
+        rootinst::text(&out)
+    );
+    std::fs::remove_file(&format).unwrap();
+    std::os::unix::fs::symlink(&victim, &format).unwrap();
+    chown_to(&format, "ternq");
+    let out = rootinst::install(&home, &sys, &[]);
+    assert!(!out.status.success(), "{}", rootinst::text(&out));
+    assert!(
+        rootinst::text(&out).contains("format is a symbolic link"),
+        "{}",
+        rootinst::text(&out)
+    );
+    assert_eq!(std::fs::metadata(&victim).unwrap().uid(), 0);
+    std::fs::remove_file(&format).unwrap();
+    std::fs::write(&format, &saved).unwrap();
+    chown_to(&format, "ternq");
+    std::fs::set_permissions(&format, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    // 3. terns makes its journal a FIFO: root's mailq (ternctl queue, as
+    // terns now) neither hangs nor reads it, and names it.
+    let journal = queue.join("state/journal");
+    let _ = std::fs::remove_file(&journal);
+    assert!(
+        Command::new("mkfifo")
+            .arg(&journal)
+            .status()
+            .unwrap()
+            .success()
+    );
+    chown_to(&journal, "terns");
+    let out = run(&home, &["ternctl", "queue"]);
+    assert_ne!(out.status.code(), Some(124), "mailq hung on a FIFO journal");
+    assert!(!out.status.success(), "{}", rootinst::text(&out));
+    assert!(
+        rootinst::text(&out).contains("journal"),
+        "{}",
+        rootinst::text(&out)
+    );
+    std::fs::remove_file(&journal).unwrap();
+    let out = run(&home, &["ternctl", "queue"]);
+    assert!(out.status.success(), "mailq: {}", rootinst::text(&out));
+
+    // 4. ternq puts a link in place of queue/state, to a root-only
+    // directory whose "lock" is held: tern-start --once (root) must not
+    // open it (it took that lock for a running manager's and stopped).
+    let outside = root.join("victim-dir");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let held = std::fs::File::create(outside.join("lock")).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    std::fs::write(outside.join("pid"), "1\n").unwrap();
+    let state = queue.join("state");
+    std::fs::rename(&state, queue.join("state.real")).unwrap();
+    std::os::unix::fs::symlink(&outside, &state).unwrap();
+    chown_to(&state, "ternq");
+    let out = run(&home, &["tern-start", "--once"]);
+    assert_ne!(out.status.code(), Some(124), "tern-start --once hung");
+    let said = rootinst::text(&out);
+    assert!(
+        !said.contains("flush_running"),
+        "tern-start followed queue/state to a lock outside: {said}"
+    );
+    assert!(
+        said.contains("state_file_refused") && said.contains("state"),
+        "{said}"
+    );
+    drop(held);
+    std::fs::remove_file(&state).unwrap();
+    std::fs::rename(queue.join("state.real"), &state).unwrap();
+
+    // 5. The pid file names a process called tern-send that is not the
+    // manager (here root's): ternctl flush, as terns now, cannot signal it.
+    let fake = root.join("tern-send");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let mut stranger = Command::new(&fake).arg("300").spawn().unwrap();
+    let pid = state.join("pid");
+    std::fs::write(&pid, format!("{}\n", stranger.id())).unwrap();
+    chown_to(&pid, "terns");
+    let out = run(&home, &["ternctl", "flush"]);
+    let alive = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(
+        alive,
+        "ternctl flush signalled a root process: {}",
+        rootinst::text(&out)
+    );
+    assert!(!out.status.success(), "{}", rootinst::text(&out));
+    std::fs::remove_file(&pid).unwrap();
+
+    // 6. An install from before alias/ was root's: alias/ was alias:alias,
+    // and the alias user replaced .qmail-postmaster with its own. The
+    // upgrade makes alias/ root's and refuses to keep that file, by name.
+    let alias = home.join("alias");
+    chown_to(&alias, "alias");
+    assert!(rootinst::sh_as(
+        "alias",
+        &format!(
+            "cd {} && echo '&evil@example.net' > .qmail-postmaster.new && mv -f .qmail-postmaster.new .qmail-postmaster",
+            alias.display()
+        )
+    ));
+    let out = rootinst::install(&home, &sys, &[]);
+    assert!(
+        !out.status.success(),
+        "kept alias's .qmail-postmaster: {}",
+        rootinst::text(&out)
+    );
+    assert!(
+        rootinst::text(&out).contains("alias/.qmail-postmaster belongs to uid"),
+        "{}",
+        rootinst::text(&out)
+    );
+    assert_eq!(
+        std::fs::metadata(&alias).unwrap().uid(),
+        0,
+        "alias/ still alias's"
+    );
+    std::fs::remove_file(alias.join(".qmail-postmaster")).unwrap();
+    let out = rootinst::install(&home, &sys, &[]);
+    assert!(out.status.success(), "upgrade: {}", rootinst::text(&out));
+    assert_eq!(
+        std::fs::read_to_string(alias.join(".qmail-postmaster")).unwrap(),
+        "./Maildir/\n"
+    );
     drop(accounts);
 }

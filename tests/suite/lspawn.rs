@@ -485,6 +485,32 @@ fn refusals_before_any_child_runs() {
     assert!(l.wait().success());
 }
 
+/// The queue's uid can replace a split directory `cur/N` with a link to
+/// a directory elsewhere holding a file under the message's name: root's
+/// tern-lspawn must not open it through the link (it walked the path
+/// with O_NOFOLLOW on the last component only).
+#[test]
+fn a_linked_split_directory_is_not_followed() {
+    let s = setup("lspawn-linkdir");
+    let q = s.inst.queue();
+    let cur = q.dir().join(q.layout().cur_dir(s.id));
+    let outside = s.inst.scratch().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::rename(q.path(s.id, Stage::Active), outside.join(s.id.to_string())).unwrap();
+    fs::rename(&cur, s.inst.scratch().join("cur-real")).unwrap();
+    std::os::unix::fs::symlink(&outside, &cur).unwrap();
+    let mut l = s.spawn();
+    l.send(&s.deliver(1, "test@localhost"));
+    let r = l.report();
+    assert_eq!(r.outcome, Outcome::Failed, "{}", text(&r));
+    assert_eq!(text(&r), "queue file is not a regular file (#5.3.5)");
+    assert!(
+        fs::read_dir(&s.record).unwrap().next().is_none(),
+        "tern-local ran on a file outside the queue"
+    );
+    assert!(l.wait().success());
+}
+
 #[test]
 fn wrong_owner_is_refused() {
     if !tern_tests::is_root() {

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::fs::OFlags;
-use rustix::io::Errno;
 use tern_control::owner::{self, Instance, SystemPasswd};
 use tern_control::{Assign, Control, Home};
 use tern_ipc::local::Output;
@@ -134,14 +133,17 @@ fn open_message(ctx: &Ctx, id: u64, offset: u64) -> Result<File, Refusal> {
                 "message {id} is not in queue/cur (#4.3.0)"
             )));
         }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::Other
-                || e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
-                || e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) =>
-        {
+        Err(e) if tern_spool::layout::refusal(&e).is_some() => {
+            // A link, a FIFO, or a file of another uid (a hard link) where
+            // the message should be.
             return Err(refuse(
                 Outcome::Failed,
-                "queue file is not a regular file (#5.3.5)",
+                match tern_spool::layout::refusal(&e) {
+                    Some(tern_spool::layout::Refused::Owner { .. }) => {
+                        "queue file has wrong owner (#5.3.5)"
+                    }
+                    _ => "queue file is not a regular file (#5.3.5)",
+                },
             ));
         }
         Err(e) => {

@@ -171,20 +171,26 @@ fn is_manager(pid: i32, uid: Option<u32>) -> bool {
 }
 
 /// Opens a file of `queue/state/` (written by tern-send, `terns` in a
-/// system instance) for reading as root: never through a symbolic link,
-/// without blocking on a FIFO or taking a terminal, and only when it is a
-/// regular file. A link planted there must not make root open a device
-/// (a watchdog, a tape) or hang on a FIFO.
-fn open_state_file(path: &std::path::Path) -> Option<std::fs::File> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let st = rustix::fs::fstat(&fd).ok()?;
-    (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| fd.into())
+/// system instance) for reading as root: no component below `queue/`
+/// through a symbolic link (`ternq` owns `queue/` and could put a link in
+/// place of `state/`), without blocking on a FIFO or taking a terminal,
+/// only a regular file of the directory's owner
+/// (`tern_spool::layout::open_below`). A link planted there must not make
+/// root open a device (a watchdog, a tape), lock a file elsewhere or hang
+/// on a FIFO.
+fn open_state_file(queue_dir: &std::path::Path, name: &str) -> Option<std::fs::File> {
+    let rel = std::path::Path::new(tern_spool::layout::STATE_DIR).join(name);
+    match tern_spool::layout::open_below(queue_dir, &rel, tern_spool::layout::Last::File) {
+        Ok(fd) => Some(fd.into()),
+        Err(e) => {
+            if tern_spool::layout::refusal(&e).is_some() {
+                Event::new(PROG, "state_file_refused")
+                    .field("reason", e.to_string())
+                    .emit();
+            }
+            None
+        }
+    }
 }
 
 /// The reason for a failed spawn, with the privilege check's own words.
@@ -263,11 +269,11 @@ fn main() -> ExitCode {
     // now, and start nothing (the helpers would only see a manager that
     // leaves at once).
     if once {
-        let state = home.queue_dir().join("state");
-        if let Some(lock) = open_state_file(&state.join("lock"))
+        let qdir = home.queue_dir();
+        if let Some(lock) = open_state_file(&qdir, "lock")
             && rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
         {
-            let pid = open_state_file(&state.join("pid"))
+            let pid = open_state_file(&qdir, "pid")
                 .and_then(|f| {
                     let mut text = String::new();
                     std::io::Read::read_to_string(&mut std::io::Read::take(f, 32), &mut text)

@@ -493,6 +493,21 @@ fn apply(
         }
         Kind::Config => {
             match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+                // Kept as the administrator left it, but only if it is
+                // theirs: alias/ used to be the alias user's, which could
+                // have replaced alias/.qmail-postmaster with its own file
+                // (or link) to reroute postmaster's mail.
+                Ok(st) if st.st_uid != uid => bail!(
+                    "{} belongs to uid {}, not {}: someone else may have written it \
+                     (alias/ was the alias user's before this version); check its contents, \
+                     then chown {}:{} it (or remove it to get the default) and run the \
+                     install again",
+                    e.path,
+                    st.st_uid,
+                    e.owner,
+                    e.owner,
+                    e.group
+                ),
                 Ok(_) => return Ok(()),
                 Err(Errno::NOENT) => {}
                 Err(err) => return Err(anyhow!("stat {}: {err}", e.path)),
@@ -520,11 +535,14 @@ fn apply(
         }
         Kind::SpoolFile | Kind::Fifo => {
             let fifo = e.kind == Kind::Fifo;
-            let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-            if fifo {
-                // A FIFO opened for reading without a writer must not block.
-                flags |= OFlags::NONBLOCK;
-            }
+            // NONBLOCK: a FIFO opened for reading without a writer must not
+            // block (the trigger; or one the queue's uid planted as
+            // queue/format, refused below).
+            let flags = OFlags::RDONLY
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::CLOEXEC
+                | OFlags::NOCTTY;
             let fd = rustix::fs::openat(&parent, name, flags, Mode::empty())
                 .with_context(|| format!("open {} (made by tern-spool)", e.path))?;
             let st = rustix::fs::fstat(&fd)?;
@@ -1015,12 +1033,28 @@ fn remove_if_ours(path: &Path, text: &str, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Number of entries in `queue/new/*/` and `queue/cur/*/`.
+/// Number of entries in `queue/new/*/` and `queue/cur/*/`, counted
+/// without following a link the queue's uid put there (root runs this).
 fn queued(qdir: &Path) -> usize {
+    let count = |rel: &Path| -> Vec<std::ffi::OsString> {
+        let Ok(fd) = layout::open_below(qdir, rel, layout::Last::Dir) else {
+            return Vec::new();
+        };
+        rustix::fs::Dir::read_from(&fd)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| {
+                use std::os::unix::ffi::OsStrExt as _;
+                std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_owned()
+            })
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
     let mut n = 0;
     for top in [layout::NEW_DIR, layout::CUR_DIR] {
-        for b in fs::read_dir(qdir.join(top)).into_iter().flatten().flatten() {
-            n += fs::read_dir(b.path()).map(|d| d.count()).unwrap_or(0);
+        for b in count(Path::new(top)) {
+            n += count(&Path::new(top).join(b)).len();
         }
     }
     n

@@ -233,7 +233,12 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Check => Ok(show::check(&home(cli.home)?)),
         Command::Queue { json, count } => {
-            show::queue(&home(cli.home)?, json, count)?;
+            // terns reads every message (group tern) and the journal: root
+            // lists as terns, so nothing planted below queue/ is read as
+            // root.
+            let home = home(cli.home)?;
+            let dropped = become_owner(&home, "terns")?;
+            show::queue(&home, json, count, dropped)?;
             Ok(Exit::Ok)
         }
         Command::Repair => {
@@ -243,7 +248,11 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Flush => {
-            flush(&home(cli.home)?)?;
+            // The pid file and the manager are terns': root reads the one
+            // and signals the other as terns (it can signal nothing else).
+            let home = home(cli.home)?;
+            become_owner(&home, "terns")?;
+            flush(&home)?;
             Ok(Exit::Ok)
         }
         Command::Forget { addresses } => {
@@ -368,18 +377,20 @@ fn flush(home: &Home) -> anyhow::Result<()> {
 }
 
 /// Root working on a system instance's queue becomes the uid that owns
-/// the part it touches (`ternq` for messages, `ternr` for host memory)
-/// before it touches anything: everything below `queue/` can be replaced
-/// by that uid (a link to a root-only directory, a FIFO), and as that uid
-/// nothing it planted can reach beyond what it owns already. In a
-/// single-user instance, or when not root, nothing changes.
-fn become_owner(home: &Home, user: &str) -> anyhow::Result<()> {
+/// the part it touches (`ternq` for messages, `terns` for the journal and
+/// the manager, `ternr` for host memory) before it touches anything:
+/// everything below `queue/` can be replaced by those uids (a link to a
+/// root-only directory, a FIFO), and as that uid nothing planted there
+/// can reach beyond what it owns or reads already. In a single-user
+/// instance, or when not root, nothing changes. True when it dropped.
+fn become_owner(home: &Home, user: &str) -> anyhow::Result<bool> {
     if home.is_single_user() || tern_sys::effective_uid() != 0 {
-        return Ok(());
+        return Ok(false);
     }
     let c = tern_sys::privilege::Credentials::for_user(user)
         .map_err(|e| anyhow::anyhow!("user {user}: {e}"))?;
-    tern_sys::privilege::drop_to(&c).map_err(|e| anyhow::anyhow!("cannot become {user}: {e}"))
+    tern_sys::privilege::drop_to(&c).map_err(|e| anyhow::anyhow!("cannot become {user}: {e}"))?;
+    Ok(true)
 }
 
 /// `ternctl forget [IP...]`: removes tern-remote's memory of hosts. In a

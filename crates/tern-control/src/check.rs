@@ -151,7 +151,9 @@ fn refused_assignments(home: &Home, control: &Control, a: &Assign) -> Vec<String
     let (Ok(min), Ok(max)) = (control.localuidmin(), control.localuidmax()) else {
         return Vec::new();
     };
-    let queue_gid = std::fs::metadata(home.queue_dir().join("cur"))
+    // lstat: ternctl check may run as root, and queue/cur is the queue
+    // uid's to replace with a link.
+    let queue_gid = std::fs::symlink_metadata(home.queue_dir().join("cur"))
         .ok()
         .map(|m| m.gid());
     let users = crate::uids::DeliveryUsers::lookup(&crate::owner::SystemPasswd, queue_gid);

@@ -6,9 +6,10 @@ use crate::layout::{CUR_DIR, Layout, NEW_DIR};
 use crate::qfile::{self, Header};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where a committed message is in its life.
@@ -158,15 +159,19 @@ impl Queue {
         let mut found = BTreeMap::new();
         for (top, stage) in [(NEW_DIR, Stage::New), (CUR_DIR, Stage::Active)] {
             for b in 0..self.layout.split {
-                let d = self.dir.join(top).join(b.to_string());
-                let rd = match fs::read_dir(&d) {
-                    Ok(rd) => rd,
-                    Err(e) => return Err(Error::io("read directory", &d, e)),
-                };
+                let rel = Path::new(top).join(b.to_string());
+                let d = self.dir.join(&rel);
+                // Never through a link the queue's uid put in place of a
+                // split directory (root lists the queue too).
+                let fd = crate::layout::open_below(&self.dir, &rel, crate::layout::Last::Dir)
+                    .map_err(|e| Error::io("open directory", &d, e))?;
+                let rd = rustix::fs::Dir::read_from(&fd)
+                    .map_err(|e| Error::io("read directory", &d, e.into()))?;
                 for ent in rd {
-                    let ent = ent.map_err(|e| Error::io("read directory", &d, e))?;
-                    if let Some(id) = decimal_name(&ent.file_name()) {
-                        found.insert(id, (stage, ent.path()));
+                    let ent = ent.map_err(|e| Error::io("read directory", &d, e.into()))?;
+                    let name = std::ffi::OsStr::from_bytes(ent.file_name().to_bytes());
+                    if let Some(id) = decimal_name(name) {
+                        found.insert(id, (stage, d.join(name)));
                     }
                 }
             }
@@ -185,7 +190,7 @@ impl Queue {
         let mut scan = Scan::default();
         let state = crate::state::read_state(&self.dir)?;
         for (id, (stage, path)) in self.walk()? {
-            match open_path(&path, stage) {
+            match open_path(&self.dir, &path, stage) {
                 Ok(Some(m)) => scan.messages.push(listed(id, m, state.messages.get(&id))),
                 Ok(None) => {}
                 Err(hint) => scan.damaged.push((path, hint)),
@@ -204,7 +209,7 @@ impl Queue {
     pub fn open_message(&self, id: u64) -> Result<OpenMessage, Error> {
         for stage in [Stage::Active, Stage::New] {
             let path = self.path(id, stage);
-            match open_path(&path, stage) {
+            match open_path(&self.dir, &path, stage) {
                 Ok(Some(m)) => return Ok(m),
                 Ok(None) => continue,
                 Err(hint) => return Err(Error::Damaged { path, hint }),
@@ -271,22 +276,35 @@ fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -
 
 /// Opens and parses one queue file. `Ok(None)`: it vanished (moved or
 /// removed meanwhile). `Err`: it is damaged.
-fn open_path(path: &Path, stage: Stage) -> Result<Option<OpenMessage>, &'static str> {
+fn open_path(dir: &Path, path: &Path, stage: Stage) -> Result<Option<OpenMessage>, &'static str> {
+    use rustix::fs::OFlags;
+    // Every directory below the queue is opened without following a link
+    // (root lists the queue too), and the file itself with NOFOLLOW and
     // NONBLOCK: a FIFO planted under a message's name must not hang the
     // queue manager (it is refused below as not a regular file).
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits() as i32)
-        .open(path)
-    {
-        Ok(f) => f,
+    let rel = path.strip_prefix(dir).map_err(|_| "not below the queue")?;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err("not below the queue");
+    };
+    let pfd = match crate::layout::open_below(dir, parent, crate::layout::Last::Dir) {
+        Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err("its directory is not a directory of the queue (a link?)"),
+    };
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let file = match rustix::fs::openat(&pfd, name, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(_) => return Err("cannot open"),
     };
     let md = file.metadata().map_err(|_| "cannot stat")?;
     if !md.is_file() {
         return Err("not a regular file");
+    }
+    // A hard link to another uid's file, planted by the directory's owner.
+    if rustix::fs::fstat(&pfd).map(|st| st.st_uid) != Ok(md.uid()) {
+        return Err("not owned by the owner of its directory");
     }
     let name_id = path.file_name().and_then(decimal_name);
     if name_id != Some(md.ino()) {
@@ -307,6 +325,7 @@ fn open_path(path: &Path, stage: Stage) -> Result<Option<OpenMessage>, &'static 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn a_fifo_under_a_message_name_is_damaged_not_a_hang() {
@@ -344,6 +363,71 @@ mod tests {
             ),
             "{got:?}"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What the queue's uid (or the manager's) can plant below `queue/`
+    /// never makes a listing follow it or wait: a split directory that is
+    /// a link, a FIFO journal, a hard link to another uid's file.
+    #[test]
+    fn a_listing_follows_no_link_and_waits_on_no_fifo() {
+        let dir = std::env::temp_dir().join(format!("tern-scan-links-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let q = dir.join("queue");
+        crate::layout::create(&q, 2).unwrap();
+        let outside = dir.join("outside");
+        fs::create_dir(&outside).unwrap();
+        let list = |q: &Path| {
+            let q = q.to_path_buf();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(Queue::open(&q).and_then(|q| q.scan()).map(|_| ()));
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the listing hung")
+        };
+        assert!(list(&q).is_ok());
+
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            q.join("state/journal"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = list(&q).unwrap_err().to_string();
+        assert!(e.contains("state/journal is not a regular file"), "{e}");
+        fs::remove_file(q.join("state/journal")).unwrap();
+
+        fs::rename(q.join("cur/1"), q.join("cur/1.real")).unwrap();
+        std::os::unix::fs::symlink(&outside, q.join("cur/1")).unwrap();
+        let e = list(&q).unwrap_err().to_string();
+        assert!(e.contains("cur/1 is a symbolic link"), "{e}");
+        fs::remove_file(q.join("cur/1")).unwrap();
+        fs::rename(q.join("cur/1.real"), q.join("cur/1")).unwrap();
+
+        if rustix::process::geteuid().is_root() {
+            // A file of another uid under a message's name (what a hard
+            // link to it would look like) is damaged, never read.
+            let f = q.join("tmp/x");
+            fs::write(&f, "x").unwrap();
+            std::os::unix::fs::chown(&f, Some(1), None).unwrap();
+            let id = fs::metadata(&f).unwrap().ino();
+            let queue = Queue::open(&q).unwrap();
+            fs::rename(&f, queue.path(id, Stage::Active)).unwrap();
+            let got = queue.open_message(id);
+            assert!(
+                matches!(
+                    got,
+                    Err(Error::Damaged {
+                        hint: "not owned by the owner of its directory",
+                        ..
+                    })
+                ),
+                "{got:?}"
+            );
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -496,12 +496,20 @@ pub fn replay(bytes: &[u8]) -> (State, usize) {
 
 /// Reads the journal of a queue without changing it (for listings).
 pub fn read_state(queue_dir: &Path) -> Result<State, Error> {
-    let path = queue_dir.join(crate::layout::STATE_DIR).join(JOURNAL);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(replay(&bytes).0),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(e) => Err(Error::io("read", path, e)),
-    }
+    let rel = Path::new(crate::layout::STATE_DIR).join(JOURNAL);
+    let path = queue_dir.join(&rel);
+    // Root lists the queue too (mailq): a link or FIFO planted as state/
+    // or as the journal is refused, never followed or waited on.
+    let file = match crate::layout::open_below(queue_dir, &rel, crate::layout::Last::File) {
+        Ok(fd) => File::from(fd),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut bytes = Vec::new();
+    (&file)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("read", &path, e))?;
+    Ok(replay(&bytes).0)
 }
 
 /// The open journal of the (one) running queue manager.
