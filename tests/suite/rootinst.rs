@@ -168,10 +168,47 @@ impl Drop for Accounts {
     }
 }
 
+/// A root test's scratch directory, removed with everything below it when
+/// dropped (unless `TERN_KEEP_TEST_DIRS` is set). The install marks the
+/// setuid `tern-queue` immutable, which even root's unlink refuses, so
+/// the marks are cleared first; without this every run left its trees.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("TERN_KEEP_TEST_DIRS").is_some() {
+            return;
+        }
+        if std::fs::remove_dir_all(&self.0).is_err() {
+            let _ = Command::new("chattr")
+                .arg("-R")
+                .arg("-f")
+                .arg("-i")
+                .arg(&self.0)
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A scratch directory that every user can traverse (the mailbox users'
 /// homes and the instance live below it), on a file system that honours
 /// set-user-id bits; `None` (after a SKIP line) on a `nosuid` mount.
-pub fn scratch(test: &str, name: &str) -> Option<PathBuf> {
+pub fn scratch(test: &str, name: &str) -> Option<Scratch> {
     let dir = tern_tests::scratch_dir(name);
     let mut p = dir.clone();
     loop {
@@ -203,7 +240,7 @@ pub fn scratch(test: &str, name: &str) -> Option<PathBuf> {
         );
         return None;
     }
-    Some(dir)
+    Some(Scratch(dir))
 }
 
 /// Runs `scripts/install --home HOME --bin-dir <built programs>
