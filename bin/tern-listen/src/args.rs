@@ -11,13 +11,19 @@ pub const DEFAULT_CONCURRENCY: usize = 40;
 pub const DEFAULT_PER_IP: usize = 20;
 /// Largest value accepted for `-c` and `-C`.
 pub const MAX_LIMIT: usize = 100_000;
+/// Default for `-P`: most connections parked at once (pool mode).
+pub const DEFAULT_PARKED: usize = 2000;
 /// Longest `-l` name.
 pub const MAX_LOCAL_NAME: usize = 255;
 
-pub const USAGE: &str = "usage: tern-listen [-vqHRU] [-c N] [-C N] [-x rules] [-l name] [-u UID -g GID] host port program [arg...]\n\
+pub const USAGE: &str = "usage: tern-listen [-vqHRUE] [-c N] [-C N] [-P N] [-x rules] [-l name] [-u UID -g GID] host port program [arg...]\n\
     host: an IPv4 or IPv6 address, 0 (any IPv4) or :: (any); names are not resolved\n\
-    -c N       at most N programs at once (default 40); further clients wait\n\
-    -C N       at most N programs at once per client address (default 20); more get 421 and are closed\n\
+    For tern-smtpd (the default program of every Tern set-up) a pool of reused workers serves the\n\
+    connections, and clients that go quiet between commands wait in the listener (parked).\n\
+    -c N       at most N connections served at once (default 40); further clients wait\n\
+    -C N       at most N connections at once per client address (default 20); more get 421 and are closed\n\
+    -P N       pool: at most N parked (quiet) connections besides those served (default 2000)\n\
+    -E         start the program for each connection, as tcpserver does, even for tern-smtpd\n\
     -x rules   access rules file (see tern-listen(8)); reread on SIGHUP\n\
     -l name    set TCPLOCALHOST=name\n\
     -u UID, -g GID  after binding, become UID and GID (numbers; no supplementary groups), as tcpserver\n\
@@ -49,6 +55,10 @@ pub struct Args {
     pub verbosity: Verbosity,
     /// `-u`/`-g` (or `-U`): the uid and gid to become after binding.
     pub drop_to: Option<(u32, u32)>,
+    /// `-P`: most parked connections (pool mode).
+    pub parked: usize,
+    /// `-E`: one program per connection, never the pool.
+    pub exec_each: bool,
     pub host: IpAddr,
     pub port: u16,
     pub program: OsString,
@@ -96,6 +106,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
     let mut it = argv.into_iter().peekable();
     let mut concurrency = DEFAULT_CONCURRENCY;
     let mut per_ip = DEFAULT_PER_IP;
+    let mut parked = DEFAULT_PARKED;
+    let mut exec_each = false;
     let mut rules = None;
     let mut local_name = None;
     let mut verbosity = Verbosity::Normal;
@@ -155,6 +167,11 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
                     per_ip = limit('C', value())?;
                     break;
                 }
+                'P' => {
+                    parked = limit('P', value())?;
+                    break;
+                }
+                'E' => exec_each = true,
                 'x' => {
                     rules = Some(PathBuf::from(value().ok_or("-x needs a rules file name")?));
                     break;
@@ -215,6 +232,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
         local_name,
         verbosity,
         drop_to,
+        parked,
+        exec_each,
         host,
         port,
         program,

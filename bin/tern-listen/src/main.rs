@@ -33,6 +33,7 @@
 #![deny(clippy::print_stdout)]
 
 mod args;
+mod pool;
 mod serve;
 
 use args::Parsed;
@@ -197,5 +198,19 @@ fn main() -> ExitCode {
         .num("concurrency", args.concurrency)
         .num("per_ip", args.per_ip)
         .emit();
-    Listener::new(args, rules, local.port()).run(&listener, &sigfd)
+    if uses_pool(&args) {
+        pool::Pool::new(args, rules, local.port()).run(&listener, &sigfd)
+    } else {
+        Listener::new(args, rules, local.port()).run(&listener, &sigfd)
+    }
+}
+
+/// The pool serves tern-smtpd (by its file name, without arguments of its
+/// own) unless `-E` asks for a program per connection.
+fn uses_pool(args: &args::Args) -> bool {
+    !args.exec_each
+        && args.program_args.is_empty()
+        && std::path::Path::new(&args.program)
+            .file_name()
+            .is_some_and(|n| n == "tern-smtpd")
 }

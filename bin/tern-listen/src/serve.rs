@@ -130,47 +130,17 @@ impl Listener {
 
     fn handle(&mut self, stream: TcpStream, peer: SocketAddr) {
         let ip = peer.ip().to_canonical();
-        let vars = match self.rules.decide(ip) {
-            Decision::Deny { line } => {
-                if self.log() {
-                    Event::new(PROG, "deny")
-                        .field("remote_ip", ip.to_string())
-                        .num("remote_port", peer.port())
-                        .num("rule", line)
-                        .emit();
-                }
-                return;
-            }
-            Decision::Allow { line, vars } => {
-                if self.args.verbosity == Verbosity::Verbose {
-                    Event::new(PROG, "allow")
-                        .field("remote_ip", ip.to_string())
-                        .num("rule", line)
-                        .emit();
-                }
-                vars.to_vec()
-            }
-        };
         let count = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if count >= self.args.per_ip {
-            if self.log() {
-                Event::new(PROG, "limit")
-                    .field("reason", "per_ip")
-                    .field("remote_ip", ip.to_string())
-                    .num("active", count)
-                    .emit();
-            }
-            // Say why before closing, as Postfix's anvil does: an SMTP
-            // client then defers with a reason instead of reporting a lost
-            // connection. One short write into an empty send buffer, never
-            // waited on.
-            use std::io::Write as _;
-            let mut stream = stream;
-            let _ = stream.set_nonblocking(true);
-            let _ = stream
-                .write(b"421 4.7.0 Too many connections from your address, try again later\r\n");
+        let Some(vars) = admit(
+            &self.rules,
+            self.args.verbosity,
+            &stream,
+            peer,
+            count,
+            self.args.per_ip,
+        ) else {
             return;
-        }
+        };
         match self.spawn(stream, peer, &vars) {
             Ok(pid) => {
                 *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -221,15 +191,13 @@ impl Listener {
         // Relaying is granted by a rule, never by the listener's own
         // environment (a stray RELAYCLIENT would open the relay to all).
         cmd.env_remove("RELAYCLIENT");
-        cmd.env("PROTO", "TCP")
-            .env("TCPREMOTEIP", peer.ip().to_canonical().to_string())
-            .env("TCPREMOTEPORT", peer.port().to_string())
-            .env("TCPLOCALIP", local.ip().to_canonical().to_string())
-            .env("TCPLOCALPORT", self.local_port.to_string());
-        if let Some(name) = &self.args.local_name {
-            cmd.env("TCPLOCALHOST", name);
-        }
-        for (k, v) in vars {
+        for (k, v) in connection_vars(
+            peer,
+            local,
+            self.local_port,
+            self.args.local_name.as_deref(),
+            vars,
+        ) {
             cmd.env(k, v);
         }
         let child = cmd.spawn()?;
@@ -272,4 +240,87 @@ impl Listener {
             }
         }
     }
+}
+
+/// The rules' decision and the per-address limit for a new connection:
+/// its rule variables, or `None` (logged; over the limit, told why with a
+/// 421 first) when it must be closed.
+pub(crate) fn admit(
+    rules: &Rules,
+    verbosity: Verbosity,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    count: usize,
+    per_ip: usize,
+) -> Option<Vec<(String, String)>> {
+    let ip = peer.ip().to_canonical();
+    let vars = match rules.decide(ip) {
+        Decision::Deny { line } => {
+            if verbosity != Verbosity::Quiet {
+                Event::new(PROG, "deny")
+                    .field("remote_ip", ip.to_string())
+                    .num("remote_port", peer.port())
+                    .num("rule", line)
+                    .emit();
+            }
+            return None;
+        }
+        Decision::Allow { line, vars } => {
+            if verbosity == Verbosity::Verbose {
+                Event::new(PROG, "allow")
+                    .field("remote_ip", ip.to_string())
+                    .num("rule", line)
+                    .emit();
+            }
+            vars.to_vec()
+        }
+    };
+    if count >= per_ip {
+        if verbosity != Verbosity::Quiet {
+            Event::new(PROG, "limit")
+                .field("reason", "per_ip")
+                .field("remote_ip", ip.to_string())
+                .num("active", count)
+                .emit();
+        }
+        // Say why before closing, as Postfix's anvil does: an SMTP client
+        // then defers with a reason instead of reporting a lost connection.
+        // One short write into an empty send buffer, never waited on.
+        use std::io::Write as _;
+        let mut stream = stream;
+        let _ = stream.set_nonblocking(true);
+        let _ =
+            stream.write(b"421 4.7.0 Too many connections from your address, try again later\r\n");
+        return None;
+    }
+    Some(vars)
+}
+
+/// tcpserver's variables for one connection (PROTO, TCPREMOTEIP,
+/// TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT, TCPLOCALHOST with -l), then
+/// the matching rule's, which may override them.
+pub(crate) fn connection_vars(
+    peer: SocketAddr,
+    local: SocketAddr,
+    local_port: u16,
+    local_name: Option<&str>,
+    rule_vars: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("PROTO".to_string(), "TCP".to_string()),
+        ("TCPREMOTEIP".into(), peer.ip().to_canonical().to_string()),
+        ("TCPREMOTEPORT".into(), peer.port().to_string()),
+        ("TCPLOCALIP".into(), local.ip().to_canonical().to_string()),
+        ("TCPLOCALPORT".into(), local_port.to_string()),
+    ];
+    if let Some(name) = local_name {
+        v.push(("TCPLOCALHOST".into(), name.to_string()));
+    }
+    for (k, val) in rule_vars {
+        match v.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = val.clone(),
+            None => v.push((k.clone(), val.clone())),
+        }
+    }
+    v
 }

@@ -24,6 +24,7 @@ pub(crate) fn check(
     creds: &Credentials,
     timestamp: &str,
     timeout: Duration,
+    env: &[(String, String)],
 ) -> Result<AuthVerdict, String> {
     let (program, args) = argv.split_first().ok_or("no checkpassword program")?;
     let (reader, mut writer) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
@@ -32,7 +33,8 @@ pub(crate) fn check(
     cmd.args(args)
         .arg(NEXT)
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .envs(env.iter().map(|(k, v)| (k, v)));
     tern_sys::spawn::place_fds(&mut cmd, &[(&reader, 3)]);
     let mut child = cmd
         .spawn()
@@ -85,22 +87,22 @@ mod tests {
     #[test]
     fn bad_checkers() {
         let t = Duration::from_secs(5);
-        assert!(check(&[], &creds(), "<1@x>", t).is_err());
-        assert!(check(&["/nonexistent/checker".into()], &creds(), "<1@x>", t).is_err());
+        assert!(check(&[], &creds(), "<1@x>", t, &[]).is_err());
+        assert!(check(&["/nonexistent/checker".into()], &creds(), "<1@x>", t, &[]).is_err());
         assert_eq!(
-            check(&sh("exit 1"), &creds(), "<1@x>", t),
+            check(&sh("exit 1"), &creds(), "<1@x>", t, &[]),
             Ok(AuthVerdict::Rejected)
         );
         assert_eq!(
-            check(&sh("exit 2"), &creds(), "<1@x>", t),
+            check(&sh("exit 2"), &creds(), "<1@x>", t, &[]),
             Ok(AuthVerdict::Rejected)
         );
         assert_eq!(
-            check(&sh("exit 111"), &creds(), "<1@x>", t),
+            check(&sh("exit 111"), &creds(), "<1@x>", t, &[]),
             Ok(AuthVerdict::TempFail)
         );
         assert_eq!(
-            check(&sh("kill -9 $$"), &creds(), "<1@x>", t),
+            check(&sh("kill -9 $$"), &creds(), "<1@x>", t, &[]),
             Ok(AuthVerdict::TempFail)
         );
         let slow = check(
@@ -108,6 +110,7 @@ mod tests {
             &creds(),
             "<1@x>",
             Duration::from_millis(100),
+            &[],
         );
         assert!(slow.is_err());
     }
@@ -124,12 +127,12 @@ mod tests {
             exit 1"#;
         let t = Duration::from_secs(5);
         assert_eq!(
-            check(&sh(script), &creds(), "<1@x>", t),
+            check(&sh(script), &creds(), "<1@x>", t, &[]),
             Ok(AuthVerdict::Accepted)
         );
         let other = Credentials::new(b"joe".to_vec(), b"wrong".to_vec()).unwrap();
         assert_eq!(
-            check(&sh(script), &other, "<1@x>", t),
+            check(&sh(script), &other, "<1@x>", t, &[]),
             Ok(AuthVerdict::Rejected)
         );
     }

@@ -30,6 +30,17 @@ pub(crate) enum ConnError {
     Tls(rustls::Error),
 }
 
+/// What [`Conn::quiet`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Quiet {
+    /// The client sent something (or closed).
+    Input,
+    /// Nothing for the whole delay.
+    Silent,
+    /// A packet on the other descriptor.
+    Other,
+}
+
 /// fd 0 and fd 1 with buffers.
 pub(crate) struct Conn {
     buf: Vec<u8>,
@@ -243,6 +254,42 @@ impl Conn {
         }
         self.out.clear();
         Ok(())
+    }
+
+    /// Flushes, then waits at most `delay` for input on fd 0 or for a
+    /// packet on `other` (a worker's socket to its listener). Plain text
+    /// only (TLS may hold decrypted bytes that poll cannot see).
+    pub(crate) fn quiet(
+        &mut self,
+        delay: Duration,
+        other: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Quiet, ConnError> {
+        debug_assert!(self.tls.is_none());
+        self.flush()?;
+        if self.start != self.end {
+            return Ok(Quiet::Input);
+        }
+        let deadline = Instant::now() + delay;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ts = Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            let stdin = io::stdin();
+            let mut fds = [
+                PollFd::new(&stdin, PollFlags::IN),
+                PollFd::new(&other, PollFlags::IN),
+            ];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(0) if left.is_zero() => return Ok(Quiet::Silent),
+                Ok(0) => continue,
+                Ok(_) if !fds[0].revents().is_empty() => return Ok(Quiet::Input),
+                Ok(_) => return Ok(Quiet::Other),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(ConnError::Io(e.into())),
+            }
+        }
     }
 
     /// Flushes, then reads more input (all pending bytes must have been

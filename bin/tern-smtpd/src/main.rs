@@ -50,8 +50,9 @@ mod exit;
 mod serve;
 mod throttle;
 mod tls;
+mod vars;
+mod worker;
 
-use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
@@ -66,6 +67,7 @@ use tern_smtp::{AuthOffer, Policy, Reply};
 use crate::checks::{FileChecks, LocalCheck};
 use crate::conn::Conn;
 use crate::exit::Exit;
+use crate::vars::Vars;
 
 /// Program name for logs.
 pub(crate) const PROG: &str = "tern-smtpd";
@@ -107,25 +109,13 @@ pub(crate) struct Setup {
     pub(crate) checkpassword: Vec<String>,
     /// The host-wide AUTH throttle (`TERN_HOME/auth/`).
     pub(crate) throttle: throttle::Throttle,
-}
-
-fn env_bytes(name: &str) -> Option<Vec<u8>> {
-    std::env::var_os(name).map(|v: OsString| v.as_bytes().to_vec())
-}
-
-fn env_number(name: &str) -> Result<Option<u64>, String> {
-    match std::env::var_os(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .and_then(|s| s.parse().ok())
-            .map(Some)
-            .ok_or_else(|| format!("{name} is not a number")),
-    }
+    /// The connection's variables.
+    pub(crate) vars: Vars,
 }
 
 /// TCP* variables, else the socket on fd 0, else "unknown".
-fn peer() -> Peer {
+fn peer(vars: &Vars) -> Peer {
+    let env_bytes = |name: &str| vars.bytes(name);
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
     let sock = |local: bool| -> Option<std::net::SocketAddr> {
@@ -172,7 +162,8 @@ fn refuse_start(me: &str, event: &str, reason: &str) -> Exit {
     Exit::Trouble
 }
 
-fn setup() -> Result<Setup, Exit> {
+fn setup(vars: Vars) -> Result<Setup, Exit> {
+    let env_number = |name: &str| vars.number(name);
     let trouble =
         |me: &str, e: &dyn std::fmt::Display| refuse_start(me, "startup_failed", &e.to_string());
     let home = Home::from_env().map_err(|e| trouble("", &e))?;
@@ -210,7 +201,9 @@ fn setup() -> Result<Setup, Exit> {
         Some(n) => n,
         None => control.databytes().map_err(c)?,
     };
-    policy.relayclient = std::env::var_os("RELAYCLIENT").map(|v| v.to_string_lossy().into_owned());
+    policy.relayclient = vars
+        .get("RELAYCLIENT")
+        .map(|v| v.to_string_lossy().into_owned());
     policy.max_recipients = usize::try_from(control.maxrcpt().map_err(c)?).unwrap_or(usize::MAX);
     if !tern_sys::secure::at_secure()
         && let Some(ms) = env_number("TERN_TARPIT_MS").map_err(|e| trouble(&me, &e))?
@@ -240,7 +233,7 @@ fn setup() -> Result<Setup, Exit> {
         local,
     };
     let timeout = Duration::from_secs(control.timeoutsmtpd().map_err(c)?);
-    let implicit_tls = std::env::var_os("SMTPS").is_some_and(|v| !v.is_empty());
+    let implicit_tls = vars.flag("SMTPS");
     let tls = match tls::load(control.dir()) {
         Ok(t) => t,
         Err(e) => {
@@ -259,7 +252,7 @@ fn setup() -> Result<Setup, Exit> {
         ));
     }
     policy.starttls = tls.is_some() && !implicit_tls;
-    let peer = peer();
+    let peer = peer(&vars);
     let checkpassword: Vec<String> = control
         .checkpassword()
         .map_err(c)?
@@ -294,7 +287,7 @@ fn setup() -> Result<Setup, Exit> {
     {
         policy.auth_delay_ms = ms;
     }
-    policy.submission = std::env::var_os("SUBMISSION").is_some_and(|v| !v.is_empty());
+    policy.submission = vars.flag("SUBMISSION");
     if policy.submission && policy.auth == AuthOffer::Never {
         // Every MAIL will get 530: say why once per connection.
         Event::new(PROG, "auth_unavailable")
@@ -334,12 +327,16 @@ fn setup() -> Result<Setup, Exit> {
         implicit_tls,
         checkpassword,
         throttle,
+        vars,
     })
 }
 
 fn main() -> ExitCode {
     tern_log::install_panic_hook(PROG, 111);
     if let Some(a) = std::env::args_os().nth(1) {
+        if a == "--worker" && std::env::args_os().nth(2).is_none() {
+            return worker::run();
+        }
         if a == "--help" || a == "-h" {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -350,8 +347,15 @@ fn main() -> ExitCode {
             .emit();
         return Exit::Usage.into();
     }
-    match setup() {
-        Ok(s) => serve::run(s).into(),
+    match setup(Vars::process()) {
+        Ok(s) => {
+            let client = serve::queue_client(&s);
+            match serve::run(s, &client, None) {
+                serve::Outcome::Closed(e) => e.into(),
+                // Only a worker parks.
+                serve::Outcome::Parked(_) => Exit::Trouble.into(),
+            }
+        }
         Err(e) => e.into(),
     }
 }

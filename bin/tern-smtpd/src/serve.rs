@@ -14,9 +14,10 @@ use tern_spool::{Envelope, QueueClient};
 
 use crate::chunks::{ChunkError, Stream, read_exact};
 use crate::complete::{Completer, Completion};
-use crate::conn::{Conn, ConnError};
+use crate::conn::{Conn, ConnError, Quiet};
 use crate::exit::Exit;
 use crate::throttle::Throttle;
+use crate::worker::Link;
 use crate::{PROG, Peer, Setup};
 
 /// What a message needs to know about the connection.
@@ -27,6 +28,34 @@ struct Ctx {
     tls: Option<String>,
     /// Submission mode: complete the header (Date, Message-ID).
     submission: bool,
+    /// The connection's own variables (a worker's), for the programs it
+    /// runs.
+    env: Vec<(String, String)>,
+}
+
+/// How serving a connection ended.
+pub(crate) enum Outcome {
+    /// The connection is over.
+    Closed(Exit),
+    /// A worker's client went quiet between commands: the connection goes
+    /// back to the listener with this session state.
+    Parked(tern_ipc::handoff::Park),
+}
+
+/// The queue for a connection: `QMAILQUEUE` (a rule may set it per client,
+/// as with tcpserver), else the queue gate at `TERN_QUEUE_SOCKET`, else the
+/// instance's tern-queue.
+pub(crate) fn queue_client(s: &Setup) -> QueueClient {
+    let program = match s.vars.get("QMAILQUEUE") {
+        Some(p) if !p.is_empty() => return QueueClient::with_program(p.into()),
+        _ => s.home.root().join("bin").join("tern-queue"),
+    };
+    match s.vars.get(tern_spool::client::SOCKET_VAR) {
+        Some(g) if !g.is_empty() && !tern_sys::secure::at_secure() => {
+            QueueClient::with_gate(g.into())
+        }
+        _ => QueueClient::with_program(program),
+    }
 }
 
 /// The fields a submitted message gets when its header lacks them.
@@ -422,7 +451,7 @@ fn authenticate(
         return session.auth_result(&c.login, AuthVerdict::TempFail);
     }
     let timestamp = format!("<{}.{}@{}>", std::process::id(), now(), s.me);
-    let verdict = match crate::auth::check(checkpassword, c, &timestamp, timeout) {
+    let verdict = match crate::auth::check(checkpassword, c, &timestamp, timeout, &s.env) {
         Ok(v) => v,
         Err(reason) => {
             Event::new(PROG, "auth_trouble")
@@ -451,8 +480,24 @@ fn authenticate(
     session.auth_result(&c.login, verdict)
 }
 
-/// Serves one connection.
-pub(crate) fn run(s: Setup) -> Exit {
+/// Serves one connection (for a worker, until it ends or parks).
+pub(crate) fn run(s: Setup, client: &QueueClient, worker: Option<Link<'_>>) -> Outcome {
+    let mut parked = None;
+    let exit = serve(s, client, worker, &mut parked);
+    match parked {
+        Some(p) => Outcome::Parked(p),
+        None => Outcome::Closed(exit),
+    }
+}
+
+/// Serves the connection; a worker's parked connection leaves its state in
+/// `parked` (the exit code is then meaningless).
+fn serve(
+    s: Setup,
+    client: &QueueClient,
+    mut worker: Option<Link<'_>>,
+    parked: &mut Option<tern_ipc::handoff::Park>,
+) -> Exit {
     let Setup {
         home,
         me,
@@ -464,43 +509,74 @@ pub(crate) fn run(s: Setup) -> Exit {
         implicit_tls,
         checkpassword,
         throttle,
+        vars,
     } = s;
     let mut conn = Conn::new(timeout);
-    let client = QueueClient::for_home(home.root());
     let relay = if policy.relayclient.is_some() {
         "yes"
     } else {
         "no"
     };
     let submission = policy.submission;
-    let mut session = Session::new(policy);
+    let resumed = worker.as_mut().and_then(|w| w.resume.take());
+    let resuming = resumed.is_some();
+    let mut session = match resumed {
+        None => Session::new(policy),
+        Some(saved) => match Session::resume(policy, &saved) {
+            Ok(session) => session,
+            Err(e) => return end(Exit::Trouble, &e.to_string()),
+        },
+    };
     let mut s = Ctx {
         me,
         peer,
         tls: None,
         submission,
+        env: vars.pairs().to_vec(),
     };
-    Event::new(PROG, "connect")
-        .field("remote_ip", &s.peer.remote_ip)
-        .field("remote_host", &s.peer.remote_host)
-        .field("remote_info", &s.peer.remote_info)
-        .field("local_ip", &s.peer.local_ip)
-        .field("local_port", &s.peer.local_port)
-        .field("relayclient", relay)
-        .emit();
-    if implicit_tls
-        && let Some(config) = &tls
-        && let Err(e) = handshake(&mut s, &mut conn, &mut session, config)
-    {
-        return e;
+    let _ = home;
+    // A resumed connection was greeted (and logged) by the worker that
+    // parked it; it never uses TLS (a TLS session is not parked).
+    if !resuming {
+        Event::new(PROG, "connect")
+            .field("remote_ip", &s.peer.remote_ip)
+            .field("remote_host", &s.peer.remote_host)
+            .field("remote_info", &s.peer.remote_info)
+            .field("local_ip", &s.peer.local_ip)
+            .field("local_port", &s.peer.local_port)
+            .field("relayclient", relay)
+            .emit();
+        if implicit_tls
+            && let Some(config) = &tls
+            && let Err(e) = handshake(&mut s, &mut conn, &mut session, config)
+        {
+            return e;
+        }
+        conn.send(&session.greeting().to_bytes());
     }
-    conn.send(&session.greeting().to_bytes());
     let mut splitter = LineSplitter::new();
     let mut stream: Option<Stream> = None;
     loop {
         let (n, event) = splitter.feed(conn.pending());
         conn.consume(n);
         let Some(event) = event else {
+            if let Some(w) = worker.as_mut()
+                && conn.tls().is_none()
+                && stream.is_none()
+                && !splitter.is_mid_line()
+                && session.can_park()
+            {
+                let quiet = match conn.quiet(w.delay(), w.ctl) {
+                    Ok(Quiet::Input) => false,
+                    Ok(Quiet::Silent) => true,
+                    Ok(Quiet::Other) => w.order(),
+                    Err(e) => return conn_error(&mut conn, &s.me, e),
+                };
+                if quiet && let Some(p) = w.park(&session, &s.me, timeout) {
+                    *parked = Some(p);
+                    return Exit::Done;
+                }
+            }
             match conn.fill() {
                 Ok(0) if splitter.is_mid_line() => {
                     return end(Exit::Lost, "end of input inside a command");
@@ -530,7 +606,7 @@ pub(crate) fn run(s: Setup) -> Exit {
                 if let Err(e) = send_step(&mut conn, &step) {
                     return conn_error(&mut conn, &s.me, e);
                 }
-                step = match message(&s, &mut session, &mut conn, &client) {
+                step = match message(&s, &mut session, &mut conn, client) {
                     Ok(step) => step,
                     Err(exit) => return exit,
                 };
@@ -540,7 +616,7 @@ pub(crate) fn run(s: Setup) -> Exit {
                     &s,
                     &mut session,
                     &mut conn,
-                    &client,
+                    client,
                     &mut stream,
                     size,
                     last,

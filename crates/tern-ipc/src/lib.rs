@@ -10,7 +10,7 @@
 //! error, and the receiving side treats its peer as broken (a spawner exits;
 //! `tern-send` stops using it), never guesses.
 //!
-//! Protocols:
+//! Protocols (and, apart, [`handoff`]: tern-listen and its SMTP workers):
 //!
 //! * spawner (`tern-lspawn`, `tern-rspawn`) → `tern-send`: [`Hello`] once at
 //!   start (how many deliveries it may run at once), then one [`Report`] per
@@ -28,6 +28,7 @@
 
 use std::io::{self, Read, Write};
 
+pub mod handoff;
 pub mod local;
 pub mod remote;
 

@@ -26,6 +26,9 @@ use crate::data::MAX_HOPS;
 use crate::line::{LineError, LineEvent};
 use crate::reply::Reply;
 
+mod park;
+pub use park::ResumeError;
+
 /// Default largest number of recipients per message.
 pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
 
