@@ -397,6 +397,18 @@ impl Pool {
             let report = match handoff::recv_report(w.ctl.as_fd()) {
                 Ok(r) => r,
                 Err(HandoffError::Closed) => {
+                    // Its end closes only when it exits: collect it now, to
+                    // log how its client's connection ended.
+                    let why = match waitpid(Pid::from_raw(w.pid), None) {
+                        Ok(WaitStatus::Signaled(_, sig, _)) => {
+                            format!("worker killed by {}", sig.as_str())
+                        }
+                        _ => "worker exited".to_string(),
+                    };
+                    let pid = w.pid;
+                    if let Some(client) = w.busy.take() {
+                        self.ended(&client, pid, None, Some(&why));
+                    }
                     gone.push(i);
                     continue;
                 }

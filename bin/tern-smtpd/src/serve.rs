@@ -612,15 +612,7 @@ fn serve(
                 };
             }
             Action::Chunk { size, last } => {
-                step = match chunk(
-                    &s,
-                    &mut session,
-                    &mut conn,
-                    client,
-                    &mut stream,
-                    size,
-                    last,
-                ) {
+                step = match chunk(&s, &mut session, &mut conn, client, &mut stream, size, last) {
                     Ok(step) => step,
                     Err(exit) => return exit,
                 };

@@ -1,0 +1,390 @@
+//! tern-listen's worker pool (its default for tern-smtpd): reused workers,
+//! per-connection variables that never leak into the next connection,
+//! parked quiet clients (300 idle connections from 30 addresses do not lock
+//! a new client out), a killed worker costing only its connection, the
+//! listener's timeout for parked clients, and `-E` (one process per
+//! connection, as before). Real TCP on 127.0.0.0/8 only.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use tern_tests::{Instance, bin, wait_until};
+
+/// tern-listen on 127.0.0.1 with a rules file; killed when dropped.
+struct Listen {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Listen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Listen {
+    fn start(
+        inst: &Instance,
+        name: &str,
+        opts: &[&str],
+        rules: &str,
+        env: &[(&str, &str)],
+    ) -> Listen {
+        let dir = inst.scratch();
+        let log = dir.join(format!("{name}.log"));
+        let rules_file = dir.join(format!("{name}.rules"));
+        std::fs::write(&rules_file, rules).expect("rules");
+        let mut cmd = inst.command("tern-listen");
+        cmd.args(opts)
+            .arg("-x")
+            .arg(&rules_file)
+            .args(["127.0.0.1", "0"])
+            .arg(bin("tern-smtpd"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start tern-listen");
+        let mut port = 0;
+        assert!(
+            wait_until(10, || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("local_port="))
+                    .map(|p| port = p.parse().expect("port"))
+                    .is_some()
+            }),
+            "tern-listen did not start"
+        );
+        Listen { child, port, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The pids named by tern-listen's `start` lines, in order.
+    fn start_pids(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.starts_with("tern-listen: event=start "))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pid=")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Connects from `source` (an address of 127.0.0.0/8).
+    fn connect(&self, source: &str) -> Client {
+        let sock = socket2_connect(source, self.port);
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        Client {
+            r: BufReader::new(sock.try_clone().expect("clone")),
+            w: sock,
+        }
+    }
+}
+
+/// A TCP connection to 127.0.0.1:port from the local address `source`
+/// (every 127.0.0.0/8 address is this host's own on Linux).
+fn socket2_connect(source: &str, port: u16) -> TcpStream {
+    // std cannot bind before connect; python can, and so can a raw
+    // socket through rustix.
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{source}:0").parse().expect("source address");
+    bind(&fd, &from).expect("bind the source address");
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    connect(&fd, &to).expect("connect");
+    TcpStream::from(fd)
+}
+
+struct Client {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Client {
+    /// One whole reply (every line up to the one with a space after the
+    /// code); empty at end of input.
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.r.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) -> String {
+        self.w
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("write");
+        self.reply()
+    }
+
+    /// A whole transaction; the reply to the final dot.
+    fn send_mail(&mut self, from: &str, to: &str, body: &str) -> String {
+        let r = self.say(&format!("MAIL FROM:<{from}>"));
+        assert!(r.starts_with("250"), "MAIL: {r}");
+        let r = self.say(&format!("RCPT TO:<{to}>"));
+        if !r.starts_with("250") {
+            return r;
+        }
+        let r = self.say("DATA");
+        assert!(r.starts_with("354"), "DATA: {r}");
+        self.say(&format!("Subject: pool\r\n\r\n{body}\r\n."))
+    }
+}
+
+fn me(inst: &Instance) -> String {
+    std::fs::read_to_string(inst.home().join("control/me"))
+        .expect("control/me")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn workers_are_reused_and_variables_stay_with_their_connection() {
+    let inst = Instance::new("pool-vars");
+    // One worker (-c 1): every connection below is served by the same
+    // process, one after the other.
+    let rules = "127.0.0.2:allow,RELAYCLIENT=\"\"\n127.0.0.3:allow,DATABYTES=\"100\"\n:allow\n";
+    let l = Listen::start(&inst, "vars", &["-c", "1"], rules, &[]);
+    let local = format!("test@{}", me(&inst));
+    let long = "x".repeat(300);
+    for round in 0..2 {
+        let mut relay = l.connect("127.0.0.2");
+        assert!(relay.reply().starts_with("220"));
+        relay.say("HELO relay.example");
+        let r = relay.send_mail("a@b.example", "far@elsewhere.example", &long);
+        assert!(
+            r.starts_with("250"),
+            "round {round}: relay client refused: {r}"
+        );
+        relay.say("QUIT");
+
+        let mut other = l.connect("127.0.0.3");
+        assert!(other.reply().starts_with("220"));
+        other.say("HELO other.example");
+        let r = other.say("MAIL FROM:<a@b.example>");
+        assert!(r.starts_with("250"), "{r}");
+        let r = other.say("RCPT TO:<far@elsewhere.example>");
+        assert!(
+            r.starts_with("553"),
+            "round {round}: the previous connection's RELAYCLIENT leaked: {r}"
+        );
+        let r = other.say("RSET");
+        assert!(r.starts_with("250"));
+        let r = other.send_mail("a@b.example", &local, &long);
+        assert!(
+            r.starts_with("552"),
+            "round {round}: DATABYTES=100 not applied: {r}"
+        );
+        other.say("QUIT");
+    }
+    // A connection from an address with no variables: no DATABYTES left.
+    let mut plain = l.connect("127.0.0.4");
+    assert!(plain.reply().starts_with("220"));
+    plain.say("HELO plain.example");
+    let r = plain.send_mail("a@b.example", &local, &long);
+    assert!(
+        r.starts_with("250"),
+        "the previous connection's DATABYTES leaked: {r}"
+    );
+    plain.say("QUIT");
+    drop(plain);
+    assert!(wait_until(10, || l.start_pids().len() == 5));
+    let pids = l.start_pids();
+    assert!(
+        pids.iter().all(|p| *p == pids[0]),
+        "not one reused worker: {pids:?}\n{}",
+        l.log()
+    );
+    // Each connection logged with its own address.
+    let connects: Vec<String> = l
+        .log()
+        .lines()
+        .filter(|x| x.starts_with("tern-smtpd: event=connect"))
+        .filter_map(|x| {
+            x.split_whitespace()
+                .find_map(|w| w.strip_prefix("remote_ip="))
+        })
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        connects,
+        [
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.4"
+        ]
+    );
+}
+
+#[test]
+fn quiet_clients_are_parked_and_never_lock_others_out() {
+    let inst = Instance::new("pool-idle");
+    // Four workers, ten connections per address: before the pool, the
+    // fifth idle connection and everyone after it got no greeting until
+    // an idle client timed out (1200 s).
+    let l = Listen::start(
+        &inst,
+        "idle",
+        &["-c", "4", "-C", "10", "-v"],
+        ":allow\n",
+        &[],
+    );
+    let mut idle = Vec::new();
+    for a in 2..32 {
+        for _ in 0..10 {
+            idle.push(l.connect(&format!("127.0.0.{a}")));
+        }
+    }
+    // Every idle client is greeted (each waits its turn for a worker).
+    for (i, c) in idle.iter_mut().enumerate() {
+        let g = c.reply();
+        assert!(g.starts_with("220"), "idle client {i} not greeted: {g:?}");
+    }
+    // A new client is served at once, while all 300 stay connected.
+    let mut c = l.connect("127.0.0.1");
+    assert!(c.reply().starts_with("220"), "new client not greeted");
+    c.say("HELO new.example");
+    let r = c.send_mail("a@b.example", &format!("test@{}", me(&inst)), "hello");
+    assert!(r.starts_with("250"), "new client's message: {r}");
+    c.say("QUIT");
+    // And a parked client takes up its session where it left it.
+    let first = &mut idle[0];
+    let r = first.say("HELO idle.example");
+    assert!(r.starts_with("250"), "{r}");
+    let r = first.send_mail("a@b.example", &format!("test@{}", me(&inst)), "late");
+    assert!(r.starts_with("250"), "parked client's message: {r}");
+    assert!(
+        l.log().contains("event=park "),
+        "nothing was parked:\n{}",
+        l.log()
+    );
+}
+
+#[test]
+fn a_parked_session_keeps_its_transaction() {
+    let inst = Instance::new("pool-resume");
+    // Park after 50 ms of silence (a test aid of workers that are not
+    // setuid).
+    let l = Listen::start(
+        &inst,
+        "resume",
+        &["-v"],
+        ":allow\n",
+        &[("TERN_PARK_MS", "50")],
+    );
+    let mut c = l.connect("127.0.0.1");
+    assert!(c.reply().starts_with("220"));
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    pause();
+    assert!(c.say("EHLO slow.example").starts_with("250"));
+    pause();
+    assert!(c.say("MAIL FROM:<a@b.example>").starts_with("250"));
+    pause();
+    let r = c.say(&format!("RCPT TO:<test@{}>", me(&inst)));
+    assert!(r.starts_with("250"), "{r}");
+    pause();
+    // Recipients collected before the pauses are still there: DATA works.
+    assert!(c.say("DATA").starts_with("354"));
+    let r = c.say("Subject: slow\r\n\r\nbody\r\n.");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.say("QUIT").starts_with("221"));
+    let log = l.log();
+    assert!(
+        log.matches("tern-listen: event=park ").count() >= 3,
+        "not parked at each pause:\n{log}"
+    );
+    assert!(log.contains("tern-listen: event=resume "), "{log}");
+    assert!(
+        log.contains("event=queued") && log.contains("recipients=1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_parked_client_that_stays_silent_is_closed_with_421() {
+    let inst = Instance::new("pool-timeout");
+    std::fs::write(inst.home().join("control/timeoutsmtpd"), "2\n").expect("timeoutsmtpd");
+    let l = Listen::start(
+        &inst,
+        "timeout",
+        &["-v"],
+        ":allow\n",
+        &[("TERN_PARK_MS", "50")],
+    );
+    let mut c = l.connect("127.0.0.1");
+    assert!(c.reply().starts_with("220"));
+    let r = c.reply();
+    assert!(
+        r.starts_with("421 4.4.2 ") && r.contains("timeout"),
+        "no timeout reply: {r:?}\n{}",
+        l.log()
+    );
+    assert_eq!(c.reply(), "", "connection not closed");
+    assert!(l.log().contains("status=timeout"), "{}", l.log());
+}
+
+#[test]
+fn a_killed_worker_costs_only_its_connection() {
+    let inst = Instance::new("pool-kill");
+    let l = Listen::start(&inst, "kill", &["-c", "2"], ":allow\n", &[]);
+    let mut a = l.connect("127.0.0.1");
+    assert!(a.reply().starts_with("220"));
+    assert!(a.say("HELO a.example").starts_with("250"));
+    let pid = l.start_pids().pop().expect("a start line");
+    let st = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    // That client sees its connection end.
+    assert_eq!(a.reply(), "");
+    // Everyone else is served as before, by another worker.
+    let mut b = l.connect("127.0.0.1");
+    assert!(b.reply().starts_with("220"));
+    b.say("HELO b.example");
+    let r = b.send_mail("a@b.example", &format!("test@{}", me(&inst)), "after");
+    assert!(r.starts_with("250"), "{r}");
+    b.say("QUIT");
+    assert!(
+        wait_until(10, || l
+            .log()
+            .contains("status=\"worker killed by SIGKILL\"")),
+        "{}",
+        l.log()
+    );
+}
+
+#[test]
+fn dash_e_starts_a_program_per_connection() {
+    let inst = Instance::new("pool-e");
+    let l = Listen::start(&inst, "e", &["-E"], ":allow\n", &[]);
+    for _ in 0..2 {
+        let mut c = l.connect("127.0.0.1");
+        assert!(c.reply().starts_with("220"));
+        assert!(c.say("QUIT").starts_with("221"));
+        assert_eq!(c.reply(), "");
+    }
+    assert!(wait_until(10, || l.start_pids().len() == 2));
+    let pids = l.start_pids();
+    assert_ne!(pids[0], pids[1], "-E reused a process:\n{}", l.log());
+}
