@@ -388,3 +388,76 @@ fn dash_e_starts_a_program_per_connection() {
     let pids = l.start_pids();
     assert_ne!(pids[0], pids[1], "-E reused a process:\n{}", l.log());
 }
+
+#[test]
+fn a_quiet_tls_client_gets_a_short_limit_when_workers_run_short() {
+    let test = "pool::a_quiet_tls_client_gets_a_short_limit_when_workers_run_short";
+    if !tern_tests::have_tool("openssl") || !std::path::Path::new("/usr/bin/python3").is_file() {
+        tern_tests::skip(test, "openssl or /usr/bin/python3 missing");
+        return;
+    }
+    let inst = Instance::new("pool-tls");
+    tern_tests::make_cert(&inst, "localhost");
+    // Two workers; a TLS session cannot be parked, so two quiet TLS
+    // clients hold both. A third client makes the listener short of
+    // workers: the quiet TLS sessions then get TERN_STRESS_MS (a test aid
+    // standing for 10 s) instead of timeoutsmtpd (1200 s).
+    let l = Listen::start(
+        &inst,
+        "tls",
+        &["-c", "2"],
+        ":allow\n",
+        &[("TERN_STRESS_MS", "500")],
+    );
+    let script = r#"
+import smtplib, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=120)
+s.ehlo("quiet.example")
+s.starttls(context=ctx)
+s.ehlo("quiet.example")
+print("ready", flush=True)
+# Silent until the server gives up.
+try:
+    code, text = s.getreply()
+    print(code, text.decode())
+except Exception as e:
+    print("closed", e)
+"#;
+    let quiet: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            std::process::Command::new("/usr/bin/python3")
+                .arg("-c")
+                .arg(script)
+                .arg(l.port.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3")
+        })
+        .collect();
+    let quiet: Vec<_> = quiet
+        .into_iter()
+        .map(|mut c| {
+            let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+            let mut line = String::new();
+            out.read_line(&mut line).expect("read");
+            assert_eq!(line, "ready\n", "TLS client not ready");
+            (c, out)
+        })
+        .collect();
+    // Both workers are held. The third client waits, then is served.
+    let mut c = l.connect("127.0.0.1");
+    assert!(c.reply().starts_with("220"), "third client never greeted");
+    c.say("HELO third.example");
+    let r = c.send_mail("a@b.example", &format!("test@{}", me(&inst)), "third");
+    assert!(r.starts_with("250"), "{r}");
+    for (mut child, mut out) in quiet {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+        assert!(rest.starts_with("421 "), "quiet TLS client: {rest}");
+        let _ = child.wait();
+    }
+}

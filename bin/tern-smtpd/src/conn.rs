@@ -257,17 +257,22 @@ impl Conn {
     }
 
     /// Flushes, then waits at most `delay` for input on fd 0 or for a
-    /// packet on `other` (a worker's socket to its listener). Plain text
-    /// only (TLS may hold decrypted bytes that poll cannot see).
+    /// packet on `other` (a worker's socket to its listener). Over TLS,
+    /// decrypted bytes rustls already holds count as input.
     pub(crate) fn quiet(
         &mut self,
         delay: Duration,
         other: std::os::fd::BorrowedFd<'_>,
     ) -> Result<Quiet, ConnError> {
-        debug_assert!(self.tls.is_none());
         self.flush()?;
         if self.start != self.end {
             return Ok(Quiet::Input);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            let state = tls.process_new_packets().map_err(ConnError::Tls)?;
+            if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+                return Ok(Quiet::Input);
+            }
         }
         let deadline = Instant::now() + delay;
         loop {

@@ -561,20 +561,36 @@ fn serve(
         conn.consume(n);
         let Some(event) = event else {
             if let Some(w) = worker.as_mut()
-                && conn.tls().is_none()
                 && stream.is_none()
                 && !splitter.is_mid_line()
-                && session.can_park()
+                && !session.auth_pending()
             {
-                let quiet = match conn.quiet(w.delay(), w.ctl) {
-                    Ok(Quiet::Input) => false,
-                    Ok(Quiet::Silent) => true,
-                    Ok(Quiet::Other) => w.order(),
-                    Err(e) => return conn_error(&mut conn, &s.me, e),
-                };
-                if quiet && let Some(p) = w.park(&session, &s.me, timeout) {
-                    *parked = Some(p);
-                    return Exit::Done;
+                if conn.tls().is_none() && session.can_park() && w.listening() {
+                    let quiet = match conn.quiet(w.delay(), w.ctl) {
+                        Ok(Quiet::Input) => false,
+                        Ok(Quiet::Silent) => true,
+                        Ok(Quiet::Other) => w.order(),
+                        Err(e) => return conn_error(&mut conn, &s.me, e),
+                    };
+                    if quiet && let Some(p) = w.park(&session, &s.me, timeout) {
+                        *parked = Some(p);
+                        return Exit::Done;
+                    }
+                } else if conn.tls().is_some() && w.listening() {
+                    // A TLS session keeps its worker; when the listener is
+                    // short of workers its silence gets a shorter limit.
+                    let mut limit = timeout;
+                    loop {
+                        match conn.quiet(limit, w.ctl) {
+                            Ok(Quiet::Input) => break,
+                            Ok(Quiet::Silent) => return timeout_exit(&mut conn, &s.me),
+                            Ok(Quiet::Other) if w.order() => {
+                                limit = limit.min(w.stress_timeout());
+                            }
+                            Ok(Quiet::Other) => break,
+                            Err(e) => return conn_error(&mut conn, &s.me, e),
+                        }
+                    }
                 }
             }
             match conn.fill() {

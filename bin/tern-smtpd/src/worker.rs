@@ -36,6 +36,10 @@ use crate::{PROG, setup};
 const PARK_AFTER: Duration = Duration::from_secs(1);
 /// The same when the listener is short of workers.
 const PARK_HURRIED: Duration = Duration::from_millis(20);
+/// The most a TLS client (which cannot be parked) may stay silent between
+/// commands once the listener is short of workers (tern-listen's own
+/// limit for parked clients under stress is the same).
+pub(crate) const STRESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection's tie to the listener.
 pub(crate) struct Link<'a> {
@@ -48,18 +52,29 @@ pub(crate) struct Link<'a> {
     broken: bool,
     /// Test aid (not when setuid): `TERN_PARK_MS`.
     park_after: Duration,
+    /// Test aid (not when setuid): `TERN_STRESS_MS`.
+    stress: Duration,
 }
 
 impl Link<'_> {
     /// How long to wait for a quiet client before parking it.
     pub(crate) fn delay(&self) -> Duration {
-        if self.broken {
-            Duration::MAX
-        } else if self.hurry {
+        if self.hurry {
             PARK_HURRIED.min(self.park_after)
         } else {
             self.park_after
         }
+    }
+
+    /// The most a client that cannot be parked may stay silent once the
+    /// listener is short of workers.
+    pub(crate) fn stress_timeout(&self) -> Duration {
+        self.stress
+    }
+
+    /// The listener's socket still works (packets from it are read).
+    pub(crate) fn listening(&self) -> bool {
+        !self.broken
     }
 
     /// A packet came from the listener while the client was quiet: true
@@ -135,13 +150,15 @@ pub(crate) fn run() -> ExitCode {
     if let Err(e) = put_on_0_and_1(&null) {
         return fail(format!("dup2: {e}"));
     }
-    let park_after = match std::env::var("TERN_PARK_MS") {
+    let aid = |name: &str, default: Duration| match std::env::var(name) {
         Ok(ms) if !tern_sys::secure::at_secure() => ms
             .parse::<u64>()
             .map(Duration::from_millis)
-            .unwrap_or(PARK_AFTER),
-        _ => PARK_AFTER,
+            .unwrap_or(default),
+        _ => default,
     };
+    let park_after = aid("TERN_PARK_MS", PARK_AFTER);
+    let stress = aid("TERN_STRESS_MS", STRESS_TIMEOUT);
     loop {
         let (assign, conn) = match handoff::recv_order(ctl.as_fd()) {
             Ok(Order::Serve(a, fd)) => (a, fd),
@@ -160,6 +177,7 @@ pub(crate) fn run() -> ExitCode {
             hurry: assign.hurry,
             broken: false,
             park_after,
+            stress,
         };
         let outcome = match setup(Vars::connection(assign.vars)) {
             Ok(s) => {
