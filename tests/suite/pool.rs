@@ -461,3 +461,38 @@ except Exception as e:
         let _ = child.wait();
     }
 }
+
+/// Started by root with `-u`/`-g`, tern-listen binds, drops, and its pool's
+/// workers run as that uid and gid, never root: real, effective, saved and
+/// file-system ids alike, no supplementary group. Root only.
+#[test]
+fn workers_of_a_dropped_listener_never_run_as_root() {
+    let test = "pool::workers_of_a_dropped_listener_never_run_as_root";
+    if !tern_tests::is_root() {
+        tern_tests::skip(test, "needs root (drops privileges)");
+        return;
+    }
+    let inst = Instance::new("pool-drop");
+    let l = Listen::start(
+        &inst,
+        "drop",
+        &["-u", "65533", "-g", "65532"],
+        ":allow\n",
+        &[],
+    );
+    let mut c = l.connect("127.0.0.1");
+    assert!(c.reply().starts_with("220"), "not greeted:\n{}", l.log());
+    let pid = l.start_pids().pop().expect("a start line");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|x| x.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "65533 65533 65533 65533", "{status}");
+    assert_eq!(field("Gid:"), "65532 65532 65532 65532", "{status}");
+    assert_eq!(field("Groups:"), "", "{status}");
+    c.say("QUIT");
+}
