@@ -38,6 +38,8 @@ pub(crate) struct Stream {
     thread: Option<JoinHandle<Result<(), QueueFail>>>,
     /// The chunked decoder for this message.
     pub(crate) decoder: DataDecoder,
+    /// The transaction's id (the Received line's, the reply's `qp`).
+    pub(crate) qp: String,
 }
 
 /// Copies the message from `rx` to `w` until `Commit`.
@@ -94,6 +96,7 @@ impl Stream {
             tx: Some(tx),
             thread: Some(thread),
             decoder: DataDecoder::chunked(limits),
+            qp: String::new(),
         };
         s.send(header);
         s

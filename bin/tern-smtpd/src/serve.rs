@@ -254,12 +254,12 @@ fn message(
         (Ok(()), _) if header_too_big => crate::complete::too_big_reply(),
         (Ok(()), Ok(())) => {
             Event::new(PROG, "queued")
-                .num("qp", qp)
+                .field("qp", qp.as_str())
                 .field("from", &envelope.sender)
                 .num("recipients", envelope.recipients.len())
                 .num("bytes", decoder.bytes())
                 .emit();
-            Session::queued_reply(u64::try_from(t).unwrap_or(0), qp)
+            Session::queued_reply(u64::try_from(t).unwrap_or(0), &qp)
         }
         (Ok(()), Err(e)) if e.is_temporary() => Reply::new(451, "4.3.0", e.to_string()),
         (Ok(()), Err(e)) => Reply::new(554, "5.3.0", e.to_string()),
@@ -275,10 +275,22 @@ fn chunk_error(conn: &mut Conn, me: &str, e: ChunkError) -> Exit {
     }
 }
 
+/// A new transaction id: the pid for a process's first message (qmail's
+/// `qp`), then `PID.N`, so that the many messages one process queues (a
+/// long connection, a reused worker) can be told apart in the logs.
+fn next_qp() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    match SEQ.fetch_add(1, Ordering::Relaxed) {
+        0 => std::process::id().to_string(),
+        n => format!("{}.{n}", std::process::id()),
+    }
+}
+
 /// The Received line for the current transaction, with its id and time.
-fn header(s: &Ctx, session: &Session) -> (Vec<u8>, i64, u32) {
+fn header(s: &Ctx, session: &Session) -> (Vec<u8>, i64, String) {
     let t = now();
-    let qp = std::process::id();
+    let qp = next_qp();
     let h = received(&ReceivedFields {
         helo: session.helo(),
         remote_host: &s.peer.remote_host,
@@ -286,7 +298,7 @@ fn header(s: &Ctx, session: &Session) -> (Vec<u8>, i64, u32) {
         me: &s.me,
         protocol: session.protocol(),
         tls: s.tls.as_deref().unwrap_or(""),
-        id: &qp.to_string(),
+        id: &qp,
         date: &tern_date::rfc5322(t),
     });
     (h, t, qp)
@@ -309,8 +321,10 @@ fn chunk(
             sender: session.sender().to_vec(),
             recipients: session.recipients().to_vec(),
         };
-        let (h, t, _) = header(s, session);
-        Stream::start(client, envelope, h, session.data_limits(), completion(s, t))
+        let (h, t, qp) = header(s, session);
+        let mut st = Stream::start(client, envelope, h, session.data_limits(), completion(s, t));
+        st.qp = qp;
+        st
     });
     let mut out = Vec::new();
     let read = read_exact(conn, size, |piece| {
@@ -337,21 +351,21 @@ fn chunk(
     st.send(out);
     let result = st.decoder.result();
     let bytes = st.decoder.bytes();
-    let st = stream.take().expect("started above");
+    let mut st = stream.take().expect("started above");
     let good = status == DataStatus::End && result.is_ok();
+    let qp = std::mem::take(&mut st.qp);
     let queued = st.finish(good);
     let reply = match (result, queued) {
         (Err(e), _) => e.reply(),
         (Ok(()), Ok(())) => {
-            let qp = std::process::id();
             Event::new(PROG, "queued")
-                .num("qp", qp)
+                .field("qp", qp.as_str())
                 .field("from", session.sender())
                 .num("recipients", session.recipients().len())
                 .num("bytes", bytes)
                 .field("via", "BDAT")
                 .emit();
-            Session::queued_reply(u64::try_from(now()).unwrap_or(0), qp)
+            Session::queued_reply(u64::try_from(now()).unwrap_or(0), &qp)
         }
         (Ok(()), Err(f)) if f.header_too_big => crate::complete::too_big_reply(),
         (Ok(()), Err(f)) if f.temporary => Reply::new(451, "4.3.0", f.text),

@@ -517,7 +517,7 @@ impl Session {
     }
 
     /// The reply for a queued message.
-    pub fn queued_reply(time: u64, qp: u32) -> Reply {
+    pub fn queued_reply(time: u64, qp: &str) -> Reply {
         Reply::new(250, "2.0.0", format!("ok {time} qp {qp}"))
     }
 
@@ -1395,7 +1395,7 @@ mod tests {
         assert!(matches!(st.action, Action::StartData(ref r) if r.code == 354));
         assert_eq!(s.sender(), b"");
         assert_eq!(s.protocol(), "SMTP");
-        let st = s.end_data(Session::queued_reply(1, 2), false);
+        let st = s.end_data(Session::queued_reply(1, "2"), false);
         assert_eq!(
             st.action,
             Action::Reply(Reply::new(250, "2.0.0", "ok 1 qp 2"))
@@ -1464,7 +1464,7 @@ mod tests {
                 last: true
             }
         );
-        s.end_data(Session::queued_reply(1, 1), false);
+        s.end_data(Session::queued_reply(1, "1"), false);
         assert!(!s.chunking());
         h(&mut s, b"MAIL FROM:<a@b.c>");
         h(&mut s, b"RCPT TO:<joe@example.com>");
