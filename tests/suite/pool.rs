@@ -496,3 +496,163 @@ fn workers_of_a_dropped_listener_never_run_as_root() {
     assert_eq!(field("Groups:"), "", "{status}");
     c.say("QUIT");
 }
+
+/// The message of client `t`, number `i`: big enough that kills land
+/// inside DATA.
+fn crash_body(t: usize, i: usize) -> String {
+    let mut b = String::with_capacity(120_000);
+    for line in 0..1500 {
+        b.push_str(&format!(
+            "client {t} message {i} line {line} .......................................\r\n"
+        ));
+    }
+    b
+}
+
+/// The pids of `parent`'s children.
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
+        for t in tasks.flatten() {
+            let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Under load from eight clients, SIGKILL pool workers again and again,
+/// then the listener itself (and start another): every message that got
+/// its 250 is in the queue, whole. Messages cut off by a kill were never
+/// acknowledged (their clients would retry).
+#[test]
+fn killing_workers_and_the_listener_under_load_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+    use std::sync::{Arc, Mutex};
+    let inst = Instance::new("pool-crash");
+    let to = format!("test@{}", me(&inst));
+    let mut l = Listen::start(&inst, "crash1", &["-c", "8"], ":allow\n", &[]);
+    let port = Arc::new(AtomicU16::new(l.port));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<(usize, usize)>::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|t| {
+            let (port, stop, acked, to) = (port.clone(), stop.clone(), acked.clone(), to.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let Ok(sock) = TcpStream::connect(("127.0.0.1", port.load(Ordering::Relaxed)))
+                    else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut c = Client {
+                        r: BufReader::new(sock.try_clone().expect("clone")),
+                        w: sock,
+                    };
+                    let attempt = (|| -> Option<String> {
+                        if !c.reply().starts_with("220") {
+                            return None;
+                        }
+                        c.w.write_all(b"HELO crash.example\r\n").ok()?;
+                        c.reply();
+                        c.w.write_all(
+                            format!("MAIL FROM:<a@b.example>\r\nRCPT TO:<{to}>\r\nDATA\r\n")
+                                .as_bytes(),
+                        )
+                        .ok()?;
+                        for _ in 0..3 {
+                            if !c.reply().starts_with(['2', '3']) {
+                                return None;
+                            }
+                        }
+                        c.w.write_all(
+                            format!("Subject: crash {t} {i}\r\n\r\n{}.\r\n", crash_body(t, i))
+                                .as_bytes(),
+                        )
+                        .ok()?;
+                        Some(c.reply())
+                    })();
+                    if attempt.is_some_and(|r| r.starts_with("250")) {
+                        acked.lock().expect("lock").push((t, i));
+                    }
+                    let _ = c.w.write_all(b"QUIT\r\n");
+                }
+            })
+        })
+        .collect();
+    let mut kills = 0;
+    let mut rounds = 0;
+    let mut restarted = false;
+    while kills < 20 && rounds < 2000 {
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(30));
+        if let Some(w) = children(l.child.id()).first() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &w.to_string()])
+                .status();
+            kills += 1;
+        }
+        if kills == 10 && !restarted {
+            // The listener itself: its workers finish their clients and
+            // exit; another listener takes over.
+            let _ = l.child.kill();
+            let _ = l.child.wait();
+            l = Listen::start(&inst, "crash2", &["-c", "8"], ":allow\n", &[]);
+            port.store(l.port, Ordering::Relaxed);
+            restarted = true;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    drop(l);
+    let acked = acked.lock().expect("lock").clone();
+    assert!(kills >= 20, "only {kills} kills");
+    assert!(
+        acked.len() >= 10,
+        "too few messages acknowledged: {}",
+        acked.len()
+    );
+    // Every acknowledged message is in the queue, whole.
+    let q = inst.queue();
+    let scan = q.scan().expect("scan");
+    assert!(scan.damaged.is_empty(), "damaged: {:?}", scan.damaged);
+    let mut present = std::collections::HashSet::new();
+    for m in &scan.messages {
+        let stored = q.read_message(m.id).expect("read");
+        let text = String::from_utf8_lossy(tern_tests::strip_received(&stored).1).to_string();
+        let first = text
+            .lines()
+            .find(|l| l.starts_with("Subject: crash "))
+            .expect("subject");
+        let mut it = first["Subject: crash ".len()..].split(' ');
+        let t: usize = it.next().and_then(|x| x.parse().ok()).expect("t");
+        let i: usize = it.next().and_then(|x| x.parse().ok()).expect("i");
+        let body = text
+            .split_once("\n\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            body,
+            crash_body(t, i).replace("\r\n", "\n"),
+            "message {t} {i} is not whole"
+        );
+        present.insert((t, i));
+    }
+    for a in &acked {
+        assert!(present.contains(a), "acknowledged message {a:?} was lost");
+    }
+    eprintln!(
+        "pool crash test: {kills} worker kills, 1 listener kill, {} acknowledged, {} queued",
+        acked.len(),
+        present.len()
+    );
+}
