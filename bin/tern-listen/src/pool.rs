@@ -248,7 +248,13 @@ impl Pool {
 
     fn handle(&mut self, stream: std::net::TcpStream, peer: SocketAddr) {
         let ip = peer.ip().to_canonical();
-        let count = self.per_ip.get(&ip).copied().unwrap_or(0);
+        let mut count = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if count >= self.args.per_ip {
+            // A client that reconnects at once may be faster than its last
+            // worker's report: read what is waiting before refusing.
+            self.collect_reports();
+            count = self.per_ip.get(&ip).copied().unwrap_or(0);
+        }
         let Some(rule_vars) = admit(
             &self.rules,
             self.args.verbosity,
@@ -311,6 +317,11 @@ impl Pool {
             Ok(p) => p,
             Err(e) => return Err((client, format!("cannot hand over: {e}"))),
         };
+        if !self.workers.iter().any(|w| w.busy.is_none()) {
+            // A worker may have finished a moment ago: its report costs
+            // less than starting another one.
+            self.collect_reports();
+        }
         let i = match self.workers.iter().position(|w| w.busy.is_none()) {
             Some(i) => i,
             None => match self.start_worker() {
@@ -385,6 +396,26 @@ impl Pool {
                 let _ = handoff::send(w.ctl.as_fd(), handoff::HURRY, None);
             }
         }
+    }
+
+    /// Reads the reports already waiting (a poll that does not wait).
+    fn collect_reports(&mut self) {
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = self
+                .workers
+                .iter()
+                .map(|w| PollFd::new(&w.ctl, PollFlags::IN))
+                .collect();
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            if rustix::event::poll(&mut fds, Some(&zero)).unwrap_or(0) == 0 {
+                return;
+            }
+            fds.iter().map(|f| !f.revents().is_empty()).collect()
+        };
+        self.reports(&ready);
     }
 
     /// Reads the reports of the workers whose socket is readable.

@@ -188,15 +188,20 @@ pub(crate) fn run() -> ExitCode {
         };
         let sent = match outcome {
             Outcome::Closed(exit) => {
+                // Reported before the connection is closed, so that the
+                // listener counts this worker idle before the client,
+                // seeing the close, can connect again (else it would
+                // start another worker for it).
+                let sent = Report::Done(exit.code())
+                    .encode()
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| handoff::send(ctl.as_fd(), &p, None).map_err(|e| e.to_string()));
                 // Closes the client's connection (the listener holds no
                 // copy of it).
                 if let Err(e) = put_on_0_and_1(&null) {
                     return fail(format!("dup2: {e}"));
                 }
-                Report::Done(exit.code())
-                    .encode()
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| handoff::send(ctl.as_fd(), &p, None).map_err(|e| e.to_string()))
+                sent
             }
             Outcome::Parked(park) => {
                 let conn = match stdin.as_fd().try_clone_to_owned() {
