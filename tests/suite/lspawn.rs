@@ -139,6 +139,10 @@ impl Setup {
         let mut child = self
             .inst
             .command("tern-lspawn")
+            // These tests check the interface of a tern-local per
+            // delivery (argv, environment, fd 0) with a fake one; the
+            // workers are tested in local_workers.rs.
+            .env("TERN_LOCAL_WORKERS", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log).unwrap())

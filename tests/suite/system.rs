@@ -284,6 +284,15 @@ fn root_install_separates_privileges() {
             "tern-smtpd" => {
                 assert_eq!((c.uid, c.gid), (all(ternd), all(ternd_gid)), "{comm}");
             }
+            "tern-local" => {
+                // A delivery worker (or a delivery) of tern-lspawn: one
+                // recipient's uid throughout, never one of Tern's own.
+                assert!(
+                    c.uid.iter().all(|&u| u == c.uid[0])
+                        && ![terns, ternq, ternr, ternd, ternl].contains(&c.uid[0]),
+                    "{comm}: {c:?}"
+                );
+            }
             "tern-queue" => {
                 // setuid ternq, and the caller's uid given up: it cannot
                 // return to carl's uid (or root's, when root sends mail).

@@ -3,6 +3,7 @@
 //!
 //! SYNOPSIS
 //!   tern-local -- user home local dash ext domain sender defaultdelivery
+//!   tern-local --worker  (one of tern-lspawn's delivery workers)
 //!
 //! DESCRIPTION
 //!   Reads the message on fd 0 (from its current offset to end of file)
@@ -12,6 +13,11 @@
 //!   delivery report on stdout (`did F+W+P`, or the failure reason). All
 //!   logic is in `tern_deliver::deliver`; the full contract is
 //!   docs/man/tern-local.8.md.
+//!   With `--worker`, fd 0 is a socket to tern-lspawn, which sends one
+//!   delivery at a time (the arguments above and the message's
+//!   descriptor, tern-ipc's `lworker`); the worker delivers it exactly as
+//!   a one-delivery tern-local would, answers with that exit code and
+//!   text, and waits for the next, until tern-lspawn closes the socket.
 //!
 //! SECURITY
 //!   Runs as the recipient (started by tern-lspawn after the uid switch).
@@ -30,9 +36,11 @@
 //!   tern-lspawn(8), docs/dot-qmail.md
 #![forbid(unsafe_code)]
 
+mod worker;
+
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::ExitCode;
 
 use tern_deliver::{Error, ErrorKind, LocalExit, Message, Request, Settings};
@@ -42,7 +50,14 @@ const PROGRAM: &str = "tern-local";
 fn main() -> ExitCode {
     tern_log::install_panic_hook(PROGRAM, LocalExit::Temporary as i32);
     let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let result = run(&args);
+    if args.len() == 1 && args[0] == "--worker" {
+        return worker::run();
+    }
+    let result = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| unreadable(&e))
+        .and_then(|fd| run(&args, fd));
     let text = match &result {
         Ok(o) => o.report(),
         Err(e) => e.to_string(),
@@ -51,7 +66,12 @@ fn main() -> ExitCode {
     tern_deliver::exit_code(&result).into()
 }
 
-fn run(args: &[std::ffi::OsString]) -> Result<tern_deliver::Outcome, Error> {
+/// One delivery: `args` as on the command line, the message on `input`
+/// (from its current offset).
+pub(crate) fn run(
+    args: &[std::ffi::OsString],
+    input: OwnedFd,
+) -> Result<tern_deliver::Outcome, Error> {
     let req = Request::from_args(args)?;
     let home = tern_control::Home::from_env().map_err(|e| {
         Error::new(
@@ -59,11 +79,7 @@ fn run(args: &[std::ffi::OsString]) -> Result<tern_deliver::Outcome, Error> {
             format!("Unable to find the instance: {e}. (#4.3.5)"),
         )
     })?;
-    let stdin = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| unreadable(&e))?;
-    let message = Message::from_current_offset(File::from(stdin)).map_err(|e| unreadable(&e))?;
+    let message = Message::from_current_offset(File::from(input)).map_err(|e| unreadable(&e))?;
     let mut settings = Settings::for_instance(home.root());
     settings.path = tern_control::Control::new(&home)
         .programpath()
@@ -79,7 +95,7 @@ fn run(args: &[std::ffi::OsString]) -> Result<tern_deliver::Outcome, Error> {
     tern_deliver::deliver(&req, &message, &settings)
 }
 
-fn unreadable(e: &std::io::Error) -> Error {
+pub(crate) fn unreadable(e: &std::io::Error) -> Error {
     Error::new(
         ErrorKind::MessageUnreadable,
         format!("Unable to read message: {e}. (#4.3.0)"),

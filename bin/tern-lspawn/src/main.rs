@@ -49,6 +49,7 @@
 
 mod run;
 mod start;
+mod workers;
 
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -165,6 +166,10 @@ fn main() -> ExitCode {
     } else {
         start::lookup_users(queue_gid)
     };
+    // TERN_LOCAL_WORKERS=0: a tern-local per delivery, never a worker
+    // (for tests of that interface, and a way back should workers ever
+    // misbehave).
+    let workers = std::env::var_os("TERN_LOCAL_WORKERS").is_none_or(|v| v != "0");
     let ctx = start::Ctx {
         home,
         layout,
@@ -172,10 +177,12 @@ fn main() -> ExitCode {
         instance,
         euid,
         users,
+        workers,
     };
     Event::new(PROG, "started")
         .field("instance", if single { "single-user" } else { "system" })
         .num("max_concurrency", MAX_CONCURRENCY)
+        .field("workers", if workers { "yes" } else { "no" })
         .emit();
     run::run(&ctx).into()
 }

@@ -12,7 +12,8 @@ use tern_ipc::local::{self, Ending, Output};
 use tern_ipc::{Deliver, FrameBuffer, Hello, Outcome, Report};
 use tern_log::Event;
 
-use crate::start::{self, Ctx, Running};
+use crate::start::{self, Ctx, Running, Via};
+use crate::workers::Pool;
 use crate::{LspawnExit, MAX_CONCURRENCY, PROG};
 
 /// How often children are checked for an exit when nothing else happens
@@ -46,6 +47,7 @@ struct Who<'a> {
 struct Loop<'a> {
     ctx: &'a Ctx,
     running: Vec<Running>,
+    pool: Pool,
     frames: FrameBuffer,
     input_open: bool,
     protocol_error: bool,
@@ -103,14 +105,24 @@ impl Loop<'_> {
         if self.running.len() >= MAX_CONCURRENCY as usize {
             return self.fail_protocol("more requests than the announced concurrency");
         }
-        match start::start(self.ctx, &d) {
+        let started =
+            start::prepare(self.ctx, &d).and_then(|p| match self.pool.take(self.ctx, p) {
+                Ok(r) => Ok(r),
+                Err(p) => start::spawn(self.ctx, *p),
+            });
+        match started {
             Ok(r) => {
+                let (pid, how) = match &r.via {
+                    Via::Process { child, .. } => (child.id(), "process"),
+                    Via::Worker(pid) => (*pid, "worker"),
+                };
                 Event::new(PROG, "delivery_start")
                     .num("qid", r.id)
                     .num("slot", r.slot)
                     .field("rcpt", &r.rcpt)
                     .num("uid", r.uid)
-                    .num("pid", r.child.id())
+                    .num("pid", pid)
+                    .field("via", how)
                     .emit();
                 self.running.push(r);
             }
@@ -172,16 +184,30 @@ impl Loop<'_> {
 
     /// Finishes delivery `i`, whose child has ended.
     fn finish(&mut self, i: usize, status: std::process::ExitStatus) {
-        let mut r = self.running.swap_remove(i);
-        if let Some(out) = r.out.take() {
-            drain(&out, &mut r.output, FINAL_DRAIN);
-        }
-        let ending = if r.timed_out {
-            Ending::TimedOut(r.timeout_secs)
-        } else if let Some(sig) = status.signal() {
+        let ending = if let Some(sig) = status.signal() {
             Ending::Signaled(sig)
         } else {
             Ending::Exited(status.code().unwrap_or(-1))
+        };
+        self.finish_with(i, ending, None);
+    }
+
+    /// Finishes delivery `i`: its tern-local ended so (a worker's text
+    /// comes with its result).
+    fn finish_with(&mut self, i: usize, ending: Ending, text: Option<&[u8]>) {
+        let mut r = self.running.swap_remove(i);
+        if let Via::Process { out, .. } = &mut r.via
+            && let Some(out) = out.take()
+        {
+            drain(&out, &mut r.output, FINAL_DRAIN);
+        }
+        if let Some(t) = text {
+            r.output.push(t);
+        }
+        let ending = if r.timed_out {
+            Ending::TimedOut(r.timeout_secs)
+        } else {
+            ending
         };
         let (outcome, text) = local::report(ending, &r.output.text());
         let ms = r.started.elapsed().as_millis();
@@ -200,45 +226,65 @@ impl Loop<'_> {
         let mut i = 0;
         while i < self.running.len() {
             let r = &mut self.running[i];
-            match r.child.try_wait() {
-                Ok(Some(status)) => {
-                    self.finish(i, status);
-                    continue;
+            let pid = match &mut r.via {
+                Via::Process { child, .. } => {
+                    match child.try_wait() {
+                        Ok(Some(status)) => {
+                            self.finish(i, status);
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Only ECHILD is possible, and only after a bug.
+                            Event::new(PROG, "wait_failed")
+                                .num("pid", child.id())
+                                .field("reason", e.to_string())
+                                .emit();
+                        }
+                    }
+                    child.id()
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    // Only ECHILD is possible, and only after a bug.
-                    Event::new(PROG, "wait_failed")
-                        .num("pid", r.child.id())
-                        .field("reason", e.to_string())
-                        .emit();
-                }
-            }
+                Via::Worker(pid) => *pid,
+            };
             if !r.timed_out && now >= r.deadline {
                 r.timed_out = true;
-                let pgid = rustix::process::Pid::from_raw(r.child.id() as i32)
-                    .expect("a child's pid is positive");
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+                match r.via {
+                    Via::Process { .. } => {
+                        let pgid = rustix::process::Pid::from_raw(pid as i32)
+                            .expect("a child's pid is positive");
+                        let _ = rustix::process::kill_process_group(
+                            pgid,
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                    Via::Worker(pid) => self.pool.kill(pid),
+                }
+                let r = &self.running[i];
                 Event::new(PROG, "delivery_timeout")
                     .num("qid", r.id)
                     .num("slot", r.slot)
-                    .num("pid", r.child.id())
+                    .num("pid", pid)
                     .num("secs", r.timeout_secs)
                     .emit();
             }
             i += 1;
         }
+        self.pool.tick();
     }
 
     fn poll_timeout(&self) -> Duration {
         let now = Instant::now();
         let mut t = REAP_TICK;
         for r in &self.running {
-            if r.out.is_none() || r.timed_out {
+            let ended = matches!(r.via, Via::Process { out: None, .. });
+            if ended || r.timed_out {
                 t = t.min(EXIT_TICK);
             } else {
                 t = t.min(r.deadline.saturating_duration_since(now));
             }
+        }
+        if self.pool.has_leaving() {
+            t = t.min(EXIT_TICK * 20);
         }
         t
     }
@@ -288,6 +334,7 @@ pub(crate) fn run(ctx: &Ctx) -> LspawnExit {
     let mut l = Loop {
         ctx,
         running: Vec::new(),
+        pool: Pool::default(),
         frames: FrameBuffer::default(),
         input_open: true,
         protocol_error: false,
@@ -299,17 +346,21 @@ pub(crate) fn run(ctx: &Ctx) -> LspawnExit {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: i64::from(timeout.subsec_nanos()),
         };
-        let (input_ready, ready): (bool, Vec<usize>) = {
+        let (input_ready, ready, results): (bool, Vec<usize>, Vec<u32>) = {
             let mut fds = Vec::with_capacity(l.running.len() + 1);
             if l.input_open {
                 fds.push(PollFd::new(&fd0, PollFlags::IN));
             }
             let mut which = Vec::with_capacity(l.running.len());
             for (i, r) in l.running.iter().enumerate() {
-                if let Some(out) = &r.out {
+                if let Via::Process { out: Some(out), .. } = &r.via {
                     fds.push(PollFd::new(out, PollFlags::IN));
                     which.push(i);
                 }
+            }
+            let workers: Vec<u32> = l.pool.busy().map(|(pid, _)| pid).collect();
+            for (_, ctl) in l.pool.busy() {
+                fds.push(PollFd::new(ctl, PollFlags::IN));
             }
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(_) | Err(Errno::INTR) => {}
@@ -324,18 +375,37 @@ pub(crate) fn run(ctx: &Ctx) -> LspawnExit {
             let input_ready = l.input_open && fds.next().is_some_and(|f| !f.revents().is_empty());
             let ready = which
                 .into_iter()
-                .zip(fds)
+                .zip(fds.by_ref())
                 .filter(|(_, f)| !f.revents().is_empty())
                 .map(|(i, _)| i)
                 .collect();
-            (input_ready, ready)
+            let results = workers
+                .into_iter()
+                .zip(fds)
+                .filter(|(_, f)| !f.revents().is_empty())
+                .map(|(pid, _)| pid)
+                .collect();
+            (input_ready, ready, results)
         };
         for i in ready {
             let r = &mut l.running[i];
-            if let Some(out) = &r.out
-                && drain(out, &mut r.output, READ_CHUNK * 4)
+            if let Via::Process { out, .. } = &mut r.via
+                && let Some(pipe) = out
+                && drain(pipe, &mut r.output, READ_CHUNK * 4)
             {
-                r.out = None;
+                *out = None;
+            }
+        }
+        for pid in results {
+            let Some(result) = l.pool.result(pid) else {
+                continue;
+            };
+            if let Some(i) = l
+                .running
+                .iter()
+                .position(|r| matches!(r.via, Via::Worker(p) if p == pid))
+            {
+                l.finish_with(i, result.ending, Some(&result.text));
             }
         }
         if input_ready {
@@ -343,6 +413,7 @@ pub(crate) fn run(ctx: &Ctx) -> LspawnExit {
         }
         l.check_children();
     }
+    l.pool.close();
     if l.protocol_error || l.report_failed {
         LspawnExit::Trouble
     } else {

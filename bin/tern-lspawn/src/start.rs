@@ -30,6 +30,20 @@ pub(crate) struct Ctx {
     pub(crate) euid: u32,
     /// Tern's own users and the alias user (system instance only).
     pub(crate) users: Users,
+    /// Deliveries go to reused workers (else a tern-local each).
+    pub(crate) workers: bool,
+}
+
+/// Where a delivery runs.
+pub(crate) enum Via {
+    /// A tern-local of its own.
+    Process {
+        child: Child,
+        /// The output pipe; `None` after end of file.
+        out: Option<PipeReader>,
+    },
+    /// A delivery worker of the owner's uid (by pid).
+    Worker(u32),
 }
 
 /// A delivery whose tern-local runs.
@@ -38,9 +52,7 @@ pub(crate) struct Running {
     pub(crate) id: u64,
     pub(crate) rcpt: Vec<u8>,
     pub(crate) uid: u32,
-    pub(crate) child: Child,
-    /// The output pipe; `None` after end of file.
-    pub(crate) out: Option<PipeReader>,
+    pub(crate) via: Via,
     pub(crate) output: Output,
     pub(crate) started: Instant,
     pub(crate) deadline: Instant,
@@ -179,8 +191,34 @@ fn open_message(ctx: &Ctx, id: u64, offset: u64) -> Result<File, Refusal> {
     Ok(file)
 }
 
-/// Starts delivery `d`, or says at once how it ended.
-pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
+/// A delivery checked and ready to run: the owner, the message, and
+/// tern-local's arguments.
+pub(crate) struct Prepared {
+    pub(crate) slot: u32,
+    pub(crate) id: u64,
+    pub(crate) rcpt: Vec<u8>,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    /// tern-local's arguments after `--`.
+    pub(crate) args: Vec<Vec<u8>>,
+    /// The queue file, positioned at the message.
+    pub(crate) message: File,
+    pub(crate) timeout_secs: u64,
+}
+
+impl Prepared {
+    /// A refusal for this delivery's owner.
+    pub(crate) fn refusal(&self, r: Refusal) -> Refusal {
+        Refusal {
+            uid: Some(self.uid),
+            ..r
+        }
+    }
+}
+
+/// Checks delivery `d` (address, owner, uid policy, queue file), or says
+/// at once how it ended.
+pub(crate) fn prepare(ctx: &Ctx, d: &Deliver) -> Result<Prepared, Refusal> {
     let Some(at) = d.recipient.iter().rposition(|&b| b == b'@') else {
         return Err(refuse(
             Outcome::Failed,
@@ -236,68 +274,96 @@ pub(crate) fn start(ctx: &Ctx, d: &Deliver) -> Result<Running, Refusal> {
         .join("\n");
 
     let message = open_message(ctx, d.id, d.offset).map_err(with_uid)?;
-    let (out_r, out_w) = std::io::pipe()
-        .map_err(|e| with_uid(temporary(format!("cannot make a pipe: {e} (#4.3.0)"))))?;
-    let out_w2 = out_w
-        .try_clone()
-        .map_err(|e| with_uid(temporary(format!("cannot make a pipe: {e} (#4.3.0)"))))?;
-    let flags = rustix::fs::fcntl_getfl(&out_r)
-        .and_then(|f| rustix::fs::fcntl_setfl(&out_r, f | OFlags::NONBLOCK))
-        .map_err(|e| with_uid(temporary(format!("cannot set up a pipe: {e} (#4.3.0)"))));
-    flags?;
-
-    let mut cmd = Command::new(ctx.home.bin_dir().join("tern-local"));
-    cmd.arg("--")
-        .arg(&owner.user)
-        .arg(&owner.home)
-        .arg(OsStr::from_bytes(local))
-        .arg(&owner.dash)
-        .arg(OsStr::from_bytes(&owner.ext))
-        .arg(OsStr::from_bytes(domain))
-        .arg(OsStr::from_bytes(&d.sender))
-        .arg(&default_delivery)
-        .env_clear()
-        .env("TERN_HOME", ctx.home.root())
-        .env("PATH", CHILD_PATH)
-        .stdin(Stdio::from(message))
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(out_w2));
-    // fds 0, 1 and 2 are the message file and the output pipe, never a
-    // terminal; and the child leads a new session (and so a new process
-    // group, which the timeout kills), without a controlling terminal:
-    // nothing the recipient runs can reach the terminal tern-start was
-    // started from (/dev/tty, TIOCSTI).
-    if ctx.instance == Instance::System {
-        // In the child before exec: setsid, no supplementary groups, then
-        // the gid, then the uid, then a check that root cannot be regained.
-        let creds = Credentials::new(owner.uid, owner.gid)
-            .map_err(|e| with_uid(refuse(Outcome::Failed, format!("Sorry, {e}. (#5.7.1)"))))?;
-        tern_sys::privilege::run_as(&mut cmd, creds);
-    } else {
-        tern_sys::spawn::new_session(&mut cmd);
-    }
-    let spawned = cmd.spawn();
-    // The Command holds our copies of the pipe's write end: close them, or
-    // the pipe never reaches end of file.
-    drop(cmd);
-    let child = spawned.map_err(|e| {
-        with_uid(temporary(format!(
-            "cannot run tern-local: {} (#4.3.0)",
-            tern_sys::privilege::spawn_error_text(&e)
-        )))
-    })?;
-    let started = Instant::now();
-    Ok(Running {
+    let args = vec![
+        owner.user.as_bytes().to_vec(),
+        owner.home.as_os_str().as_bytes().to_vec(),
+        local.to_vec(),
+        owner.dash.as_bytes().to_vec(),
+        owner.ext.clone(),
+        domain.to_vec(),
+        d.sender.clone(),
+        default_delivery.into_bytes(),
+    ];
+    Ok(Prepared {
         slot: d.slot,
         id: d.id,
         rcpt: d.recipient.clone(),
         uid: owner.uid,
-        child,
-        out: Some(out_r),
+        gid: owner.gid,
+        args,
+        message,
+        timeout_secs,
+    })
+}
+
+/// The environment, session and uid every tern-local gets (one-delivery
+/// or worker): an empty environment but `TERN_HOME` and `PATH`; a new
+/// session (a new process group, which a timeout kills) without a
+/// controlling terminal, so nothing the recipient runs can reach the
+/// terminal tern-start was started from (/dev/tty, TIOCSTI); in a system
+/// instance, in the child before exec: no supplementary groups, then the
+/// gid, then the uid, then a check that root cannot be regained.
+pub(crate) fn local_command(ctx: &Ctx, uid: u32, gid: u32) -> Result<Command, Refusal> {
+    let mut cmd = Command::new(ctx.home.bin_dir().join("tern-local"));
+    cmd.env_clear()
+        .env("TERN_HOME", ctx.home.root())
+        .env("PATH", CHILD_PATH);
+    if ctx.instance == Instance::System {
+        let creds = Credentials::new(uid, gid)
+            .map_err(|e| refuse(Outcome::Failed, format!("Sorry, {e}. (#5.7.1)")))?;
+        tern_sys::privilege::run_as(&mut cmd, creds);
+    } else {
+        tern_sys::spawn::new_session(&mut cmd);
+    }
+    Ok(cmd)
+}
+
+/// Runs a prepared delivery in a tern-local of its own.
+pub(crate) fn spawn(ctx: &Ctx, p: Prepared) -> Result<Running, Refusal> {
+    let (out_r, out_w) = std::io::pipe()
+        .map_err(|e| p.refusal(temporary(format!("cannot make a pipe: {e} (#4.3.0)"))))?;
+    let out_w2 = out_w
+        .try_clone()
+        .map_err(|e| p.refusal(temporary(format!("cannot make a pipe: {e} (#4.3.0)"))))?;
+    let flags = rustix::fs::fcntl_getfl(&out_r)
+        .and_then(|f| rustix::fs::fcntl_setfl(&out_r, f | OFlags::NONBLOCK))
+        .map_err(|e| p.refusal(temporary(format!("cannot set up a pipe: {e} (#4.3.0)"))));
+    flags?;
+    let mut cmd = local_command(ctx, p.uid, p.gid).map_err(|r| p.refusal(r))?;
+    cmd.arg("--");
+    for a in &p.args {
+        cmd.arg(OsStr::from_bytes(a));
+    }
+    // fds 0, 1 and 2 are the message file and the output pipe, never a
+    // terminal.
+    cmd.stdin(Stdio::from(p.message))
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(out_w2));
+    let spawned = cmd.spawn();
+    // The Command holds our copies of the pipe's write end: close them, or
+    // the pipe never reaches end of file.
+    drop(cmd);
+    let child = spawned.map_err(|e| Refusal {
+        uid: Some(p.uid),
+        ..temporary(format!(
+            "cannot run tern-local: {} (#4.3.0)",
+            tern_sys::privilege::spawn_error_text(&e)
+        ))
+    })?;
+    let started = Instant::now();
+    Ok(Running {
+        slot: p.slot,
+        id: p.id,
+        rcpt: p.rcpt,
+        uid: p.uid,
+        via: Via::Process {
+            child,
+            out: Some(out_r),
+        },
         output: Output::default(),
         started,
-        deadline: started + Duration::from_secs(timeout_secs),
-        timeout_secs,
+        deadline: started + Duration::from_secs(p.timeout_secs),
+        timeout_secs: p.timeout_secs,
         timed_out: false,
     })
 }

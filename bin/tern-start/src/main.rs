@@ -383,10 +383,16 @@ fn main() -> ExitCode {
     }
 
     let bin = home.bin_dir();
+    // TERN_LOCAL_WORKERS=0 (tern-lspawn: a tern-local per delivery) is
+    // the one setting passed on.
+    let local_workers = std::env::var_os("TERN_LOCAL_WORKERS");
     let env = |c: &mut Command| {
         c.env_clear()
             .env("TERN_HOME", home.root())
             .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        if let Some(v) = &local_workers {
+            c.env("TERN_LOCAL_WORKERS", v);
+        }
     };
     let mut started: Vec<Started> = Vec::new();
     let stop_all = |started: &mut Vec<Started>| {

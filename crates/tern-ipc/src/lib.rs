@@ -30,6 +30,7 @@ use std::io::{self, Read, Write};
 
 pub mod handoff;
 pub mod local;
+pub mod lworker;
 pub mod remote;
 
 /// The protocol version; every incompatible change bumps it.
