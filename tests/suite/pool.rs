@@ -398,14 +398,15 @@ fn a_quiet_tls_client_gets_a_short_limit_when_workers_run_short() {
     }
     let inst = Instance::new("pool-tls");
     tern_tests::make_cert(&inst, "localhost");
-    // Two workers; a TLS session cannot be parked, so two quiet TLS
-    // clients hold both. A third client makes the listener short of
-    // workers: the quiet TLS sessions then get TERN_STRESS_MS (a test aid
-    // standing for 10 s) instead of timeoutsmtpd (1200 s).
+    // Three workers; a TLS session cannot be parked, so two quiet TLS
+    // clients hold two of them (the pool is not short yet). A third client
+    // takes the last one: now the listener is short of workers and the
+    // quiet TLS sessions get TERN_STRESS_MS (a test aid standing for 10 s)
+    // instead of timeoutsmtpd (1200 s).
     let l = Listen::start(
         &inst,
         "tls",
-        &["-c", "2"],
+        &["-c", "3"],
         ":allow\n",
         &[("TERN_STRESS_MS", "500")],
     );
@@ -414,12 +415,13 @@ import smtplib, ssl, sys
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=120)
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
 s.ehlo("quiet.example")
 s.starttls(context=ctx)
 s.ehlo("quiet.example")
 print("ready", flush=True)
-# Silent until the server gives up.
+sys.stdin.readline()
+# Silent until the server gives up (or the client's 30 s).
 try:
     code, text = s.getreply()
     print(code, text.decode())
@@ -432,6 +434,7 @@ except Exception as e:
                 .arg("-c")
                 .arg(script)
                 .arg(l.port.to_string())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
@@ -448,7 +451,19 @@ except Exception as e:
             (c, out)
         })
         .collect();
-    // Both workers are held. The third client waits, then is served.
+    // Both TLS sessions are up and quiet; the third client makes the
+    // pool short of workers.
+    let quiet: Vec<_> = quiet
+        .into_iter()
+        .map(|(mut c, out)| {
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"go\n")
+                .expect("go");
+            (c, out)
+        })
+        .collect();
     let mut c = l.connect("127.0.0.1");
     assert!(c.reply().starts_with("220"), "third client never greeted");
     c.say("HELO third.example");

@@ -55,6 +55,8 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod serve;
+
 use std::io::{BufReader, Read};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -63,7 +65,7 @@ use std::time::Duration;
 use tern_log::Event;
 use tern_spool::QueueExit;
 use tern_spool::commit::{self, Writer};
-use tern_spool::envelope::{Envelope, EnvelopeError};
+use tern_spool::envelope::Envelope;
 use tern_spool::qfile::Origin;
 
 const PROG: &str = "tern-queue";
@@ -150,6 +152,15 @@ fn main() -> ExitCode {
     tern_sys::set_umask(0o027);
 
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(3).collect();
+    if args.len() == 1 && args[0] == "--serve" && !secure {
+        // The queue writer: a service of the queue user, never setuid (its
+        // caller would choose the home).
+        let home = std::env::var_os("TERN_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| DEFAULT_HOME.into());
+        return ExitCode::from(serve::run(&home));
+    }
     let gate = match args.first() {
         None => false,
         // The gate is a service of the queue user; the setuid program
@@ -161,6 +172,7 @@ fn main() -> ExitCode {
             } else {
                 "usage: tern-queue  (message on fd 0, envelope on fd 1; no arguments)\n\
                  \x20      tern-queue --gate  (a connected Unix socket on fd 0; not setuid)\n\
+                 \x20      tern-queue --serve  (the queue writer on queue/writer; not setuid)\n\
                  Exit 0 means queued; see tern-queue(8) for the other codes.\n"
                     .to_string()
             };
@@ -343,15 +355,7 @@ fn run(
         match Envelope::read_from(&mut input) {
             Ok(env) => env,
             Err(e) => {
-                let exit = match e {
-                    EnvelopeError::AddressTooLong => QueueExit::AddressTooLong,
-                    EnvelopeError::TooManyRecipients => QueueExit::TooManyRecipients,
-                    EnvelopeError::TooLarge => QueueExit::EnvelopeTooLarge,
-                    EnvelopeError::Format { .. } => QueueExit::BadEnvelope,
-                    EnvelopeError::OutOfMemory => QueueExit::OutOfMemory,
-                    EnvelopeError::Truncated(_) | EnvelopeError::Read(_) => QueueExit::ReadFailed,
-                    _ => QueueExit::ReadFailed,
-                };
+                let exit = QueueExit::for_envelope(&e);
                 return refuse(exit, &e);
             }
         }

@@ -44,18 +44,11 @@ pub(crate) enum Outcome {
 
 /// The queue for a connection: `QMAILQUEUE` (a rule may set it per client,
 /// as with tcpserver), else the queue gate at `TERN_QUEUE_SOCKET`, else the
-/// instance's tern-queue.
+/// queue writer, else (when it cannot be reached) the instance's
+/// tern-queue (`QueueClient::for_smtpd`).
 pub(crate) fn queue_client(s: &Setup) -> QueueClient {
-    let program = match s.vars.get("QMAILQUEUE") {
-        Some(p) if !p.is_empty() => return QueueClient::with_program(p.into()),
-        _ => s.home.root().join("bin").join("tern-queue"),
-    };
-    match s.vars.get(tern_spool::client::SOCKET_VAR) {
-        Some(g) if !g.is_empty() && !tern_sys::secure::at_secure() => {
-            QueueClient::with_gate(g.into())
-        }
-        _ => QueueClient::with_program(program),
-    }
+    let var = |name: &str| s.vars.get(name);
+    QueueClient::for_smtpd(s.home.root(), &var)
 }
 
 /// The fields a submitted message gets when its header lacks them.

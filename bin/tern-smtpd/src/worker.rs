@@ -158,6 +158,7 @@ pub(crate) fn run() -> ExitCode {
         _ => default,
     };
     let park_after = aid("TERN_PARK_MS", PARK_AFTER);
+    let mut writer: Option<tern_spool::QueueClient> = None;
     let stress = aid("TERN_STRESS_MS", STRESS_TIMEOUT);
     loop {
         let (assign, conn) = match handoff::recv_order(ctl.as_fd()) {
@@ -181,7 +182,15 @@ pub(crate) fn run() -> ExitCode {
         };
         let outcome = match setup(Vars::connection(assign.vars)) {
             Ok(s) => {
+                // The writer's connection is kept from one client to the
+                // next; a client whose variables name another queue
+                // (QMAILQUEUE, the gate) gets a client of its own.
                 let client = serve::queue_client(&s);
+                let client = if client.uses_writer() {
+                    writer.get_or_insert(client).clone()
+                } else {
+                    client
+                };
                 serve::run(s, &client, Some(link))
             }
             Err(e) => Outcome::Closed(e),

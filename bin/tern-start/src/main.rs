@@ -468,6 +468,50 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    // The queue writer (tern-queue --serve, as ternq): tern-smtpd's fast
+    // way into the queue. Not for --once; restarted if it dies (its
+    // clients run tern-queue meanwhile); it ends when its fd 0, a pipe
+    // from here, closes.
+    let start_writer = |err: &Option<OwnedFd>| -> Result<(Child, OwnedFd), String> {
+        let (r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let mut c = Command::new(bin.join("tern-queue"));
+        c.arg("--serve");
+        env(&mut c);
+        run_as(&mut c, ids.clean);
+        c.stdin(Stdio::from(r))
+            .stdout(Stdio::null())
+            .stderr(child_stderr(err)?);
+        let child = c
+            .spawn()
+            .map_err(|e| format!("cannot start tern-queue --serve: {}", spawn_error(&e)))?;
+        Ok((child, w))
+    };
+    let writer_failed = |e: String| {
+        Event::new(PROG, "alert")
+            .field("program", "tern-queue")
+            .field("reason", e)
+            .emit();
+    };
+    // A copy of the children's stderr for restarts, dropped at the stop
+    // (the relay ends when every copy is closed).
+    let mut writer_err = match &children_err {
+        Some(fd) if !once => match fd.try_clone() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                stop_all(&mut started);
+                return fail(format!("dup: {e}"));
+            }
+        },
+        _ => None,
+    };
+    let mut writer = None;
+    let mut writer_started = Instant::now();
+    if !once {
+        match start_writer(&writer_err) {
+            Ok(w) => writer = Some(w),
+            Err(e) => writer_failed(e),
+        }
+    }
     let mut send = Command::new(bin.join("tern-send"));
     env(&mut send);
     run_as(&mut send, ids.send);
@@ -536,6 +580,29 @@ fn main() -> ExitCode {
                     .field("status", st.to_string())
                     .field("reason", "a helper died; tern-send will stop")
                     .emit();
+            }
+        }
+        if let Some((child, _)) = writer.as_mut()
+            && let Ok(Some(st)) = child.try_wait()
+        {
+            writer_failed(format!("the queue writer ended ({st}); restarting it"));
+            writer = None;
+        }
+        if send_status.is_some() {
+            // Stopping: the writer ends when its pipe closes.
+            if let Some((child, pipe)) = writer.take() {
+                drop(pipe);
+                started.push(Started {
+                    name: "tern-queue",
+                    child,
+                });
+            }
+            writer_err = None;
+        } else if writer.is_none() && !once && writer_started.elapsed() >= Duration::from_secs(1) {
+            writer_started = Instant::now();
+            match start_writer(&writer_err) {
+                Ok(w) => writer = Some(w),
+                Err(e) => writer_failed(e),
             }
         }
         if started.is_empty() {

@@ -15,11 +15,59 @@ use std::process::{Command, Stdio};
 /// The environment variable naming the queue gate's socket.
 pub const SOCKET_VAR: &str = "TERN_QUEUE_SOCKET";
 
-/// Runs the queue program, or talks to the queue gate, for one message.
+/// Runs the queue program, or talks to the queue gate or the queue
+/// writer, for one message.
 #[derive(Debug, Clone)]
 pub struct QueueClient {
     program: PathBuf,
     gate: Option<PathBuf>,
+    writer: Option<WriterLink>,
+}
+
+/// A connection to the queue writer (`tern-queue --serve`), kept open
+/// across messages and shared by clones.
+#[derive(Debug, Clone)]
+struct WriterLink {
+    socket: PathBuf,
+    conn: std::sync::Arc<std::sync::Mutex<Option<std::os::unix::net::UnixStream>>>,
+}
+
+/// Message bytes as the writer's data frames.
+struct DataFrames<'a> {
+    sock: &'a std::os::unix::net::UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Write for DataFrames<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let room = crate::feed::MAX_DATA - self.buf.len();
+        let n = room.min(b.len());
+        self.buf.extend_from_slice(&b[..n]);
+        if self.buf.len() == crate::feed::MAX_DATA {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let mut s = self.sock;
+            crate::feed::write_data(&mut s, &self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// True when a kept connection has been closed or answered out of turn
+/// (the writer restarted): it must not carry a message.
+fn stale(sock: &std::os::unix::net::UnixStream) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(sock, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(0))
 }
 
 /// Why a message was not queued.
@@ -127,9 +175,43 @@ impl QueueClient {
             Some(s) if !s.is_empty() && !tern_sys::secure::at_secure() => QueueClient {
                 program,
                 gate: Some(PathBuf::from(s)),
+                writer: None,
             },
             _ => QueueClient::with_program(program),
         }
+    }
+
+    /// The client for tern-smtpd: `QMAILQUEUE` and the queue gate as
+    /// [`Self::for_home`] (looked up with `var`, the connection's
+    /// variables), else the queue writer at `<home>/queue/writer`, falling
+    /// back for each message to `<home>/bin/tern-queue` when the writer
+    /// cannot be reached. The writer's connection is kept (and shared with
+    /// clones) for later messages.
+    pub fn for_smtpd(home: &Path, var: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> QueueClient {
+        let program = match var("QMAILQUEUE") {
+            Some(p) if !p.is_empty() => return QueueClient::with_program(PathBuf::from(p)),
+            _ => home.join("bin").join("tern-queue"),
+        };
+        match var(SOCKET_VAR) {
+            Some(s) if !s.is_empty() && !tern_sys::secure::at_secure() => QueueClient {
+                program,
+                gate: Some(PathBuf::from(s)),
+                writer: None,
+            },
+            _ => QueueClient {
+                program,
+                gate: None,
+                writer: Some(WriterLink {
+                    socket: home.join("queue").join(crate::feed::SOCKET),
+                    conn: Default::default(),
+                }),
+            },
+        }
+    }
+
+    /// True when this client would use the queue writer (when reachable).
+    pub fn uses_writer(&self) -> bool {
+        self.writer.is_some()
     }
 
     /// A client running a given queue program.
@@ -137,6 +219,7 @@ impl QueueClient {
         QueueClient {
             program,
             gate: None,
+            writer: None,
         }
     }
 
@@ -146,6 +229,7 @@ impl QueueClient {
         QueueClient {
             program: PathBuf::new(),
             gate: Some(socket),
+            writer: None,
         }
     }
 
@@ -174,10 +258,35 @@ impl QueueClient {
         envelope: &Envelope,
         write_message: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<(), SubmitError> {
-        match &self.gate {
-            Some(socket) => self.submit_gate(socket, envelope, write_message),
-            None => self.submit_program(envelope, write_message),
+        if let Some(socket) = &self.gate {
+            return self.submit_gate(socket, envelope, write_message);
         }
+        if let Some(link) = &self.writer {
+            let Ok(mut conn) = link.conn.lock() else {
+                return self.submit_program(envelope, write_message);
+            };
+            if conn.as_ref().is_some_and(stale) {
+                *conn = None;
+            }
+            if conn.is_none() {
+                *conn = std::os::unix::net::UnixStream::connect(&link.socket)
+                    .and_then(|mut s| {
+                        s.write_all(&crate::feed::HELLO)?;
+                        Ok(s)
+                    })
+                    .ok();
+            }
+            if let Some(sock) = conn.as_ref() {
+                let r = submit_writer(sock, &link.socket, envelope, write_message);
+                if r.as_ref().is_err_and(|e| e.code.is_none()) {
+                    // The connection is in an unknown state: not reused.
+                    *conn = None;
+                }
+                return r;
+            }
+            // No writer: this message goes through tern-queue.
+        }
+        self.submit_program(envelope, write_message)
     }
 
     fn submit_program(
@@ -282,4 +391,39 @@ impl QueueClient {
             )
         })
     }
+}
+
+/// Sends one message over a writer connection and reads the answer.
+fn submit_writer(
+    sock: &std::os::unix::net::UnixStream,
+    socket: &Path,
+    envelope: &Envelope,
+    write_message: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), SubmitError> {
+    let gone = |e: std::io::Error| {
+        SubmitError::temp(format!(
+            "the queue writer {} went away before answering: {e} (#4.3.0)",
+            socket.display()
+        ))
+    };
+    let mut frames = DataFrames {
+        sock,
+        buf: Vec::with_capacity(crate::feed::MAX_DATA),
+    };
+    let written = write_message(&mut frames).and_then(|()| frames.flush());
+    let mut s = sock;
+    if let Err(e) = written {
+        // Our own input failed: the writer drops the message. The
+        // connection stays usable only if the abort frame got through.
+        crate::feed::write_abort(&mut s).map_err(gone)?;
+        return Err(SubmitError {
+            code: None,
+            text: format!("message not queued: {e} (#4.3.0)"),
+            temporary: true,
+        });
+    }
+    crate::feed::write_envelope(&mut s, &envelope.encode()).map_err(gone)?;
+    let mut answer = [0u8; 1];
+    std::io::Read::read_exact(&mut s, &mut answer).map_err(gone)?;
+    outcome(Some(i32::from(answer[0])), None, String::new)
 }

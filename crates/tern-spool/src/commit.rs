@@ -175,10 +175,30 @@ impl<'q> Writer<'q> {
         Ok(self.end - DEFAULT_RESERVE)
     }
 
-    /// Steps 3-6: writes the header, makes the file durable, links it into
-    /// `new/`, makes the link durable. Returns the message id. On error,
-    /// nothing is queued (the file is unnamed or removed).
-    pub fn commit(mut self, origin: &Origin, envelope: &Envelope) -> Result<u64, CommitError> {
+    /// Appends message bytes (the daemon's data frames); the first call
+    /// puts `first` (the Received line) before them. A write error (disk
+    /// full) is [`QueueExit::WriteFailed`].
+    pub fn append(&mut self, first: &[u8], bytes: &[u8]) -> Result<(), CommitError> {
+        if self.end == DEFAULT_RESERVE && !first.is_empty() {
+            self.file
+                .write_all_at(first, self.end)
+                .map_err(fail(QueueExit::WriteFailed, "write message"))?;
+            self.end += first.len() as u64;
+        }
+        self.file
+            .write_all_at(bytes, self.end)
+            .map_err(fail(QueueExit::WriteFailed, "write message"))?;
+        self.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Step 3: writes the header. Nothing is durable or named yet: the
+    /// result goes to [`Prepared::commit`] or [`commit_batch`].
+    pub fn prepare(
+        mut self,
+        origin: &Origin,
+        envelope: &Envelope,
+    ) -> Result<Prepared<'q>, CommitError> {
         let offset = qfile::offset_for(origin, envelope);
         if offset != DEFAULT_RESERVE {
             self.move_to_offset(offset)?;
@@ -187,11 +207,108 @@ impl<'q> Writer<'q> {
         self.file
             .write_all_at(&header, 0)
             .map_err(fail(QueueExit::WriteFailed, "write header"))?;
-        // Flush 1: data and inode of the queue file.
-        self.file
+        Ok(Prepared { w: self })
+    }
+
+    /// Steps 3-6: writes the header, makes the file durable, links it into
+    /// `new/`, makes the link durable. Returns the message id. On error,
+    /// nothing is queued (the file is unnamed or removed).
+    pub fn commit(self, origin: &Origin, envelope: &Envelope) -> Result<u64, CommitError> {
+        self.prepare(origin, envelope)?.commit()
+    }
+
+    /// Copies the message into a fresh file whose header space is `offset`
+    /// bytes (an envelope too large for the default reservation).
+    fn move_to_offset(&mut self, offset: u64) -> Result<(), CommitError> {
+        let (file, tmp_name) = create_file(self.queue, self.tmp_name.is_some())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut from = DEFAULT_RESERVE;
+        let mut to = offset;
+        while from < self.end {
+            let want = ((self.end - from) as usize).min(buf.len());
+            self.file
+                .read_exact_at(&mut buf[..want], from)
+                .map_err(fail(QueueExit::WriteFailed, "copy message"))?;
+            file.write_all_at(&buf[..want], to)
+                .map_err(fail(QueueExit::WriteFailed, "copy message"))?;
+            from += want as u64;
+            to += want as u64;
+        }
+        let st = rustix::fs::fstat(&file)
+            .map_err(|e| fail(QueueExit::TmpTrouble, "stat temporary file")(e.into()))?;
+        self.discard_tmp();
+        self.file = file;
+        self.tmp_name = tmp_name;
+        self.id = st.st_ino;
+        self.end = to;
+        Ok(())
+    }
+
+    fn discard_tmp(&mut self) {
+        if let Some(name) = self.tmp_name.take() {
+            let _ = rustix::fs::unlinkat(self.queue, &name, AtFlags::empty());
+        }
+    }
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        // An uncommitted named file is removed; an unnamed one vanishes with
+        // its last descriptor.
+        self.discard_tmp();
+    }
+}
+
+/// A queue file with its header written, not yet durable or named.
+pub struct Prepared<'q> {
+    w: Writer<'q>,
+}
+
+/// Where a prepared file was linked: its directory and name.
+struct Linked {
+    dir: File,
+    name: String,
+}
+
+impl Prepared<'_> {
+    /// The message id the file will have.
+    pub fn id(&self) -> u64 {
+        self.w.id
+    }
+
+    /// Steps 4-6 for one message: `fsync` the file (flush 1), link it into
+    /// `new/<id % split>/` (the commit point), `fsync` that directory
+    /// (flush 2). Returns the message id.
+    pub fn commit(self) -> Result<u64, CommitError> {
+        let mut w = self.w;
+        w.file
             .sync_all()
             .map_err(fail(QueueExit::WriteFailed, "fsync message"))?;
+        let linked = w.link()?;
+        if let Err(e) = linked.dir.sync_all() {
+            linked.undo();
+            return Err(fail(QueueExit::SyncTrouble, "fsync new-message directory")(
+                e,
+            ));
+        }
+        Ok(w.id)
+    }
+}
 
+impl Linked {
+    /// Removes the name again, so that a failure report is the whole
+    /// truth as far as we can make it (a retry may still duplicate, never
+    /// lose).
+    fn undo(&self) {
+        let _ = rustix::fs::unlinkat(&self.dir, self.name.as_str(), AtFlags::empty());
+        let _ = self.dir.sync_all();
+    }
+}
+
+impl Writer<'_> {
+    /// Step 5: links the file into `new/<id % split>/<id>`, never replacing
+    /// a name.
+    fn link(&mut self) -> Result<Linked, CommitError> {
         let id = self.id;
         let dir_path = self.layout.new_dir(id);
         let dir = rustix::fs::openat(
@@ -244,60 +361,93 @@ impl<'q> Writer<'q> {
                 self.tmp_name = None;
             }
         }
-        // Flush 2: the directory entry. Only after this is the message safe.
-        let dir = File::from(dir);
-        if let Err(e) = dir.sync_all() {
-            // Undo, so that the caller's failure report is the whole truth as
-            // far as we can make it; a retry may still duplicate, never lose.
-            let _ = rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty());
-            let _ = dir.sync_all();
-            return Err(fail(QueueExit::SyncTrouble, "fsync new-message directory")(
-                e,
-            ));
-        }
-        Ok(id)
-    }
-
-    /// Copies the message into a fresh file whose header space is `offset`
-    /// bytes (an envelope too large for the default reservation).
-    fn move_to_offset(&mut self, offset: u64) -> Result<(), CommitError> {
-        let (file, tmp_name) = create_file(self.queue, self.tmp_name.is_some())?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut from = DEFAULT_RESERVE;
-        let mut to = offset;
-        while from < self.end {
-            let want = ((self.end - from) as usize).min(buf.len());
-            self.file
-                .read_exact_at(&mut buf[..want], from)
-                .map_err(fail(QueueExit::WriteFailed, "copy message"))?;
-            file.write_all_at(&buf[..want], to)
-                .map_err(fail(QueueExit::WriteFailed, "copy message"))?;
-            from += want as u64;
-            to += want as u64;
-        }
-        let st = rustix::fs::fstat(&file)
-            .map_err(|e| fail(QueueExit::TmpTrouble, "stat temporary file")(e.into()))?;
-        self.discard_tmp();
-        self.file = file;
-        self.tmp_name = tmp_name;
-        self.id = st.st_ino;
-        self.end = to;
-        Ok(())
-    }
-
-    fn discard_tmp(&mut self) {
-        if let Some(name) = self.tmp_name.take() {
-            let _ = rustix::fs::unlinkat(self.queue, &name, AtFlags::empty());
-        }
+        Ok(Linked {
+            dir: File::from(dir),
+            name,
+        })
     }
 }
 
-impl Drop for Writer<'_> {
-    fn drop(&mut self) {
-        // An uncommitted named file is removed; an unnamed one vanishes with
-        // its last descriptor.
-        self.discard_tmp();
+/// Steps 4-6 for a **group commit** of several prepared messages: the
+/// flushes are shared. One `syncfs` of the queue's file system makes every
+/// file's data and inode durable (where it fails, each file is `fsync`ed
+/// instead); then each file is linked into `new/`; then the names are made
+/// durable by one `fsync` of the directory when they are all in one, else
+/// by a second `syncfs` (where it fails, an `fsync` of each directory).
+/// Only then is any message of the batch reported committed, so each keeps
+/// the promise of [`Prepared::commit`]: data and name on disk before the
+/// answer. Two sync calls per batch, whatever its size; a batch of one
+/// takes exactly the path of [`Prepared::commit`].
+pub fn commit_batch(batch: Vec<Prepared<'_>>) -> Vec<Result<u64, CommitError>> {
+    if batch.len() <= 1 {
+        return batch.into_iter().map(Prepared::commit).collect();
     }
+    let queue = batch[0].w.queue;
+    let mut writers: Vec<Writer<'_>> = batch.into_iter().map(|p| p.w).collect();
+    // Flush 1, shared: every file's data and inode.
+    let mut results: Vec<Result<(), CommitError>> = match rustix::fs::syncfs(queue) {
+        Ok(()) => writers.iter().map(|_| Ok(())).collect(),
+        Err(_) => writers
+            .iter()
+            .map(|w| {
+                w.file
+                    .sync_all()
+                    .map_err(fail(QueueExit::WriteFailed, "fsync message"))
+            })
+            .collect(),
+    };
+    // The commit points.
+    let mut linked: Vec<Option<Linked>> = Vec::with_capacity(writers.len());
+    for (w, r) in writers.iter_mut().zip(results.iter_mut()) {
+        if r.is_err() {
+            linked.push(None);
+            continue;
+        }
+        match w.link() {
+            Ok(l) => linked.push(Some(l)),
+            Err(e) => {
+                *r = Err(e);
+                linked.push(None);
+            }
+        }
+    }
+    // Flush 2, shared: the names.
+    let mut dirs: Vec<&File> = Vec::new();
+    let mut seen: Vec<u64> = Vec::new();
+    for l in linked.iter().flatten() {
+        let ino = rustix::fs::fstat(&l.dir).map(|st| st.st_ino).unwrap_or(0);
+        if !seen.contains(&ino) {
+            seen.push(ino);
+            dirs.push(&l.dir);
+        }
+    }
+    let synced = match dirs.len() {
+        0 => Ok(()),
+        1 => dirs[0].sync_all(),
+        _ => rustix::fs::syncfs(queue)
+            .map_err(std::io::Error::from)
+            .or_else(|_| dirs.iter().try_for_each(|d| d.sync_all())),
+    };
+    if let Err(e) = synced {
+        for l in linked.iter().flatten() {
+            l.undo();
+        }
+        return writers
+            .iter()
+            .map(|_| {
+                Err(CommitError {
+                    exit: QueueExit::SyncTrouble,
+                    step: "fsync new-message directory",
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                })
+            })
+            .collect();
+    }
+    writers
+        .iter()
+        .zip(results)
+        .map(|(w, r)| r.map(|()| w.id))
+        .collect()
 }
 
 /// Opens `queue/` below an open home directory (`O_DIRECTORY`).

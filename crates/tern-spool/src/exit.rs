@@ -105,6 +105,21 @@ pub fn describe(code: i32) -> (&'static str, bool) {
     }
 }
 
+impl QueueExit {
+    /// The exit code for an envelope that could not be read.
+    pub fn for_envelope(e: &crate::envelope::EnvelopeError) -> QueueExit {
+        use crate::envelope::EnvelopeError;
+        match e {
+            EnvelopeError::AddressTooLong => QueueExit::AddressTooLong,
+            EnvelopeError::TooManyRecipients => QueueExit::TooManyRecipients,
+            EnvelopeError::TooLarge => QueueExit::EnvelopeTooLarge,
+            EnvelopeError::Format { .. } => QueueExit::BadEnvelope,
+            EnvelopeError::OutOfMemory => QueueExit::OutOfMemory,
+            _ => QueueExit::ReadFailed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,7 @@ pub mod client;
 pub mod commit;
 pub mod envelope;
 pub mod exit;
+pub mod feed;
 pub mod gate;
 pub mod layout;
 pub mod qfile;
