@@ -56,6 +56,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("smtp_reply", smtp_reply),
     ("smtp_encode", smtp_encode),
     ("route", route),
+    ("handoff", handoff),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -1326,7 +1327,7 @@ fn smtp_command_bytes(data: &[u8]) {
             Action::Close(_) => return,
             Action::StartData(_) => {
                 assert!(!session.recipients().is_empty());
-                let r = tern_smtp::Session::queued_reply(1, 2);
+                let r = tern_smtp::Session::queued_reply(1, "2");
                 if let Action::Close(_) = session.end_data(r, false).action {
                     return;
                 }
@@ -1335,7 +1336,7 @@ fn smtp_command_bytes(data: &[u8]) {
             Action::Chunk { last, size } => {
                 assert!(session.chunking() && !session.recipients().is_empty());
                 let step = if last {
-                    session.end_data(tern_smtp::Session::queued_reply(1, 2), false)
+                    session.end_data(tern_smtp::Session::queued_reply(1, "2"), false)
                 } else {
                     session.chunk_received(size)
                 };
@@ -1409,7 +1410,9 @@ pub fn smtp_auth(data: &[u8]) {
                 }
                 st
             }
-            Action::StartData(_) => session.end_data(tern_smtp::Session::queued_reply(1, 2), false),
+            Action::StartData(_) => {
+                session.end_data(tern_smtp::Session::queued_reply(1, "2"), false)
+            }
             _ => step,
         };
         if let Some(r) = step.action.reply() {
@@ -1844,4 +1847,44 @@ fn host_memory_files(data: &[u8]) {
     memory.forget_tls_failure(ip);
     assert_eq!(memory.connect_retry_at(ip), None);
     assert!(!memory.tls_failed_recently(ip, now));
+}
+
+/// The packets and streams between Tern's long-lived processes that grew
+/// with the reused workers: tern-listen ↔ SMTP workers (`handoff`:
+/// assignments, reports, and the saved session a parked connection
+/// carries, `Session::resume`), tern-lspawn ↔ delivery workers
+/// (`lworker`), and tern-smtpd → the queue writer (`feed` frames). Every
+/// decoder must refuse or round-trip; none may panic.
+pub fn handoff(data: &[u8]) {
+    use tern_ipc::handoff::{Assign, Report};
+    use tern_ipc::lworker::{Finished, Job};
+    if let Ok(a) = Assign::decode(data) {
+        assert_eq!(a.encode().expect("re-encode"), data);
+    }
+    if let Ok(r) = Report::decode(data) {
+        assert_eq!(r.encode().expect("re-encode"), data);
+    }
+    if let Ok(j) = Job::decode(data) {
+        assert_eq!(j.encode().expect("re-encode"), data);
+    }
+    if let Ok(f) = Finished::decode(data) {
+        assert_eq!(f.encode(), data);
+    }
+    let policy = tern_smtp::Policy::new("mx.example");
+    if let Ok(s) = tern_smtp::Session::resume(policy, data) {
+        // A resumed session saves to the same bytes.
+        assert_eq!(s.park().as_deref(), Some(data));
+    }
+    // The writer's stream: hello, then frames until an error.
+    let mut r = data;
+    if tern_spool::feed::read_hello(&mut r).is_ok() {
+        let mut frames = 0;
+        while let Ok(f) = tern_spool::feed::read_frame(&mut r) {
+            frames += 1;
+            if let tern_spool::feed::Frame::Data(d) = f {
+                assert!(!d.is_empty() && d.len() <= tern_spool::feed::MAX_DATA);
+            }
+            assert!(frames <= data.len());
+        }
+    }
 }
