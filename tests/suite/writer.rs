@@ -121,6 +121,16 @@ fn many_clients_and_many_messages_per_connection() {
     }
     let q = queued(&inst);
     assert_eq!(q.len(), 80);
+    // Each message has its own (birth, pid) identity, which the manager
+    // and the cleaner use to tell it from a later message that reuses its
+    // inode number: the writer's pid alone would repeat within a second.
+    let queue = inst.queue();
+    let mut ids = std::collections::HashSet::new();
+    for m in queue.scan().expect("scan").messages {
+        let h = queue.open_message(m.id).expect("open").header;
+        assert!(h.origin.pid >= 0x8000_0000, "{}", h.origin.pid);
+        assert!(ids.insert((h.origin.time, h.origin.pid)), "repeated identity");
+    }
     for (subject, rest, received, uid, sender) in &q {
         let mut it = subject.trim_start_matches("Subject: writer ").split(' ');
         let t: usize = it.next().and_then(|x| x.parse().ok()).expect("t");

@@ -63,6 +63,18 @@ struct Shared {
     rounds: Rounds,
     clients: AtomicUsize,
     pid: u32,
+    /// The next message serial (see [`serial`]).
+    serial: std::sync::atomic::AtomicU32,
+}
+
+/// The queue file's tern-queue "pid" for a message of this writer: a
+/// serial above every possible pid (bit 31 set; Linux pids stay below
+/// 2^22), counted from a start point taken from the clock. The manager and
+/// the cleaner tell a message from a later one that reuses its inode
+/// number by this pid and the birth second: a single writer's own pid
+/// would be the same for every message of a second, a serial is not.
+fn serial(shared: &Shared) -> u32 {
+    0x8000_0000 | (shared.serial.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff)
 }
 
 fn alert(reason: impl std::fmt::Display) -> u8 {
@@ -101,6 +113,12 @@ pub(crate) fn run(home: &Path) -> u8 {
         rounds: Rounds::default(),
         clients: AtomicUsize::new(0),
         pid: std::process::id(),
+        serial: std::sync::atomic::AtomicU32::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u32)
+                .unwrap_or(0),
+        ),
     }));
     let committer = std::thread::Builder::new()
         .name("committer".into())
@@ -294,10 +312,11 @@ fn start(shared: &'static Shared, uid: u32) -> Result<(Writer<'static>, Origin, 
     let w = Writer::create(shared.queue, shared.layout).map_err(|e| refused(uid, e.exit, &e))?;
     let origin = Origin {
         uid,
-        pid: shared.pid,
+        pid: serial(shared),
         time: tern_date::now(),
     };
-    let received = commit::received_line(origin.pid, origin.uid, origin.time);
+    // The Received line names the writer's real pid, as tern-queue's does.
+    let received = commit::received_line(shared.pid, origin.uid, origin.time);
     Ok((w, origin, received))
 }
 
