@@ -281,7 +281,7 @@ fn sigkill_of_the_writer_under_load_loses_nothing_answered() {
 #[test]
 fn tern_smtpd_uses_the_writer_when_it_runs_and_tern_queue_when_not() {
     let inst = Instance::new("writer-smtpd");
-    let mut session = |n: usize| {
+    let session = |n: usize| {
         let mut input = b"HELO x\r\n".to_vec();
         for i in 0..n {
             input.extend_from_slice(
