@@ -74,8 +74,11 @@ fn send(s: &mut UnixStream, msg: &[u8], env: &[u8]) -> Option<u8> {
     Some(a[0])
 }
 
-/// Every message in the queue: (subject, body, Received line, uid, sender).
-fn queued(inst: &Instance) -> Vec<(String, Vec<u8>, String, u32, Vec<u8>)> {
+/// One queued message: (subject, body, Received line, uid, sender).
+type Queued = (String, Vec<u8>, String, u32, Vec<u8>);
+
+/// Every message in the queue.
+fn queued(inst: &Instance) -> Vec<Queued> {
     let q = inst.queue();
     let scan = q.scan().expect("scan");
     assert!(scan.damaged.is_empty(), "damaged: {:?}", scan.damaged);
