@@ -132,7 +132,10 @@ fn many_clients_and_many_messages_per_connection() {
     for m in queue.scan().expect("scan").messages {
         let h = queue.open_message(m.id).expect("open").header;
         assert!(h.origin.pid >= 0x8000_0000, "{}", h.origin.pid);
-        assert!(ids.insert((h.origin.time, h.origin.pid)), "repeated identity");
+        assert!(
+            ids.insert((h.origin.time, h.origin.pid)),
+            "repeated identity"
+        );
     }
     for (subject, rest, received, uid, sender) in &q {
         let mut it = subject.trim_start_matches("Subject: writer ").split(' ');
