@@ -200,6 +200,24 @@ fn root_install_separates_privileges() {
         "tern-queue was run by tern-smtpd as ternd: {}",
         read(&file)
     );
+    // Through the queue writer (tern-queue --serve, as ternq, started by
+    // tern-start): its pid names the message, and the uid is the SMTP
+    // front's as the kernel gave it (SO_PEERCRED).
+    let writer = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let exe = home.join("bin/tern-queue");
+            cmd.starts_with(exe.as_os_str().as_encoded_bytes()) && cmd.ends_with(b"--serve\0")
+        })
+        .expect("the queue writer runs");
+    assert!(
+        read(&file).contains(&format!("(tern-queue {writer} invoked by uid {ternd});")),
+        "not queued through the writer (pid {writer}): {}",
+        read(&file)
+    );
 
     // --- every running program's credentials, from /proc. An SMTP
     // session is held open (tern-smtpd runs) and a tern-queue waits for
