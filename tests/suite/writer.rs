@@ -31,10 +31,17 @@ impl Drop for Writer {
 
 impl Writer {
     fn start(inst: &Instance) -> Writer {
+        Writer::start_with(inst, &[])
+    }
+
+    fn start_with(inst: &Instance, env: &[(&str, &std::ffi::OsStr)]) -> Writer {
         let socket = inst.home().join("queue").join(feed::SOCKET);
         let _ = std::fs::remove_file(&socket);
-        let child = inst
-            .command("tern-queue")
+        let mut cmd = inst.command("tern-queue");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .arg("--serve")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -338,4 +345,60 @@ fn tern_smtpd_uses_the_writer_when_it_runs_and_tern_queue_when_not() {
     let writer = w.child.id().to_string();
     let p = pids(&inst);
     assert_eq!(p.iter().filter(|x| **x == writer).count(), 3, "{p:?}");
+}
+
+/// Sends `n` messages from as many clients at once (so that rounds hold
+/// several); their answers.
+fn burst(w: &Writer, n: usize) -> Vec<Option<u8>> {
+    let socks: Vec<UnixStream> = (0..n).map(|_| w.connect()).collect();
+    let threads: Vec<_> = socks
+        .into_iter()
+        .enumerate()
+        .map(|(t, mut s)| {
+            std::thread::spawn(move || {
+                let env = envelope("f@example.com", &["test@localhost"]);
+                send(&mut s, &body(t, 0), &env)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect()
+}
+
+#[test]
+fn a_failing_syncfs_falls_back_and_a_failing_name_flush_queues_nothing() {
+    let test = "writer::a_failing_syncfs_falls_back_and_a_failing_name_flush_queues_nothing";
+    let Some(lib) = tern_tests::faultfs_library() else {
+        tern_tests::skip(test, "no C compiler for the fault library");
+        return;
+    };
+    // syncfs fails: each file and directory is synced on its own instead,
+    // and every message is queued.
+    let inst = Instance::new("writer-syncfs");
+    let w = Writer::start_with(
+        &inst,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("TERN_FAULT", std::ffi::OsStr::new("syncfs")),
+        ],
+    );
+    let answers = burst(&w, 12);
+    assert!(answers.iter().all(|a| *a == Some(0)), "{answers:?}");
+    assert_eq!(queued(&inst).len(), 12);
+    drop(w);
+    // No flush works at all: nobody is told "queued", and the names are
+    // taken back (65), so nothing is queued either.
+    let inst = Instance::new("writer-allsync");
+    let w = Writer::start_with(
+        &inst,
+        &[
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("TERN_FAULT", std::ffi::OsStr::new("allsync")),
+        ],
+    );
+    let answers = burst(&w, 12);
+    assert!(answers.iter().all(|a| *a == Some(65)), "{answers:?}");
+    assert!(queued(&inst).is_empty());
 }

@@ -1,7 +1,9 @@
 //! The cleaner's operations (run by `tern-clean`, the queue owner): moving
 //! messages the manager has recorded from `new/` to `cur/`, and removing
-//! finished ones. Each batch is made durable with one `fsync` per directory
-//! touched, not one per message.
+//! finished ones. Each batch is made durable together: one `fsync` when it
+//! touched one directory, else one `syncfs` of the queue's file system
+//! (an `fsync` per directory touched where that fails), never one per
+//! message.
 
 use crate::scan::Queue;
 use rustix::fs::{AtFlags, RenameFlags};
@@ -126,6 +128,14 @@ impl Queue {
                 }
             };
             results.push(ok);
+        }
+        // Every changed directory durable before anything is confirmed:
+        // one fsync when there is one, else one syncfs of the queue's file
+        // system for the whole batch (a batch touches two directories per
+        // message, spread over the buckets); per-directory fsyncs when
+        // syncfs fails.
+        if touched.len() > 1 && File::open(self.dir()).is_ok_and(|d| tern_sys::syncfs(&d).is_ok()) {
+            return results;
         }
         for dir in touched {
             if let Err(_e) = File::open(&dir).and_then(|d| d.sync_all()) {

@@ -385,7 +385,7 @@ pub fn commit_batch(batch: Vec<Prepared<'_>>) -> Vec<Result<u64, CommitError>> {
     let queue = batch[0].w.queue;
     let mut writers: Vec<Writer<'_>> = batch.into_iter().map(|p| p.w).collect();
     // Flush 1, shared: every file's data and inode.
-    let mut results: Vec<Result<(), CommitError>> = match rustix::fs::syncfs(queue) {
+    let mut results: Vec<Result<(), CommitError>> = match tern_sys::syncfs(queue) {
         Ok(()) => writers.iter().map(|_| Ok(())).collect(),
         Err(_) => writers
             .iter()
@@ -424,9 +424,7 @@ pub fn commit_batch(batch: Vec<Prepared<'_>>) -> Vec<Result<u64, CommitError>> {
     let synced = match dirs.len() {
         0 => Ok(()),
         1 => dirs[0].sync_all(),
-        _ => rustix::fs::syncfs(queue)
-            .map_err(std::io::Error::from)
-            .or_else(|_| dirs.iter().try_for_each(|d| d.sync_all())),
+        _ => tern_sys::syncfs(queue).or_else(|_| dirs.iter().try_for_each(|d| d.sync_all())),
     };
     if let Err(e) = synced {
         for l in linked.iter().flatten() {
@@ -476,4 +474,70 @@ pub fn read_layout(queue: &OwnedFd) -> Result<Layout, String> {
         .read_to_end(&mut text)
         .map_err(|e| format!("read queue/format: {e}"))?;
     Layout::parse(&text).map_err(|h| format!("queue/format: {h}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Queue;
+
+    #[test]
+    fn a_batch_commits_every_message_whole_with_shared_flushes() {
+        let dir = std::env::temp_dir().join(format!("tern-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let q = dir.join("queue");
+        crate::layout::create(&q, 5).unwrap();
+        let home = rustix::fs::open(
+            &dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let queue = open_queue_dir(&home).unwrap();
+        let layout = read_layout(&queue).unwrap();
+        let mut batch = Vec::new();
+        for i in 0..4u32 {
+            let mut w = Writer::create(&queue, layout).unwrap();
+            let origin = Origin {
+                uid: 1000 + i,
+                pid: 0x8000_0000 + i,
+                time: 1_700_000_000,
+            };
+            let received = received_line(7, origin.uid, origin.time);
+            w.append(&received, format!("Subject: m{i}\n\n").as_bytes())
+                .unwrap();
+            w.append(&received, format!("body {i}\n").as_bytes())
+                .unwrap();
+            let env = Envelope {
+                sender: format!("s{i}@example.com").into_bytes(),
+                recipients: vec![b"r@example.com".to_vec()],
+            };
+            batch.push(w.prepare(&origin, &env).unwrap());
+        }
+        let ids: Vec<u64> = commit_batch(batch)
+            .into_iter()
+            .map(|r| r.expect("committed"))
+            .collect();
+        assert_eq!(ids.len(), 4);
+        let scan = Queue::open(&q).unwrap().scan().unwrap();
+        assert_eq!(scan.messages.len(), 4);
+        for m in &scan.messages {
+            let i = m.uid - 1000;
+            let stored = Queue::open(&q).unwrap().read_message(m.id).unwrap();
+            let text = String::from_utf8(stored).unwrap();
+            assert!(
+                text.starts_with(&format!(
+                    "Received: (tern-queue 7 invoked by uid {})",
+                    m.uid
+                )),
+                "{text}"
+            );
+            assert!(
+                text.ends_with(&format!("Subject: m{i}\n\nbody {i}\n")),
+                "{text}"
+            );
+            assert_eq!(m.sender, format!("s{i}@example.com").into_bytes());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -74,3 +74,11 @@ pub fn node_name() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// `syncfs(2)`: every dirty page and inode of the file system holding `fd`
+/// on stable storage (write-back errors reported since Linux 5.8). Through
+/// the C library, so that the tests' fault-injection library (an
+/// `LD_PRELOAD` of `syncfs`) reaches it as it reaches `fsync`.
+pub fn syncfs(fd: impl std::os::fd::AsFd) -> std::io::Result<()> {
+    nix::unistd::syncfs(fd).map_err(std::io::Error::from)
+}
