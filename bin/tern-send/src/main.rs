@@ -34,15 +34,12 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout)]
 
-mod bounce;
-mod manager;
-
-use manager::{Cleaner, Config, Exit, Manager, PROG, Spawner};
 use std::fs::File;
 use std::io::Write as _;
 use std::process::ExitCode;
 use tern_control::{Control, Home};
 use tern_log::Event;
+use tern_manager::{Cleaner, Config, Exit, Manager, PROG, Spawner, bounce};
 use tern_sched::Rewriter;
 use tern_spool::state::{Channel, Journal};
 
@@ -94,7 +91,7 @@ fn main() -> ExitCode {
     // under their numbers.
     let inherited: Vec<Option<File>> = (3..=8).map(file).collect();
     tern_sys::signals::reset();
-    if let Err(e) = manager::block_signals() {
+    if let Err(e) = tern_manager::block_signals() {
         return fail(e);
     }
     tern_log::install_panic_hook(PROG, 111);
@@ -197,7 +194,7 @@ fn main() -> ExitCode {
         to: c_to,
         from: c_from,
     };
-    let trigger = manager::open_trigger(&queue);
+    let trigger = tern_manager::open_trigger(&queue);
     let manager = match Manager::new(
         home.clone(),
         queue,

@@ -7,7 +7,7 @@
 //!   sender `#@[]`;
 //! * original sender `#@[]` (a double bounce failed): dropped and logged.
 
-use crate::manager::{PROG, open_message_file};
+use crate::common::{PROG, open_message_file};
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
 use tern_control::Home;
