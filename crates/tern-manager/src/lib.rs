@@ -3,13 +3,13 @@
 //! state is the journal (`tern_spool::state`); the spawners and the cleaner
 //! are driven over `tern-ipc` frames.
 //!
-//! * [`pickup`]: new messages are read, recorded (the take-over) and moved;
-//! * [`dispatch`]: due recipients go to the spawners;
-//! * [`results`]: reports become journal records and retry times;
-//! * [`removal`]: finished messages get their bounce and are removed;
+//! * `pickup`: new messages are read, recorded (the take-over) and moved;
+//! * `dispatch`: due recipients go to the spawners;
+//! * `results`: reports become journal records and retry times;
+//! * `removal`: finished messages get their bounce and are removed;
 //! * [`bounce`]: the bounce messages themselves;
-//! * [`run`]: the event loop; [`spawner`], [`ready`], [`common`]: the parts
-//!   they share.
+//! * `run`: the event loop; `spawner`, `ready`, `signals`, [`common`]: the
+//!   parts they share.
 //!
 //! Imports go one way: the step modules use `Manager` (here) and the shared
 //! modules; nothing here uses a step module, and the shared modules use
