@@ -60,6 +60,9 @@ impl Writer {
         s.set_read_timeout(Some(Duration::from_secs(60)))
             .expect("timeout");
         s.write_all(&feed::HELLO).expect("hello");
+        let mut ready = [9u8; 1];
+        s.read_exact(&mut ready).expect("ready");
+        assert_eq!(ready[0], feed::READY);
         s
     }
 }
@@ -227,7 +230,8 @@ fn sigkill_of_the_writer_under_load_loses_nothing_answered() {
                         std::thread::sleep(Duration::from_millis(10));
                         continue;
                     };
-                    if s.write_all(&feed::HELLO).is_err() {
+                    let mut ready = [9u8; 1];
+                    if s.write_all(&feed::HELLO).is_err() || s.read_exact(&mut ready).is_err() {
                         continue;
                     }
                     loop {
@@ -401,4 +405,45 @@ fn a_failing_syncfs_falls_back_and_a_failing_name_flush_queues_nothing() {
     let answers = burst(&w, 12);
     assert!(answers.iter().all(|a| *a == Some(65)), "{answers:?}");
     assert!(queued(&inst).is_empty());
+}
+
+#[test]
+fn tern_start_runs_the_writer_and_restarts_it() {
+    let inst = Instance::new("writer-start");
+    let daemon = tern_tests::Daemon::start(&inst);
+    let socket = inst.home().join("queue").join(feed::SOCKET);
+    let writers = || inst.pids_of("tern-queue");
+    assert!(
+        wait_until(20, || writers().len() == 1
+            && UnixStream::connect(&socket).is_ok()),
+        "no writer: {}",
+        daemon.log()
+    );
+    let first = writers()[0];
+    let st = std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    // Another one, within a few seconds, and it takes messages.
+    assert!(
+        wait_until(20, || {
+            let w = writers();
+            w.len() == 1 && w[0] != first && UnixStream::connect(&socket).is_ok()
+        }),
+        "the writer was not restarted: {}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("event=alert program=tern-queue"),
+        "{}",
+        daemon.log()
+    );
+    let w = Writer {
+        child: std::process::Command::new("true").spawn().expect("true"),
+        socket,
+    };
+    let mut s = w.connect();
+    let env = envelope("r@example.com", &["test@localhost"]);
+    assert_eq!(send(&mut s, b"Subject: after\n\nrestart\n", &env), Some(0));
 }

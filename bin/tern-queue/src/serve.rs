@@ -222,8 +222,8 @@ fn serve(conn: UnixStream, shared: &'static Shared) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
-    let mut input = BufReader::with_capacity(feed::MAX_DATA + 8, conn);
-    if feed::read_hello(&mut input).is_err() {
+    let mut input = BufReader::with_capacity(16 * 1024, conn);
+    if feed::read_hello(&mut input).is_err() || out.write_all(&[feed::READY]).is_err() {
         return;
     }
     let mut writer: Option<(Writer<'static>, Origin, Vec<u8>)> = None;

@@ -271,7 +271,17 @@ impl QueueClient {
             if conn.is_none() {
                 *conn = std::os::unix::net::UnixStream::connect(&link.socket)
                     .and_then(|mut s| {
+                        // A writer at its limit closes the connection
+                        // instead of answering: this message then goes
+                        // through tern-queue.
+                        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
                         s.write_all(&crate::feed::HELLO)?;
+                        let mut ready = [1u8; 1];
+                        std::io::Read::read_exact(&mut s, &mut ready)?;
+                        if ready[0] != crate::feed::READY {
+                            return Err(std::io::Error::other("queue writer not ready"));
+                        }
+                        s.set_read_timeout(None)?;
                         Ok(s)
                     })
                     .ok();

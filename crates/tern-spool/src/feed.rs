@@ -2,7 +2,11 @@
 //! long-running writer (`tern-queue --serve`, uid ternq) over one Unix
 //! stream connection that carries many messages, one after another.
 //!
-//! 1. The client sends [`HELLO`] once, after connecting.
+//! 1. The client sends [`HELLO`] once, after connecting; the writer
+//!    answers [`READY`] (one byte) when it takes the connection. A writer
+//!    at its connection limit closes it instead, before the client has
+//!    sent anything of a message, so the client can still queue that
+//!    message another way.
 //! 2. Per message: any number of data frames, `D` + u32 big-endian length
 //!    (1 to [`MAX_DATA`]) + that many bytes of the message (as tern-queue
 //!    reads it on fd 0); then either an envelope frame, `E` + u32 length
@@ -23,6 +27,8 @@ use std::io::{self, Read, Write};
 
 /// The first four bytes a client sends.
 pub const HELLO: [u8; 4] = *b"tqw1";
+/// The writer's answer to the hello.
+pub const READY: u8 = 0;
 /// Largest data frame.
 pub const MAX_DATA: usize = 64 * 1024;
 /// The socket's name below `queue/`.
