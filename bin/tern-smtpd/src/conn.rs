@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 /// Input buffer size: one read gets at most this much.
-const IN_BUF: usize = 64 * 1024;
+const IN_BUF: usize = 16 * 1024;
 
 /// Most bytes handed to one `write`. fd 1 is blocking: after poll says it
 /// is writable, a larger write can still block until the client reads

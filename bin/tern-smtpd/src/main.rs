@@ -13,7 +13,7 @@
 //!
 //! Security posture: runs as the unprivileged SMTP user (or the instance
 //! user); parses untrusted network input only through tern-smtp's bounded
-//! parsers; never does DNS; holds at most one input buffer (64 KiB) and
+//! parsers; never does DNS; holds at most one input buffer (16 KiB) and
 //! one output chunk of a message in memory. `TERN_TARPIT_MS` is honoured
 //! only when the process is not running with elevated privileges.
 //!

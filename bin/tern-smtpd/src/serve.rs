@@ -68,7 +68,7 @@ fn completion(s: &Ctx, t: i64) -> Option<Completion> {
 }
 
 /// Largest decoded chunk handed to the queue at once.
-const OUT_CHUNK: usize = 64 * 1024;
+const OUT_CHUNK: usize = 16 * 1024;
 
 /// How reading a message ended.
 enum DataEnd {

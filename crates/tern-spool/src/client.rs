@@ -38,12 +38,24 @@ struct DataFrames<'a> {
     buf: Vec<u8>,
 }
 
+/// What [`DataFrames`] gathers before it sends a frame: small writes (the
+/// header line by line) are joined; a write this large or larger goes out
+/// as frames of its own, without a copy. Kept small: every reused SMTP
+/// worker holds one.
+const FRAME_GATHER: usize = 8 * 1024;
+
 impl Write for DataFrames<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let room = crate::feed::MAX_DATA - self.buf.len();
+        if self.buf.is_empty() && b.len() >= FRAME_GATHER {
+            let n = b.len().min(crate::feed::MAX_DATA);
+            let mut s = self.sock;
+            crate::feed::write_data(&mut s, &b[..n])?;
+            return Ok(n);
+        }
+        let room = FRAME_GATHER - self.buf.len();
         let n = room.min(b.len());
         self.buf.extend_from_slice(&b[..n]);
-        if self.buf.len() == crate::feed::MAX_DATA {
+        if self.buf.len() == FRAME_GATHER {
             self.flush()?;
         }
         Ok(n)
@@ -418,7 +430,7 @@ fn submit_writer(
     };
     let mut frames = DataFrames {
         sock,
-        buf: Vec::with_capacity(crate::feed::MAX_DATA),
+        buf: Vec::with_capacity(FRAME_GATHER),
     };
     let written = write_message(&mut frames).and_then(|()| frames.flush());
     let mut s = sock;
