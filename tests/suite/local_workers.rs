@@ -134,3 +134,32 @@ fn a_delivery_past_its_deadline_kills_its_worker_and_is_deferred() {
         inst.pids_of("")
     );
 }
+
+#[test]
+fn a_program_that_kills_its_worker_costs_only_its_own_delivery() {
+    let inst = Instance::new("lworker-kill");
+    // The recipient's own code turns on the worker that runs it.
+    std::fs::write(
+        inst.home().join("mail/test/.qmail-evil"),
+        "|kill -9 $PPID; sleep 1\n",
+    )
+    .expect(".qmail-evil");
+    send(&inst, "test-evil@localhost", "evil");
+    send(&inst, "test@localhost", "good");
+    let out = once(&inst, &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("rcpt=test-evil@localhost") && log.contains("tern-local crashed (signal 9)"),
+        "{log}"
+    );
+    assert_eq!(inst.maildir_count("test"), 1, "{log}");
+    // And the next run delivers as before.
+    send(&inst, "test@localhost", "again");
+    let out = once(&inst, &[]);
+    assert_eq!(
+        inst.maildir_count("test"),
+        2,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,8 +21,8 @@
 //! stress.
 
 use crate::args::{Args, Verbosity};
-use crate::serve::{admit, connection_vars};
-use crate::{Exit, PROG, load_rules};
+use crate::serve::{Accepted, accept_one, admit, connection_vars};
+use crate::{Exit, PROG};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -211,37 +211,16 @@ impl Pool {
     }
 
     fn reload(&mut self) {
-        let Some(path) = self.args.rules.clone() else {
-            return;
-        };
-        match load_rules(&path) {
-            Ok(r) => {
-                self.rules = r;
-                Event::new(PROG, "rules_reloaded")
-                    .num("rules", self.rules.rules().len())
-                    .emit();
-            }
-            Err((_, reason)) => Event::new(PROG, "warning")
-                .field("reason", format!("{reason}; keeping the previous rules"))
-                .emit(),
-        }
+        crate::serve::reload_rules(self.args.rules.as_deref(), &mut self.rules);
     }
 
     /// Accepts while connections are waiting and a worker can be had.
     fn accept_some(&mut self, listener: &TcpListener) {
         while self.can_serve() {
-            match listener.accept() {
-                Ok((stream, peer)) => self.handle(stream, peer),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
-                Err(e) => {
-                    Event::new(PROG, "warning")
-                        .field("reason", format!("accept: {e}"))
-                        .emit();
-                    std::thread::sleep(Duration::from_millis(100));
-                    return;
-                }
+            match accept_one(listener) {
+                Accepted::Conn(stream, peer) => self.handle(stream, peer),
+                Accepted::Retry => {}
+                Accepted::Done => return,
             }
         }
     }

@@ -92,38 +92,16 @@ impl Listener {
     }
 
     fn reload(&mut self) {
-        let Some(path) = self.args.rules.clone() else {
-            return;
-        };
-        match load_rules(&path) {
-            Ok(r) => {
-                self.rules = r;
-                Event::new(PROG, "rules_reloaded")
-                    .num("rules", self.rules.rules().len())
-                    .emit();
-            }
-            Err((_, reason)) => Event::new(PROG, "warning")
-                .field("reason", format!("{reason}; keeping the previous rules"))
-                .emit(),
-        }
+        reload_rules(self.args.rules.as_deref(), &mut self.rules);
     }
 
     /// Accepts while connections are waiting and the limit allows.
     fn accept_some(&mut self, listener: &TcpListener) {
         while self.conns.len() < self.args.concurrency {
-            match listener.accept() {
-                Ok((stream, peer)) => self.handle(stream, peer),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
-                Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS: back off instead of spinning.
-                    Event::new(PROG, "warning")
-                        .field("reason", format!("accept: {e}"))
-                        .emit();
-                    std::thread::sleep(Duration::from_millis(100));
-                    return;
-                }
+            match accept_one(listener) {
+                Accepted::Conn(stream, peer) => self.handle(stream, peer),
+                Accepted::Retry => {}
+                Accepted::Done => return,
             }
         }
     }
@@ -323,4 +301,51 @@ pub(crate) fn connection_vars(
         }
     }
     v
+}
+
+/// SIGHUP: rereads the rules file into `rules`; a file that does not load
+/// leaves the old rules in force (logged).
+pub(crate) fn reload_rules(path: Option<&std::path::Path>, rules: &mut Rules) {
+    let Some(path) = path else {
+        return;
+    };
+    match load_rules(path) {
+        Ok(r) => {
+            *rules = r;
+            Event::new(PROG, "rules_reloaded")
+                .num("rules", rules.rules().len())
+                .emit();
+        }
+        Err((_, reason)) => Event::new(PROG, "warning")
+            .field("reason", format!("{reason}; keeping the previous rules"))
+            .emit(),
+    }
+}
+
+/// What one `accept` on the non-blocking listener gave.
+pub(crate) enum Accepted {
+    /// A connection.
+    Conn(TcpStream, SocketAddr),
+    /// Nothing this time (interrupted, aborted by the client): try again.
+    Retry,
+    /// No more waiting, or an error (EMFILE...) after a short back-off.
+    Done,
+}
+
+/// Accepts one connection.
+pub(crate) fn accept_one(listener: &TcpListener) -> Accepted {
+    match listener.accept() {
+        Ok((stream, peer)) => Accepted::Conn(stream, peer),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Accepted::Done,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Accepted::Retry,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => Accepted::Retry,
+        Err(e) => {
+            // EMFILE, ENFILE, ENOBUFS: back off instead of spinning.
+            Event::new(PROG, "warning")
+                .field("reason", format!("accept: {e}"))
+                .emit();
+            std::thread::sleep(Duration::from_millis(100));
+            Accepted::Done
+        }
+    }
 }

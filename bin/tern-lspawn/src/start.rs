@@ -336,7 +336,11 @@ pub(crate) fn spawn(ctx: &Ctx, p: Prepared) -> Result<Running, Refusal> {
     }
     // fds 0, 1 and 2 are the message file and the output pipe, never a
     // terminal.
-    cmd.stdin(Stdio::from(p.message))
+    let message = p
+        .message
+        .try_clone()
+        .map_err(|e| p.refusal(temporary(format!("cannot pass the message: {e} (#4.3.0)"))))?;
+    cmd.stdin(Stdio::from(message))
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(out_w2));
     let spawned = cmd.spawn();
@@ -350,22 +354,32 @@ pub(crate) fn spawn(ctx: &Ctx, p: Prepared) -> Result<Running, Refusal> {
             tern_sys::privilege::spawn_error_text(&e)
         ))
     })?;
-    let started = Instant::now();
-    Ok(Running {
-        slot: p.slot,
-        id: p.id,
-        rcpt: p.rcpt,
-        uid: p.uid,
-        via: Via::Process {
+    Ok(Running::begin(
+        &p,
+        Via::Process {
             child,
             out: Some(out_r),
         },
-        output: Output::default(),
-        started,
-        deadline: started + Duration::from_secs(p.timeout_secs),
-        timeout_secs: p.timeout_secs,
-        timed_out: false,
-    })
+    ))
+}
+
+impl Running {
+    /// A delivery of `p` that starts now, running `via`.
+    pub(crate) fn begin(p: &Prepared, via: Via) -> Running {
+        let started = Instant::now();
+        Running {
+            slot: p.slot,
+            id: p.id,
+            rcpt: p.rcpt.clone(),
+            uid: p.uid,
+            via,
+            output: Output::default(),
+            started,
+            deadline: started + Duration::from_secs(p.timeout_secs),
+            timeout_secs: p.timeout_secs,
+            timed_out: false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -121,19 +121,7 @@ impl Pool {
         w.busy = true;
         w.served += 1;
         let pid = w.child.id();
-        let started = Instant::now();
-        Ok(Running {
-            slot: p.slot,
-            id: p.id,
-            rcpt: p.rcpt,
-            uid: p.uid,
-            via: Via::Worker(pid),
-            output: Default::default(),
-            started,
-            deadline: started + Duration::from_secs(p.timeout_secs),
-            timeout_secs: p.timeout_secs,
-            timed_out: false,
-        })
+        Ok(Running::begin(&p, Via::Worker(pid)))
     }
 
     /// The sockets of busy workers, with their pids.
