@@ -342,8 +342,11 @@ fn exit_61_to_65_directories() {
     );
     std::fs::write(q.join("format"), &format).unwrap();
 
+    // Named files are made in tmp/; anonymous ones in new/'s buckets.
     std::fs::rename(q.join("tmp"), q.join("tmp.away")).unwrap();
-    assert_eq!(inst.inject_raw(msg, &env).code(), 63, "queue/tmp missing");
+    let mut cmd = inst.command("tern-queue");
+    cmd.env("TERN_QUEUE_NAMED_TMP", "1");
+    assert_eq!(inject_raw(cmd, msg, &env).code(), 63, "queue/tmp missing");
     std::fs::rename(q.join("tmp.away"), q.join("tmp")).unwrap();
 
     std::fs::rename(q.join("new"), q.join("new.away")).unwrap();

@@ -191,7 +191,7 @@ fn bad_frames_are_answered_54_and_nothing_is_queued() {
     // A bad hello: closed without a word.
     let mut s = UnixStream::connect(&w.socket).expect("connect");
     s.write_all(b"tqg1").expect("hello");
-    feed::write_data(&mut s, b"x").expect("data");
+    let _ = feed::write_data(&mut s, b"x"); // may find it closed already
     let _ = feed::write_envelope(&mut s, &env);
     let mut a = Vec::new();
     let _ = s.read_to_end(&mut a);

@@ -167,6 +167,11 @@ pub fn init(
     if !dir.exists() {
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         done.say(format!("created {}", dir.display()));
+        // queue/ and mail/ then land in different allocation groups
+        // (layout::spread_subdirs says why that matters).
+        if let Ok(d) = fs::File::open(&dir) {
+            layout::spread_subdirs(&d);
+        }
     }
 
     // queue/: keep an existing queue's split unless one is asked for.

@@ -16,6 +16,7 @@
 use crate::envelope::Envelope;
 use crate::exit::QueueExit;
 use crate::layout::{Layout, TMP_DIR};
+use std::sync::atomic::{AtomicU32, Ordering};
 use crate::qfile::{self, DEFAULT_RESERVE, Origin};
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags};
 use std::fs::File;
@@ -62,16 +63,35 @@ pub struct Writer<'q> {
     end: u64,
 }
 
-fn create_file(queue: &OwnedFd, named: bool) -> Result<(File, Option<PathBuf>), CommitError> {
+/// Which `new/` bucket the next anonymous file is created in.
+static NEXT_BUCKET: AtomicU32 = AtomicU32::new(0);
+
+/// Creates the file: anonymous (`O_TMPFILE`) where the system has it, in
+/// one of `new/`'s buckets in turn (each is its own directory, which
+/// `layout::create` spreads over the file system's allocation groups, so
+/// concurrent creations neither share a directory lock nor pile their
+/// inode churn into one group; the file gets its name later, in the bucket
+/// its inode number picks); else named, in `tmp/`.
+fn create_file(
+    queue: &OwnedFd,
+    layout: Layout,
+    named: bool,
+) -> Result<(File, Option<PathBuf>), CommitError> {
     let mode = Mode::from_raw_mode(0o640);
     if !named && Path::new("/proc/self/fd").is_dir() {
+        let bucket = NEXT_BUCKET.fetch_add(1, Ordering::Relaxed) % layout.split.max(1);
         match rustix::fs::openat(
             queue,
-            TMP_DIR,
+            layout.new_dir(u64::from(bucket)).as_path(),
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             mode,
         ) {
             Ok(fd) => return Ok((File::from(fd), None)),
+            Err(rustix::io::Errno::NOENT) => {
+                return Err(fail(QueueExit::NewDirTrouble, "open new-message directory")(
+                    rustix::io::Errno::NOENT.into(),
+                ));
+            }
             Err(e)
                 if e == rustix::io::Errno::OPNOTSUPP
                     || e == rustix::io::Errno::ISDIR
@@ -129,7 +149,7 @@ impl<'q> Writer<'q> {
         layout: Layout,
         named: bool,
     ) -> Result<Writer<'q>, CommitError> {
-        let (file, tmp_name) = create_file(queue, named)?;
+        let (file, tmp_name) = create_file(queue, layout, named)?;
         let st = rustix::fs::fstat(&file)
             .map_err(|e| fail(QueueExit::TmpTrouble, "stat temporary file")(e.into()))?;
         Ok(Writer {
@@ -220,7 +240,7 @@ impl<'q> Writer<'q> {
     /// Copies the message into a fresh file whose header space is `offset`
     /// bytes (an envelope too large for the default reservation).
     fn move_to_offset(&mut self, offset: u64) -> Result<(), CommitError> {
-        let (file, tmp_name) = create_file(self.queue, self.tmp_name.is_some())?;
+        let (file, tmp_name) = create_file(self.queue, self.layout, self.tmp_name.is_some())?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut from = DEFAULT_RESERVE;
         let mut to = offset;
