@@ -239,6 +239,78 @@ pub fn encode_all(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The message as the receiving server will hold it once the data has
+/// ended: the [`Encoder`]'s output (CRLF line ends, long lines broken)
+/// without the stuffed dots and without the final `.` CRLF, at most `max`
+/// bytes (`None` past that). A DKIM signature computed over these bytes is
+/// a signature over exactly what is sent, whatever line ends the stored
+/// message has and however its long lines are broken.
+///
+/// # Errors
+/// The reader fails.
+pub fn received_form(mut reader: impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut enc = Encoder::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = Vec::with_capacity(CHUNK * 2 + 8);
+    let mut form = Vec::new();
+    let mut at_line_start = true;
+    let mut take = |out: &[u8], form: &mut Vec<u8>| {
+        for &b in out {
+            // Every line of the encoder's output that begins with a dot
+            // got that dot stuffed (a continuation begins with a space).
+            if at_line_start && b == b'.' {
+                at_line_start = false;
+                continue;
+            }
+            at_line_start = b == b'\n';
+            form.push(b);
+        }
+    };
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.clear();
+        enc.encode(&buf[..n], &mut out);
+        take(&out, &mut form);
+        if form.len() > max {
+            return Ok(None);
+        }
+    }
+    out.clear();
+    enc.finish(&mut out);
+    // The final `.` CRLF is the end of data, not the message.
+    out.truncate(out.len() - 3);
+    take(&out, &mut form);
+    Ok((form.len() <= max).then_some(form))
+}
+
+/// A message sent with `prefix` (stored form: LF line ends) in front of
+/// it, such as header fields added on the way out (a DKIM signature). The
+/// prefix must end with a line end, so that the message after it is
+/// encoded exactly as without it.
+pub struct Prefixed<'a> {
+    prefix: &'a [u8],
+    inner: &'a dyn Source,
+}
+
+impl<'a> Prefixed<'a> {
+    /// `inner` with `prefix` in front.
+    pub fn new(prefix: &'a [u8], inner: &'a dyn Source) -> Prefixed<'a> {
+        debug_assert!(prefix.is_empty() || prefix.ends_with(b"\n"));
+        Prefixed { prefix, inner }
+    }
+}
+
+impl Source for Prefixed<'_> {
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.prefix.chain(self.inner.reader()?)))
+    }
+}
+
 /// Where a message is read from, as many times as needed (once to
 /// [`scan`], once per sending attempt).
 pub trait Source {
@@ -426,6 +498,25 @@ mod tests {
             normalised(message).len() + normalised(message).iter().filter(|&&b| b == b'\n').count();
         assert_eq!(s.size, crlf_size as u64 + 3 * breaks, "SIZE: {shown}");
         assert_eq!(s.eight_bit, message.iter().any(|&b| b >= 0x80));
+        // what the receiver holds (what a DKIM signature covers) is the
+        // decoded data, with CRLF line ends
+        let held = received_form(message, usize::MAX).unwrap().unwrap();
+        let mut crlf = Vec::new();
+        for &b in &decoded {
+            if b == b'\n' {
+                crlf.push(b'\r');
+            }
+            crlf.push(b);
+        }
+        assert_eq!(held, crlf, "received form: {shown}");
+        assert_eq!(held.len() as u64, s.size, "received form is SIZE: {shown}");
+        assert_eq!(
+            received_form(message, held.len()).unwrap(),
+            Some(held.clone())
+        );
+        if !held.is_empty() {
+            assert_eq!(received_form(message, held.len() - 1).unwrap(), None);
+        }
         for step in [1, 2, 3, 7, 997, 998, 999] {
             let mut enc = Encoder::new();
             let mut out = Vec::new();
@@ -666,6 +757,30 @@ mod tests {
         ] {
             assert!(check(m) > 0);
         }
+    }
+
+    #[test]
+    fn a_prefix_goes_first_and_changes_nothing_after_it() {
+        let message: &[u8] = b"Subject: x\n\n.dot\r\nbare\rend";
+        let prefix: &[u8] = b"DKIM-Signature: v=1;\n\tb=abc\n";
+        struct Mem(&'static [u8]);
+        impl Source for Mem {
+            fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+                Ok(Box::new(self.0))
+            }
+        }
+        let m = Mem(message);
+        let p = Prefixed::new(prefix, &m);
+        let mut both = Vec::new();
+        p.reader().unwrap().read_to_end(&mut both).unwrap();
+        assert_eq!(both, [prefix, message].concat());
+        let alone = encode_all(message);
+        let with = encode_all(&both);
+        assert!(with.ends_with(&alone));
+        assert_eq!(
+            &with[..with.len() - alone.len()],
+            b"DKIM-Signature: v=1;\r\n\tb=abc\r\n"
+        );
     }
 
     #[test]
