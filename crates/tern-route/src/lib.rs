@@ -2,6 +2,9 @@
 //!
 //! * [`Router`] turns a recipient domain into the addresses to try, in
 //!   order ([`Resolution`]):
+//!   0. `control/lmtproutes` first (smtproutes' syntax, servers `IP:port`
+//!      or a Unix socket path): [`Resolution::Lmtp`], no DNS, no MX, no
+//!      fallback to SMTP.
 //!   1. `control/smtproutes` first (qmail's format): the exact domain, else
 //!      the longest `.suffix` entry, else the `:relay` default (smarthost).
 //!      An empty relay (`domain:`) means "MX as usual" for that domain. A
