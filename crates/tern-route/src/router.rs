@@ -182,7 +182,9 @@ impl Router {
 
     /// Where mail for `domain` goes.
     ///
-    /// 0. `control/lmtproutes`, the same way: [`Resolution::Lmtp`].
+    /// First `control/lmtproutes`, looked up as smtproutes below:
+    /// [`Resolution::Lmtp`]. Then:
+    ///
     /// 1. `control/smtproutes`: the exact domain, else the longest `.suffix`
     ///    entry, else the `:relay` default. An entry with an empty relay
     ///    means "MX as usual". A relay given by IP is used as is; a relay
