@@ -1,16 +1,26 @@
 //! One worker's deliveries: routing (cached per domain), connecting with
 //! fallback over the targets, TLS per policy, the transaction, and the
-//! reports. The SMTP protocol itself is tern-client's.
+//! reports. The SMTP and LMTP protocols themselves are tern-client's.
+//!
+//! A domain that `control/lmtproutes` names goes to its LMTP server only
+//! (over TCP, with STARTTLS as for SMTP; or over a Unix socket, without):
+//! never by SMTP, never by MX; when the server cannot be used the
+//! recipients are deferred.
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::ServerName;
 use tern_client::tls::{load_ca_file, server_name};
-use tern_client::{Client, Envelope, FileSource, RcptResult, Status, TlsConfig, Transaction};
+use tern_client::{
+    Client, Envelope, FileSource, Protocol, RcptResult, Status, TlsConfig, Transaction,
+};
+use tern_control::LmtpServer;
 use tern_ipc::Outcome;
 use tern_ipc::remote::{RcptReport, RemoteDeliver};
 use tern_log::Event;
@@ -35,10 +45,76 @@ pub(crate) struct Settings {
     pub(crate) tlsca: Option<PathBuf>,
 }
 
-/// An open SMTP session and where it goes.
+/// The name of an LMTP server in report texts (which end up in bounces):
+/// its address or socket path is the administrator's; the log lines name
+/// it.
+const LMTP_LABEL: &str = "the LMTP server";
+
+/// A connection: TCP (SMTP, or LMTP over TCP) or a Unix socket (LMTP).
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, t: Option<Duration>) {
+        let _ = match self {
+            Stream::Tcp(s) => s.set_read_timeout(t).and(s.set_write_timeout(t)),
+            Stream::Unix(s) => s.set_read_timeout(t).and(s.set_write_timeout(t)),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// Where a connection goes.
+#[derive(Clone)]
+enum Dest {
+    /// An SMTP or LMTP server on TCP.
+    Tcp(Target),
+    /// An LMTP server on a Unix socket.
+    Unix(PathBuf),
+}
+
+impl Dest {
+    /// `event` with the fields naming this destination.
+    fn log(&self, event: Event) -> Event {
+        match self {
+            Dest::Tcp(t) => event
+                .field("host", &t.host)
+                .field("ip", t.addr.ip().to_string()),
+            Dest::Unix(p) => event.field("socket", p.display().to_string()),
+        }
+    }
+}
+
+/// An open SMTP or LMTP session and where it goes.
 struct Conn {
-    client: Client<TcpStream>,
-    target: Target,
+    client: Client<Stream>,
+    dest: Dest,
 }
 
 /// The worker's state between requests.
@@ -209,16 +285,29 @@ impl Worker {
                 self.close();
             }
             let r = self.router.resolve(&domain);
-            if let Resolution::Targets(t) = &r {
-                Event::new(PROG, "resolved")
+            match &r {
+                Resolution::Targets(t) => Event::new(PROG, "resolved")
                     .field("domain", &domain)
                     .num("targets", t.len())
-                    .emit();
+                    .emit(),
+                Resolution::Lmtp(server) => Event::new(PROG, "resolved")
+                    .field("domain", &domain)
+                    .field("lmtp", server.to_string())
+                    .emit(),
+                _ => {}
             }
             self.resolved = Some((domain.clone(), r, Instant::now()));
         }
-        let targets = match &self.resolved {
-            Some((_, Resolution::Targets(t), _)) => t.clone(),
+        let (targets, protocol) = match &self.resolved {
+            Some((_, Resolution::Lmtp(LmtpServer::Tcp(addr)), _)) => (
+                vec![Target {
+                    host: addr.ip().to_string(),
+                    addr: *addr,
+                }],
+                Protocol::Lmtp,
+            ),
+            Some((_, Resolution::Lmtp(LmtpServer::Unix(_)), _)) => (Vec::new(), Protocol::Lmtp),
+            Some((_, Resolution::Targets(t), _)) => (t.clone(), Protocol::Smtp),
             Some((_, Resolution::NullMx, _)) => {
                 return all(
                     n,
@@ -268,15 +357,21 @@ impl Worker {
                     return r;
                 }
                 Transaction::NotStarted(e) => {
-                    Event::new(PROG, "reconnect")
-                        .field("host", &conn.target.host)
-                        .field("ip", conn.target.addr.ip().to_string())
+                    conn.dest
+                        .log(Event::new(PROG, "reconnect"))
                         .field("reason", e.to_string())
                         .emit();
                 }
             }
         }
-        let mut conn = match self.open_any(&domain, &targets) {
+        let opened = match &self.resolved {
+            Some((_, Resolution::Lmtp(LmtpServer::Unix(path)), _)) => {
+                let path = path.clone();
+                self.open_unix(&path)
+            }
+            _ => self.open_any(&domain, &targets, protocol),
+        };
+        let mut conn = match opened {
             Ok(c) => c,
             Err(text) => return all(n, Status::Temporary, &text),
         };
@@ -286,7 +381,7 @@ impl Worker {
                 r
             }
             Transaction::NotStarted(e) => {
-                let text = format!("{} {e} (#4.4.2)", self.label(&conn.target));
+                let text = format!("{} {e} (#4.4.2)", conn.client.peer());
                 all(n, Status::Temporary, &text)
             }
         }
@@ -303,14 +398,9 @@ impl Worker {
     pub(crate) fn close(&mut self) {
         if let Some(mut conn) = self.conn.take() {
             if let Some(s) = conn.client.stream_mut() {
-                let wait = Some(self.settings.timeout_remote.min(QUIT_WAIT));
-                let _ = s.set_read_timeout(wait);
-                let _ = s.set_write_timeout(wait);
+                s.set_timeouts(Some(self.settings.timeout_remote.min(QUIT_WAIT)));
             }
-            Event::new(PROG, "quit")
-                .field("host", &conn.target.host)
-                .field("ip", conn.target.addr.ip().to_string())
-                .emit();
+            conn.dest.log(Event::new(PROG, "quit")).emit();
             conn.client.quit();
         }
     }
@@ -319,7 +409,12 @@ impl Worker {
     /// Addresses that failed to connect recently are passed over; when that
     /// is all of them, the one whose back-off ends first is tried anyway,
     /// so that mail is not held back by memory alone.
-    fn open_any(&mut self, domain: &str, targets: &[Target]) -> Result<Conn, String> {
+    fn open_any(
+        &mut self,
+        domain: &str,
+        targets: &[Target],
+        protocol: Protocol,
+    ) -> Result<Conn, String> {
         let t = now();
         let mut todo: Vec<&Target> = targets
             .iter()
@@ -338,7 +433,7 @@ impl Worker {
         }
         let mut last = HostFailure::new("no address to try".to_string());
         for target in todo {
-            match self.open(target) {
+            match self.open(target, protocol) {
                 Ok(c) => return Ok(c),
                 Err(f) => {
                     Event::new(PROG, "host_failed")
@@ -351,16 +446,55 @@ impl Worker {
                 }
             }
         }
+        if protocol == Protocol::Lmtp {
+            return Err(format!(
+                "the LMTP server for {domain} could not be used: {} (#{})",
+                last.text, last.code
+            ));
+        }
         Err(format!(
             "no mail server for {domain} could be used; last: {} (#{})",
             last.text, last.code
         ))
     }
 
-    /// A TCP connection, greeting and EHLO.
-    fn connect(&self, target: &Target) -> Result<Client<TcpStream>, HostFailure> {
+    /// An LMTP session on a Unix socket: greeting and LHLO, no TLS.
+    fn open_unix(&mut self, path: &Path) -> Result<Conn, String> {
+        let dest = Dest::Unix(path.to_path_buf());
+        let failed = |text: String| {
+            dest.log(Event::new(PROG, "host_failed"))
+                .field("reason", &text)
+                .emit();
+            Err(format!(
+                "the LMTP server could not be used: {text} (#4.4.1)"
+            ))
+        };
+        let sock = match UnixStream::connect(path) {
+            Ok(s) => s,
+            Err(e) => return failed(format!("cannot connect to {LMTP_LABEL}: {e}")),
+        };
+        dest.log(Event::new(PROG, "connect")).emit();
+        let t = Some(self.settings.timeout_remote);
+        let stream = Stream::Unix(sock);
+        stream.set_timeouts(t);
+        let mut client = match Client::connect_with(stream, LMTP_LABEL, t, Protocol::Lmtp) {
+            Ok(c) => c,
+            Err(e) => return failed(format!("{LMTP_LABEL} {e}")),
+        };
+        if let Err(e) = client.hello(&self.settings.helo) {
+            return failed(format!("{LMTP_LABEL} {e}"));
+        }
+        Ok(Conn { client, dest })
+    }
+
+    /// A TCP connection, greeting and EHLO (LHLO for LMTP).
+    fn connect(&self, target: &Target, protocol: Protocol) -> Result<Client<Stream>, HostFailure> {
         let ip = target.addr.ip();
-        let name = self.label(target);
+        let name = if protocol == Protocol::Lmtp {
+            LMTP_LABEL.to_string()
+        } else {
+            self.label(target)
+        };
         let tcp = match TcpStream::connect_timeout(&target.addr, self.settings.timeout_connect) {
             Ok(s) => s,
             Err(e) => {
@@ -389,16 +523,16 @@ impl Worker {
             .num("port", target.addr.port())
             .emit();
         let t = Some(self.settings.timeout_remote);
-        let _ = tcp.set_read_timeout(t);
-        let _ = tcp.set_write_timeout(t);
         let _ = tcp.set_nodelay(true);
+        let tcp = Stream::Tcp(tcp);
+        tcp.set_timeouts(t);
         let fail = |e: tern_client::Error| HostFailure::new(format!("{name} {e}"));
         // A host that takes the connection but never greets (overloaded,
         // a tarpit, a dead service behind a live kernel) is as dead as one
         // that does not answer the SYN, and costs a whole timeoutremote per
         // try: it is remembered the same way. Any greeting, even a refusal,
         // shows the host is alive.
-        let mut client = match Client::connect(tcp, name.clone(), t) {
+        let mut client = match Client::connect_with(tcp, name.clone(), t, protocol) {
             Ok(c) => c,
             Err(e) => {
                 if matches!(e, tern_client::Error::Timeout) {
@@ -439,7 +573,7 @@ impl Worker {
 
     /// A session with `target` ready for mail, TLS as the domain's policy
     /// says.
-    fn open(&mut self, target: &Target) -> Result<Conn, HostFailure> {
+    fn open(&mut self, target: &Target, protocol: Protocol) -> Result<Conn, HostFailure> {
         let domain = self
             .resolved
             .as_ref()
@@ -447,8 +581,8 @@ impl Worker {
             .unwrap_or_default();
         let policy = self.settings.policies.lookup(&domain);
         let ip = target.addr.ip();
-        let name = self.label(target);
-        let mut client = self.connect(target)?;
+        let mut client = self.connect(target, protocol)?;
+        let name = client.peer().to_string();
         let log_tls = |info: &tern_client::TlsInfo| {
             Event::new(PROG, "tls")
                 .field("host", &target.host)
@@ -492,13 +626,13 @@ impl Worker {
                             self.memory.record_tls_failure(ip, now());
                             log_fallback(&format!("{e}"));
                             drop(client);
-                            client = self.connect(target)?;
+                            client = self.connect(target, protocol)?;
                         }
                     }
                 }
             }
             TlsPolicy::Verify => {
-                let refuse = |client: Client<TcpStream>, why: String| {
+                let refuse = |client: Client<Stream>, why: String| {
                     if client.is_usable() {
                         client.quit();
                     }
@@ -536,7 +670,7 @@ impl Worker {
         }
         Ok(Conn {
             client,
-            target: target.clone(),
+            dest: Dest::Tcp(target.clone()),
         })
     }
 }

@@ -9,10 +9,11 @@
 //!     A worker of tern-rspawn. Reads `RemoteDeliver` requests (several
 //!     recipients of one message at one domain, the queue file as a passed
 //!     descriptor) from fd 0 until end of file and answers each recipient
-//!     with one `RcptReport` on fd 1. Routes through tern-route (smtproutes,
-//!     then MX; kept for 5 minutes, a temporary failure not at all), connects to the targets
-//!     in order, uses STARTTLS as control/tlsdestinations says, and speaks
-//!     SMTP through tern-client. The SMTP connection stays open between
+//!     with one `RcptReport` on fd 1. Routes through tern-route (lmtproutes
+//!     for LMTP stores over TCP or a Unix socket, then smtproutes, then MX;
+//!     kept for 5 minutes, a temporary failure not at all), connects to the
+//!     targets in order, uses STARTTLS as control/tlsdestinations says, and
+//!     speaks SMTP (or LMTP) through tern-client. The SMTP connection stays open between
 //!     requests and is reused; QUIT is sent at end of file.
 //!
 //! SECURITY
@@ -29,7 +30,8 @@
 //!
 //! FILES
 //!     $TERN_HOME/control/{helohost,me,timeoutremote,timeoutconnect,
-//!     tlsdestinations,tlsca,smtproutes,dnsservers}, $TERN_HOME/queue/remote/
+//!     tlsdestinations,tlsca,lmtproutes,smtproutes,dnsservers},
+//!     $TERN_HOME/queue/remote/, the Unix sockets lmtproutes names
 //!
 //! SEE ALSO
 //!     tern-rspawn(8), tern-send(8), docs/man/tern-remote.8.md

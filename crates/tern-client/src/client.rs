@@ -2,6 +2,9 @@
 //!
 //! [`Client::connect`] reads the greeting from a connected stream,
 //! [`Client::hello`] sends EHLO (HELO when EHLO is refused with 5xx),
+//! or LHLO for a session made with [`Client::connect_with`] and
+//! [`Protocol::Lmtp`] (RFC 2033: no HELO fallback, and after the message
+//! one reply per accepted recipient, in order),
 //! [`Client::starttls`] upgrades to TLS and says EHLO again,
 //! [`Client::send`] runs one mail transaction and returns one
 //! [`RcptResult`] per recipient, [`Client::quit`] ends the session.
@@ -38,6 +41,8 @@ pub enum Stage {
     Greeting,
     /// EHLO.
     Ehlo,
+    /// LHLO (LMTP).
+    Lhlo,
     /// HELO (after EHLO was refused).
     Helo,
     /// STARTTLS.
@@ -59,6 +64,7 @@ impl fmt::Display for Stage {
         f.write_str(match self {
             Stage::Greeting => "the greeting",
             Stage::Ehlo => "EHLO",
+            Stage::Lhlo => "LHLO",
             Stage::Helo => "HELO",
             Stage::StartTls => "STARTTLS",
             Stage::Rset => "RSET",
@@ -199,6 +205,20 @@ impl<S: Read + Write> Write for Transport<S> {
     }
 }
 
+/// The protocol a session speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// SMTP (RFC 5321): EHLO (HELO fallback), one reply after the message.
+    #[default]
+    Smtp,
+    /// LMTP (RFC 2033): LHLO, and after the message one reply for each
+    /// recipient whose RCPT was accepted, in the order of the RCPTs. A
+    /// reply that does not come (connection lost, timeout, malformed, or
+    /// `421`) leaves that recipient and every later one temporary, never
+    /// delivered.
+    Lmtp,
+}
+
 /// One mail transaction's envelope.
 #[derive(Debug, Clone, Copy)]
 pub struct Envelope<'a> {
@@ -266,6 +286,7 @@ pub struct Client<S: Read + Write> {
     /// or `552` from an old server, at RCPT), by index.
     overflow: Vec<usize>,
     min_data_rate: u64,
+    protocol: Protocol,
 }
 
 /// Most transactions [`Client::send`] runs for one message: the first and
@@ -286,6 +307,7 @@ impl<S: Read + Write> fmt::Debug for Client<S> {
             .field("broken", &self.broken)
             .field("dirty", &self.dirty)
             .field("tls", &self.tls)
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
@@ -334,6 +356,19 @@ impl<S: Read + Write> Client<S> {
         peer: impl Into<String>,
         reply_timeout: Option<Duration>,
     ) -> Result<Client<S>, Error> {
+        Client::connect_with(stream, peer, reply_timeout, Protocol::Smtp)
+    }
+
+    /// As [`Client::connect`], for a session speaking `protocol`.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn connect_with(
+        stream: S,
+        peer: impl Into<String>,
+        reply_timeout: Option<Duration>,
+        protocol: Protocol,
+    ) -> Result<Client<S>, Error> {
         let mut c = Client {
             stream: Transport::Plain(stream),
             rbuf: vec![0u8; READ_BUF].into_boxed_slice(),
@@ -350,6 +385,7 @@ impl<S: Read + Write> Client<S> {
             write_deadline: None,
             overflow: Vec::new(),
             min_data_rate: MIN_DATA_RATE,
+            protocol,
         };
         let greeting = c.read_reply()?;
         if greeting.code != 220 {
@@ -360,6 +396,11 @@ impl<S: Read + Write> Client<S> {
             });
         }
         Ok(c)
+    }
+
+    /// The protocol of the session.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The server's name in texts.
@@ -479,13 +520,27 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// Says EHLO `name`; when the server refuses it with 5xx (an old
-    /// server), HELO `name`. Reads the server's extensions.
+    /// server), HELO `name`. Reads the server's extensions. In an LMTP
+    /// session: LHLO `name`, and no fallback.
     ///
     /// # Errors
-    /// Both refused, EHLO refused with 4xx, or the connection failed.
+    /// Both refused, EHLO refused with 4xx, LHLO refused, or the
+    /// connection failed.
     pub fn hello(&mut self, name: &str) -> Result<(), Error> {
         self.caps = Capabilities::default();
         self.esmtp = false;
+        if self.protocol == Protocol::Lmtp {
+            let reply = self.command(format!("LHLO {name}\r\n").as_bytes())?;
+            if !reply.is_positive() {
+                return Err(Error::Rejected {
+                    stage: Stage::Lhlo,
+                    reply,
+                });
+            }
+            self.caps = Capabilities::parse(&reply);
+            self.esmtp = true;
+            return Ok(());
+        }
         let reply = self.command(format!("EHLO {name}\r\n").as_bytes())?;
         if reply.is_positive() {
             self.caps = Capabilities::parse(&reply);
@@ -900,6 +955,10 @@ impl<S: Read + Write> Client<S> {
             set(&mut results, Status::Temporary, &text);
             return Transaction::Done(finish(results));
         }
+        if self.protocol == Protocol::Lmtp {
+            self.lmtp_replies(&accepted, &mut results);
+            return Transaction::Done(finish(results));
+        }
         match self.read_reply() {
             Err(e) => {
                 let text = format!(
@@ -924,6 +983,57 @@ impl<S: Read + Write> Client<S> {
             }
         }
         Transaction::Done(finish(results))
+    }
+
+    /// LMTP after the message: exactly one reply per accepted recipient
+    /// (`accepted`, in RCPT order), each that recipient's result. When a
+    /// reply does not come (error, timeout, close, malformed) or is `421`,
+    /// that recipient and the ones after it are temporary failures (the
+    /// server may have delivered to them: a possible duplicate, never a
+    /// loss); the connection is then unusable. Bytes already buffered
+    /// beyond the last expected reply mean the server answered more than
+    /// it was asked: the connection is not used again (they would be
+    /// taken as the answers to the next commands).
+    fn lmtp_replies(&mut self, accepted: &[usize], results: &mut [Option<RcptResult>]) {
+        for (k, &i) in accepted.iter().enumerate() {
+            let reply = match self.read_reply() {
+                Ok(r) if r.code != 421 => r,
+                failed => {
+                    let why = match failed {
+                        Ok(r) => format!("said: {}", r.text()),
+                        Err(e) => e.to_string(),
+                    };
+                    self.broken = true;
+                    let text = format!(
+                        "{} {why} after the message was sent, before its reply for this \
+                         recipient: possible duplicate (#4.4.2)",
+                        self.peer
+                    );
+                    for &j in &accepted[k..] {
+                        results[j] = Some(RcptResult {
+                            status: Status::Temporary,
+                            text: text.clone(),
+                        });
+                    }
+                    return;
+                }
+            };
+            let status = status_of(reply.class());
+            let text = if status == Status::Accepted {
+                format!("{} said: {}", self.peer, reply.text())
+            } else {
+                format!(
+                    "{} said: {} (in reply to the end of data)",
+                    self.peer,
+                    reply.text()
+                )
+            };
+            results[i] = Some(RcptResult { status, text });
+        }
+        self.dirty = false;
+        if self.rpos < self.rlen {
+            self.broken = true;
+        }
     }
 
     fn fill(

@@ -1,4 +1,4 @@
-//! `tern-client`: the SMTP client protocol, blocking, over any
+//! `tern-client`: the SMTP (and LMTP) client protocol, blocking, over any
 //! `Read + Write` stream.
 //!
 //! What it owns:
@@ -21,7 +21,8 @@
 //!   certificate, handshake signatures still checked; verify: a CA bundle
 //!   and the host name) and what a session used ([`tls::TlsInfo`]);
 //! * [`client`]: the session ([`Client`]): greeting, EHLO with HELO
-//!   fallback, STARTTLS, transactions with or without PIPELINING
+//!   fallback (or LMTP's LHLO, [`Protocol::Lmtp`], with one reply per
+//!   accepted recipient after the message), STARTTLS, transactions with or without PIPELINING
 //!   ([`Client::send`], one [`RcptResult`] per recipient), RSET only when a
 //!   transaction was left open, QUIT.
 //!
@@ -43,7 +44,7 @@ pub mod message;
 pub mod reply;
 pub mod tls;
 
-pub use client::{Client, Envelope, Error, RcptResult, Stage, Status, Transaction};
+pub use client::{Client, Envelope, Error, Protocol, RcptResult, Stage, Status, Transaction};
 pub use ehlo::Capabilities;
 pub use message::{FileSource, Scan, Source, scan};
 pub use reply::{Reply, ReplyError};

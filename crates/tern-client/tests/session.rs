@@ -836,3 +836,155 @@ fn pinned_self_signed_certificate_is_explained() {
     drop(c);
     h.join().unwrap();
 }
+
+/// An LMTP session to `addr`: greeting and LHLO client.test.
+fn lmtp_client(addr: std::net::SocketAddr) -> Client<TcpStream> {
+    let mut c = Client::connect_with(
+        fake::tcp(addr),
+        "the LMTP server",
+        Some(WAIT),
+        tern_client::Protocol::Lmtp,
+    )
+    .expect("greeting");
+    c.hello("client.test").expect("LHLO");
+    c
+}
+
+/// The server's greeting and its reply to LHLO with PIPELINING.
+fn lmtp_greet(p: &mut Peer) {
+    p.send("220 store.test LMTP");
+    p.reply(
+        "LHLO client.test",
+        "250-store.test\n250-PIPELINING\n250 ENHANCEDSTATUSCODES",
+    );
+}
+
+#[test]
+fn lmtp_one_reply_per_accepted_recipient_then_reuse() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        lmtp_greet(p);
+        p.pipelined(
+            &["MAIL", "RCPT", "RCPT", "RCPT", "RCPT", "DATA"],
+            "250 ok\n250 ok\n550 5.1.1 unknown at RCPT\n250 ok\n250 ok\n354 go",
+        );
+        p.data();
+        // one reply for each of the three accepted, in RCPT order
+        p.send(
+            "250 2.0.0 <u1> saved\n451-4.2.0 mailbox\n451 4.2.0 busy\n552 5.2.2 <u4> over quota",
+        );
+        // the connection is reused: a second message, one recipient
+        p.pipelined(&["MAIL", "RCPT", "DATA"], "250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("250 2.0.0 saved");
+        p.quit();
+    });
+    let mut c = lmtp_client(addr);
+    assert!(c.capabilities().pipelining);
+    let r = send(
+        &mut c,
+        "s@a.test",
+        &["u1@b.test", "u2@b.test", "u3@b.test", "u4@b.test"],
+        MSG,
+    );
+    assert_eq!(
+        statuses(&r),
+        [
+            Status::Accepted,
+            Status::Permanent,
+            Status::Temporary,
+            Status::Permanent
+        ]
+    );
+    assert_eq!(r[0].text, "the LMTP server said: 250 2.0.0 <u1> saved");
+    assert_eq!(r[1].text, "the LMTP server said: 550 5.1.1 unknown at RCPT");
+    assert_eq!(
+        r[2].text,
+        "the LMTP server said: 451 4.2.0 mailbox / 4.2.0 busy (in reply to the end of data)"
+    );
+    assert_eq!(
+        r[3].text,
+        "the LMTP server said: 552 5.2.2 <u4> over quota (in reply to the end of data)"
+    );
+    assert!(c.is_usable());
+    assert_eq!(statuses(&send_x(&mut c, &["v@b.test"])), [Status::Accepted]);
+    c.quit();
+    h.join().unwrap();
+}
+
+#[test]
+fn lmtp_missing_replies_leave_the_rest_temporary() {
+    // 0: the connection closes after the first reply; 1: a 421 as the
+    // second reply; 2: a malformed second reply; 3: no reply at all
+    let (addr, h) = server(4, |i, p: &mut Peer| {
+        lmtp_greet(p);
+        p.pipelined(
+            &["MAIL", "RCPT", "RCPT", "RCPT", "DATA"],
+            "250 ok\n250 ok\n250 ok\n250 ok\n354 go",
+        );
+        p.data();
+        match i {
+            0 => p.send("250 2.0.0 one"),
+            1 => p.send("250 2.0.0 one\n421 4.3.0 going away\n250 2.0.0 three"),
+            2 => p.send("250 2.0.0 one\n25x broken"),
+            _ => {}
+        }
+        p.close();
+    });
+    for i in 0..4 {
+        let mut c = lmtp_client(addr);
+        let r = send_x(&mut c, &["u1@b.test", "u2@b.test", "u3@b.test"]);
+        let first = if i == 3 {
+            Status::Temporary
+        } else {
+            Status::Accepted
+        };
+        assert_eq!(
+            statuses(&r),
+            [first, Status::Temporary, Status::Temporary],
+            "case {i}"
+        );
+        assert!(
+            r[2].text.contains("possible duplicate (#4.4.2)"),
+            "case {i}: {}",
+            r[2].text
+        );
+        assert!(!c.is_usable(), "case {i}");
+    }
+    h.join().unwrap();
+}
+
+#[test]
+fn lmtp_more_replies_than_recipients_end_the_session() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        lmtp_greet(p);
+        p.pipelined(&["MAIL", "RCPT", "DATA"], "250 ok\n250 ok\n354 go");
+        p.data();
+        p.send("250 2.0.0 one\n250 2.0.0 extra");
+        p.until_eof();
+    });
+    let mut c = lmtp_client(addr);
+    assert_eq!(statuses(&send_x(&mut c, &["u@b.test"])), [Status::Accepted]);
+    assert!(!c.is_usable());
+    drop(c);
+    h.join().unwrap();
+}
+
+#[test]
+fn lmtp_lhlo_refused_has_no_helo_fallback() {
+    let (addr, h) = server(1, |_, p: &mut Peer| {
+        p.send("220 store.test LMTP");
+        p.reply("LHLO client.test", "500 5.5.1 what");
+        p.until_eof();
+    });
+    let mut c = Client::connect_with(
+        fake::tcp(addr),
+        "the LMTP server",
+        Some(WAIT),
+        tern_client::Protocol::Lmtp,
+    )
+    .unwrap();
+    let e = c.hello("client.test").unwrap_err();
+    assert_rejected_at(&e, Stage::Lhlo);
+    drop(c);
+    h.join().unwrap();
+}

@@ -6,7 +6,7 @@ use tern_addr::Domain;
 
 use crate::error::{Error, ErrorKind};
 use crate::home::Home;
-use crate::lists::{BadMailFrom, DomainList, SmtpRoutes, VirtualDomains};
+use crate::lists::{BadMailFrom, DomainList, LmtpRoutes, SmtpRoutes, VirtualDomains};
 use crate::read::read_control;
 use crate::settings::{DefaultValue, Kind, Setting, Value, parse_value, setting};
 
@@ -75,6 +75,12 @@ fn routes(v: Value, name: &str) -> SmtpRoutes {
         _ => mismatch(name),
     }
 }
+fn lroutes(v: Value, name: &str) -> LmtpRoutes {
+    match v {
+        Value::LmtpRoutes(x) => x,
+        _ => mismatch(name),
+    }
+}
 fn bmf(v: Value, name: &str) -> BadMailFrom {
     match v {
         Value::BadMailFrom(x) => x,
@@ -135,6 +141,7 @@ impl Control {
                 Value::VirtualDomains(VirtualDomains::default())
             }
             (DefaultValue::Empty, Kind::SmtpRoutes) => Value::SmtpRoutes(SmtpRoutes::default()),
+            (DefaultValue::Empty, Kind::LmtpRoutes) => Value::LmtpRoutes(LmtpRoutes::default()),
             (DefaultValue::Empty, Kind::BadMailFrom) => Value::BadMailFrom(BadMailFrom::default()),
             (DefaultValue::Empty, Kind::Lines | Kind::DnsServers | Kind::TlsDestinations) => {
                 Value::Lines(Vec::new())
@@ -175,6 +182,8 @@ impl Control {
         virtualdomains -> VirtualDomains = virtuals;
         /// `smtproutes` (default: none).
         smtproutes -> SmtpRoutes = routes;
+        /// `lmtproutes` (default: none).
+        lmtproutes -> LmtpRoutes = lroutes;
         /// `badmailfrom` (default: none).
         badmailfrom -> BadMailFrom = bmf;
         /// `databytes`: largest SMTP message in bytes, 0 = no limit (default

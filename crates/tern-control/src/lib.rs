@@ -13,7 +13,7 @@
 //!   readers and a one-line description. `ternctl check` and
 //!   docs/control.md follow it.
 //! * The structured values: [`DomainList`] (`locals`, `rcpthosts`, ...),
-//!   [`VirtualDomains`], [`SmtpRoutes`], [`BadMailFrom`]; the outbound
+//!   [`VirtualDomains`], [`SmtpRoutes`], [`LmtpRoutes`], [`BadMailFrom`]; the outbound
 //!   line syntax of `dnsservers` ([`DnsServers`]) and `tlsdestinations`
 //!   ([`TlsDestinations`], [`TlsPolicy`]), used by tern-route.
 //! * [`Assign`] parses `users/assign` (qmail-users semantics) and looks
@@ -48,7 +48,10 @@ pub use check::{FileReport, Status, check};
 pub use control::Control;
 pub use error::{Error, ErrorKind};
 pub use home::{DEFAULT_HOME, Home};
-pub use lists::{BadMailFrom, DomainList, Relay, RelayHost, SmtpRoutes, VirtualDomains};
+pub use lists::{
+    BadMailFrom, DomainList, LmtpRoutes, LmtpServer, MAX_SOCKET_PATH, Relay, RelayHost, SmtpRoutes,
+    VirtualDomains,
+};
 pub use outbound::{
     DNS_PORT, DnsServers, MAX_DNS_SERVERS, TlsDestinations, TlsPolicy, parse_dns_server,
 };

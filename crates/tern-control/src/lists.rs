@@ -1,4 +1,5 @@
 //! Structured control files: domain lists, `virtualdomains`, `smtproutes`,
+//! `lmtproutes`,
 //! `badmailfrom`. Each parser takes the file's text (no I/O); errors carry
 //! the 1-based line number and a static hint.
 
@@ -390,6 +391,159 @@ impl SmtpRoutes {
     }
 }
 
+/// Longest Unix socket path an `lmtproutes` line may name, in bytes: the
+/// size of `sun_path` on Linux (108) less its terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Where an `lmtproutes` entry sends mail: an LMTP server on TCP (an IP
+/// address and a port, no DNS) or on a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpServer {
+    /// An IP address and port.
+    Tcp(std::net::SocketAddr),
+    /// An absolute path to a Unix stream socket.
+    Unix(std::path::PathBuf),
+}
+
+impl fmt::Display for LmtpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LmtpServer::Tcp(a) => write!(f, "{a}"),
+            LmtpServer::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+fn parse_lmtp_server(n: usize, spec: &str) -> Result<Option<LmtpServer>, Error> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    if spec.starts_with('/') {
+        if spec.len() > MAX_SOCKET_PATH {
+            return Err(Error::at_line(
+                n,
+                ErrorKind::Syntax("socket path longer than 107 bytes"),
+            ));
+        }
+        if spec.chars().any(char::is_control) {
+            return Err(Error::at_line(
+                n,
+                ErrorKind::Syntax("control character in socket path"),
+            ));
+        }
+        if spec.ends_with('/') || spec.split('/').any(|c| c == "." || c == "..") {
+            return Err(Error::at_line(
+                n,
+                ErrorKind::Syntax("socket path ends in '/' or holds '.' or '..'"),
+            ));
+        }
+        return Ok(Some(LmtpServer::Unix(std::path::PathBuf::from(spec))));
+    }
+    let Some(relay) = parse_relay(n, spec)? else {
+        return Ok(None);
+    };
+    let RelayHost::Ip(ip) = relay.host else {
+        return Err(Error::at_line(
+            n,
+            ErrorKind::Syntax("LMTP server is not an IP address or /socket path (no DNS)"),
+        ));
+    };
+    // parse_relay fills in 25; LMTP must not use port 25 (RFC 2033
+    // section 5) and has no port of its own: the port is required
+    let has_port = if spec.starts_with('[') {
+        spec.rsplit_once(']')
+            .is_some_and(|(_, p)| p.starts_with(':'))
+    } else {
+        spec.contains(':')
+    };
+    if !has_port {
+        return Err(Error::at_line(
+            n,
+            ErrorKind::Syntax("LMTP over TCP needs a port (host:port)"),
+        ));
+    }
+    if relay.port == 25 {
+        return Err(Error::at_line(
+            n,
+            ErrorKind::Syntax("LMTP must not use port 25 (RFC 2033)"),
+        ));
+    }
+    Ok(Some(LmtpServer::Tcp(std::net::SocketAddr::new(
+        ip, relay.port,
+    ))))
+}
+
+/// `control/lmtproutes`: which domains go to an LMTP server (RFC 2033),
+/// in smtproutes' syntax: `domain:server`, `.suffix:server`, `:server`
+/// (default). The server is `IP:port` (`[IPv6]:port`) or an absolute Unix
+/// socket path (`/run/dovecot/lmtp`); an empty server (`domain:`) means
+/// "not by LMTP" (smtproutes and MX as usual). Host names are refused: no
+/// DNS is asked for LMTP routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LmtpRoutes {
+    exact: HashMap<String, Option<LmtpServer>>,
+    suffixes: HashMap<String, Option<LmtpServer>>,
+    default: Option<Option<LmtpServer>>,
+    entries: Vec<String>,
+}
+
+impl LmtpRoutes {
+    /// Parses the file's text.
+    ///
+    /// # Errors
+    /// The first malformed line, or a domain given twice.
+    pub fn parse(text: &str) -> Result<LmtpRoutes, Error> {
+        let mut r = LmtpRoutes::default();
+        for (n, line) in list_lines(text) {
+            let Some((key, spec)) = line.split_once(':') else {
+                return Err(Error::at_line(
+                    n,
+                    ErrorKind::Syntax("no ':' (expected domain:ip:port or domain:/socket)"),
+                ));
+            };
+            let server = parse_lmtp_server(n, spec)?;
+            let fresh = if key.is_empty() {
+                r.default.replace(server).is_none()
+            } else if let Some(rest) = key.strip_prefix('.') {
+                let d = Domain::parse(rest.as_bytes(), Charset::Utf8)
+                    .map_err(|e| bad_domain(n, e.shifted(1)))?;
+                r.suffixes
+                    .insert(format!(".{}", d.to_lowercase_key()), server)
+                    .is_none()
+            } else {
+                let d =
+                    Domain::parse(key.as_bytes(), Charset::Utf8).map_err(|e| bad_domain(n, e))?;
+                r.exact.insert(d.to_lowercase_key(), server).is_none()
+            };
+            if !fresh {
+                return Err(Error::at_line(
+                    n,
+                    ErrorKind::Syntax("duplicate entry (an earlier line has the same domain)"),
+                ));
+            }
+            r.entries.push(line.to_string());
+        }
+        Ok(r)
+    }
+
+    /// The LMTP server for mail to `domain`: the exact entry, else the
+    /// longest matching `.suffix`, else the default. `None`: not by LMTP
+    /// (no entry, or an entry with an empty server). Case-insensitive.
+    pub fn lookup(&self, domain: &str) -> Option<&LmtpServer> {
+        let d = domain.to_ascii_lowercase();
+        self.exact
+            .get(&d)
+            .or_else(|| for_each_suffix(&d, |s| self.suffixes.get(s)))
+            .or(self.default.as_ref())
+            .and_then(Option::as_ref)
+    }
+
+    /// The entries as written, in file order.
+    pub fn entries(&self) -> &[String] {
+        &self.entries
+    }
+}
+
 /// `control/badmailfrom`: envelope senders refused, as exact addresses or
 /// `@domain` (every sender at that domain). Case-insensitive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -585,6 +739,70 @@ mod tests {
         let plain = SmtpRoutes::parse("example.com:relay\n").unwrap();
         assert_eq!(plain.lookup("other.example"), None);
         assert_eq!(plain.lookup("example.com").map(|r| r.port), Some(25));
+    }
+
+    #[test]
+    fn lmtproutes_bad_lines() {
+        let long = format!("example.com:/{}\n", "s".repeat(MAX_SOCKET_PATH));
+        let cases: &[(&str, usize, &str)] = &[
+            ("example.com\n", 1, "no ':'"),
+            ("example.com:127.0.0.1\n", 1, "LMTP over TCP needs a port"),
+            ("example.com:[::1]\n", 1, "LMTP over TCP needs a port"),
+            ("example.com:127.0.0.1:25\n", 1, "LMTP must not use port 25"),
+            ("example.com:[::1]:25\n", 1, "LMTP must not use port 25"),
+            (
+                "example.com:lmtp.example:24\n",
+                1,
+                "LMTP server is not an IP",
+            ),
+            ("example.com:localhost:24\n", 1, "LMTP server is not an IP"),
+            ("example.com:127.0.0.1:x\n", 1, "port is not a number"),
+            ("example.com:127.0.0.1:0\n", 1, "number out of range"),
+            ("example.com:127.0.0.1:70000\n", 1, "number out of range"),
+            ("example.com:::1:24\n", 1, "too many ':'"),
+            ("example.com:[::1:24\n", 1, "'[' without ']'"),
+            ("example.com:relative/sock\n", 1, "bad relay host"),
+            (&long, 1, "socket path longer"),
+            ("example.com:/run/a\tb\n", 1, "control character"),
+            ("example.com:/run/../etc/sock\n", 1, "socket path ends in"),
+            ("example.com:/run/lmtp/\n", 1, "socket path ends in"),
+            ("bad_dom:/run/lmtp\n", 1, "bad domain"),
+            (".:/run/lmtp\n", 1, "bad domain"),
+            ("a.example:/x\nA.example:/y\n", 2, "duplicate entry"),
+            (":/x\n:127.0.0.1:24\n", 2, "duplicate entry"),
+        ];
+        for (text, line, msg) in cases {
+            let (l, m) = err_line(LmtpRoutes::parse(text));
+            assert_eq!(l, *line, "{text:?}");
+            assert!(m.starts_with(msg), "{text:?}: {m}");
+        }
+    }
+
+    #[test]
+    fn lmtproutes_lookup() {
+        let max = format!("/{}", "s".repeat(MAX_SOCKET_PATH - 1));
+        let r = LmtpRoutes::parse(&format!(
+            "Example.com:127.0.0.1:2424\n\
+             .example.org:[::1]:24\n\
+             smtp.example.org:\n\
+             sock.example:/run/dovecot/lmtp\n\
+             odd.example:/run/a:b\n\
+             max.example:{max}\n\
+             :[IPv6:::1]:2003\n"
+        ))
+        .unwrap();
+        let show = |d: &str| r.lookup(d).map(|x| x.to_string());
+        assert_eq!(show("EXAMPLE.COM").as_deref(), Some("127.0.0.1:2424"));
+        assert_eq!(show("a.b.example.org").as_deref(), Some("[::1]:24"));
+        assert_eq!(show("smtp.example.org"), None);
+        assert_eq!(show("sock.example").as_deref(), Some("/run/dovecot/lmtp"));
+        assert_eq!(show("odd.example").as_deref(), Some("/run/a:b"));
+        assert_eq!(show("max.example"), Some(max));
+        assert_eq!(show("else.where").as_deref(), Some("[::1]:2003"));
+        let plain = LmtpRoutes::parse("example.com:/s\n").unwrap();
+        assert_eq!(plain.lookup("other.example"), None);
+        assert_eq!(plain.lookup("a.example.com"), None);
+        assert!(LmtpRoutes::parse("# none\n").unwrap().entries().is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use tern_addr::{Charset, Domain, LocalPart};
 
 use crate::error::{Error, ErrorKind};
-use crate::lists::{BadMailFrom, DomainList, SmtpRoutes, VirtualDomains};
+use crate::lists::{BadMailFrom, DomainList, LmtpRoutes, SmtpRoutes, VirtualDomains};
 use crate::outbound::{DnsServers, TlsDestinations};
 use crate::read::{first_line, list_lines};
 
@@ -32,6 +32,8 @@ pub enum Kind {
     VirtualDomains,
     /// `smtproutes` lines.
     SmtpRoutes,
+    /// `lmtproutes` lines.
+    LmtpRoutes,
     /// `badmailfrom` lines.
     BadMailFrom,
     /// Lines of text (`#` lines and blank lines skipped).
@@ -68,6 +70,7 @@ impl Kind {
             Kind::DomainList { suffixes: true } => "domains or .suffixes, one per line",
             Kind::VirtualDomains => "[user@]domain:prepend, .suffix:prepend, :prepend lines",
             Kind::SmtpRoutes => "domain:relay[:port], .suffix:relay, :relay lines",
+            Kind::LmtpRoutes => "domain:ip:port or domain:/socket, .suffix:server, :server lines",
             Kind::BadMailFrom => "user@domain or @domain lines",
             Kind::Lines => "lines",
             Kind::DnsServers => "IP or [IP]:port lines",
@@ -131,6 +134,8 @@ pub static SETTINGS: &[Setting] = &[
         doc: "virtual users and domains: the local part gets prepend- in front" },
     Setting { name: "smtproutes", kind: Kind::SmtpRoutes, default: DefaultValue::Empty, readers: "tern-remote",
         doc: "artificial SMTP routes instead of MX lookups" },
+    Setting { name: "lmtproutes", kind: Kind::LmtpRoutes, default: DefaultValue::Empty, readers: "tern-remote",
+        doc: "domains delivered to an LMTP server (IP:port or a Unix socket) instead of by SMTP; consulted before smtproutes (Tern's own)" },
     Setting { name: "percenthack", kind: Kind::DomainList { suffixes: false }, default: DefaultValue::Empty, readers: "tern-send",
         doc: "domains where user%host@domain is rewritten to user@host" },
     Setting { name: "databytes", kind: Kind::Number { min: 0, max: u64::MAX }, default: DefaultValue::Number(DEFAULT_DATABYTES), readers: "tern-smtpd",
@@ -237,6 +242,8 @@ pub enum Value {
     VirtualDomains(VirtualDomains),
     /// [`Kind::SmtpRoutes`].
     SmtpRoutes(SmtpRoutes),
+    /// [`Kind::LmtpRoutes`].
+    LmtpRoutes(LmtpRoutes),
     /// [`Kind::BadMailFrom`].
     BadMailFrom(BadMailFrom),
     /// [`Kind::Lines`].
@@ -260,6 +267,7 @@ impl Value {
             Value::Domains(l) => l.entries().to_vec(),
             Value::VirtualDomains(v) => v.entries().to_vec(),
             Value::SmtpRoutes(r) => r.entries().to_vec(),
+            Value::LmtpRoutes(r) => r.entries().to_vec(),
             Value::BadMailFrom(b) => b.entries().to_vec(),
             Value::Lines(l) => l.clone(),
             Value::Logins(l) if l.is_empty() => Vec::new(),
@@ -345,6 +353,7 @@ pub fn parse_value(kind: Kind, text: &str) -> Result<Option<Value>, Error> {
         Kind::DomainList { suffixes } => Value::Domains(DomainList::parse(text, suffixes)?),
         Kind::VirtualDomains => Value::VirtualDomains(VirtualDomains::parse(text)?),
         Kind::SmtpRoutes => Value::SmtpRoutes(SmtpRoutes::parse(text)?),
+        Kind::LmtpRoutes => Value::LmtpRoutes(LmtpRoutes::parse(text)?),
         Kind::BadMailFrom => Value::BadMailFrom(BadMailFrom::parse(text)?),
         Kind::DnsServers | Kind::TlsDestinations => {
             // checked here, kept as lines (tern-route parses them again);
@@ -570,6 +579,7 @@ mod tests {
             "morercpthosts",
             "virtualdomains",
             "smtproutes",
+            "lmtproutes",
             "databytes",
             "concurrencylocal",
             "concurrencyremote",

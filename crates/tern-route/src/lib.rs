@@ -1,7 +1,9 @@
 //! `tern-route`: where tern-remote connects, and what it remembers.
 //!
 //! * [`Router`] turns a recipient domain into the addresses to try, in
-//!   order ([`Resolution`]):
+//!   order ([`Resolution`]). Before anything else, `control/lmtproutes`
+//!   (smtproutes' syntax, servers `IP:port` or a Unix socket path) gives
+//!   [`Resolution::Lmtp`]: no DNS, no MX, no fallback to SMTP. Then:
 //!   1. `control/smtproutes` first (qmail's format): the exact domain, else
 //!      the longest `.suffix` entry, else the `:relay` default (smarthost).
 //!      An empty relay (`domain:`) means "MX as usual" for that domain. A

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::{Name, RecordType};
 use tern_addr::{Charset, Domain, DomainKind};
-use tern_control::{Control, Relay, RelayHost, SmtpRoutes};
+use tern_control::{Control, LmtpRoutes, LmtpServer, Relay, RelayHost, SmtpRoutes};
 
 use crate::dns::{self, Answer, Dns, Limits};
 use crate::error::Error;
@@ -56,6 +56,10 @@ pub enum Resolution {
     /// none of which resolves yet, an smtproutes relay without address):
     /// try again later, with the reason.
     Temporary(String),
+    /// `control/lmtproutes` sends the domain to this LMTP server (RFC
+    /// 2033): no SMTP, no MX, no DNS; when it cannot be used the mail
+    /// waits.
+    Lmtp(LmtpServer),
 }
 
 /// Decides where mail for a domain goes: `control/smtproutes` first, then
@@ -64,6 +68,7 @@ pub enum Resolution {
 #[derive(Debug)]
 pub struct Router {
     routes: SmtpRoutes,
+    lmtp: LmtpRoutes,
     servers: Vec<SocketAddr>,
     limits: Limits,
     deadline: Duration,
@@ -85,6 +90,7 @@ impl Router {
     /// unreadable (a missing one means `127.0.0.1`, as in the C library).
     pub fn from_control(control: &Control) -> Result<Router, Error> {
         let routes = control.smtproutes()?;
+        let lmtp = control.lmtproutes()?;
         let lines = control.dnsservers()?;
         let servers = if lines.is_empty() {
             read_resolv_conf(std::path::Path::new(RESOLV_CONF))?
@@ -92,7 +98,9 @@ impl Router {
             parse_dns_servers(&lines)?
         };
         let guard = Guard::from_system(&control.moreipme()?, &control.remoteprivate()?)?;
-        Ok(Router::new(routes, servers).with_guard(guard))
+        Ok(Router::new(routes, servers)
+            .with_lmtp_routes(lmtp)
+            .with_guard(guard))
     }
 
     /// Checks every address from DNS or an address literal with `guard`
@@ -102,11 +110,19 @@ impl Router {
         self
     }
 
+    /// Sends the domains `lmtp` names to their LMTP servers (consulted
+    /// before the smtproutes).
+    pub fn with_lmtp_routes(mut self, lmtp: LmtpRoutes) -> Router {
+        self.lmtp = lmtp;
+        self
+    }
+
     /// A router with these routes, asking these DNS servers (in order).
     /// An empty server list makes every DNS lookup temporary.
     pub fn new(routes: SmtpRoutes, servers: Vec<SocketAddr>) -> Router {
         Router {
             routes,
+            lmtp: LmtpRoutes::default(),
             servers,
             limits: Limits {
                 timeout: QUERY_TIMEOUT,
@@ -152,8 +168,8 @@ impl Router {
         &self.servers
     }
 
-    /// True when `control/smtproutes` sends mail for `domain` to a relay
-    /// (not by MX). The relay's name is the administrator's, not public
+    /// True when `control/lmtproutes` or `control/smtproutes` sends mail
+    /// for `domain` to a server of the administrator's (not by MX). The relay's name is the administrator's, not public
     /// DNS data: report texts, which end up in bounces, call it "the
     /// relay".
     pub fn is_routed(&self, domain: &str) -> bool {
@@ -161,10 +177,13 @@ impl Router {
             Some(d) if !d.ends_with(']') => d,
             _ => domain,
         };
-        self.routes.lookup(d).is_some()
+        self.lmtp.lookup(d).is_some() || self.routes.lookup(d).is_some()
     }
 
     /// Where mail for `domain` goes.
+    ///
+    /// First `control/lmtproutes`, looked up as smtproutes below:
+    /// [`Resolution::Lmtp`]. Then:
     ///
     /// 1. `control/smtproutes`: the exact domain, else the longest `.suffix`
     ///    entry, else the `:relay` default. An entry with an empty relay
@@ -192,6 +211,9 @@ impl Router {
             Ok(p) => p,
             Err(e) => return Resolution::NoDomain(format!("bad domain name: {}", e.hint())),
         };
+        if let Some(server) = self.lmtp.lookup(d) {
+            return Resolution::Lmtp(server.clone());
+        }
         if let Some(relay) = self.routes.lookup(d) {
             return self.relay(relay);
         }
@@ -557,6 +579,37 @@ mod tests {
     }
 
     #[test]
+    fn lmtproutes_come_before_smtproutes() {
+        let r = router(":192.0.2.1:2525\nsmtp.example:192.0.2.2\n").with_lmtp_routes(
+            LmtpRoutes::parse(
+                "lmtp.example:/run/lmtp\n.tcp.example:127.0.0.1:2424\nsmtp.example:\n",
+            )
+            .unwrap(),
+        );
+        let lmtp = |d: &str| match r.resolve(d) {
+            Resolution::Lmtp(s) => s.to_string(),
+            other => panic!("{d}: {other:?}"),
+        };
+        assert_eq!(lmtp("LMTP.example."), "/run/lmtp");
+        assert_eq!(lmtp("a.tcp.example"), "127.0.0.1:2424");
+        assert!(r.is_routed("lmtp.example") && r.is_routed("a.tcp.example"));
+        // an empty LMTP entry: smtproutes as usual
+        assert_eq!(
+            targets(r.resolve("smtp.example")),
+            [pair("192.0.2.2", "192.0.2.2:25")]
+        );
+        assert_eq!(
+            targets(r.resolve("tcp.example")),
+            [pair("192.0.2.1", "192.0.2.1:2525")]
+        );
+        // a bad domain is refused before any route
+        assert!(matches!(
+            r.resolve("a..lmtp.example"),
+            Resolution::NoDomain(_)
+        ));
+    }
+
+    #[test]
     fn bad_domains_are_permanent() {
         let r = router("");
         let long = format!("{}.example", "a.".repeat(130));
@@ -607,6 +660,7 @@ mod tests {
         let control = dir.join("control");
         std::fs::create_dir_all(&control).unwrap();
         std::fs::write(control.join("smtproutes"), ":192.0.2.1:2525\n").unwrap();
+        std::fs::write(control.join("lmtproutes"), "lmtp.example:/run/lmtp\n").unwrap();
         std::fs::write(
             control.join("dnsservers"),
             "# local\n[127.0.0.1]:5353\n::1\n",
@@ -623,6 +677,10 @@ mod tests {
         assert_eq!(
             targets(r.resolve("any.example")),
             [pair("192.0.2.1", "192.0.2.1:2525")]
+        );
+        assert_eq!(
+            r.resolve("lmtp.example"),
+            Resolution::Lmtp(LmtpServer::Unix("/run/lmtp".into()))
         );
         std::fs::write(control.join("dnsservers"), "127.0.0.1\nlocalhost\n").unwrap();
         let e = Router::from_control(&Control::in_dir(&control)).unwrap_err();

@@ -36,7 +36,8 @@ const REPLY_ALPHABET: &[&[u8]] = &[
 /// reply has a code 200..=599, 1 to [`MAX_LINES`] lines each shorter than
 /// [`MAX_LINE`], and re-sent in wire form parses back to itself; texts are
 /// at most [`MAX_TEXT`] bytes without control characters; a SIZE limit
-/// read is never 0.
+/// read is never 0. Then the data as an LMTP server's replies after a
+/// message to three recipients (see `lmtp_session`).
 pub fn smtp_reply(data: &[u8]) {
     smtp_reply_bytes(data);
     smtp_reply_bytes(&mapped(data, REPLY_ALPHABET));
@@ -128,6 +129,74 @@ fn smtp_reply_bytes(data: &[u8]) {
         assert!(caps.size || caps.size_limit.is_none());
     }
     printable(&sanitise(data));
+    lmtp_session(data);
+}
+
+/// A stream that reads a scripted server and swallows what is written.
+struct Scripted {
+    input: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for Scripted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl std::io::Write for Scripted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An LMTP session whose server accepts three recipients and then sends
+/// `data` as its replies after the message. Checks: one result per
+/// recipient; recipient k has the class of the k-th reply when replies 0
+/// to k parsed and none of them was 421, and is temporary otherwise (a
+/// missing reply is never a delivery); texts are printable and bounded.
+fn lmtp_session(data: &[u8]) {
+    use tern_client::{Client, Envelope, Protocol, Status, Transaction};
+    let mut script = b"220 store\r\n250-store\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n".to_vec();
+    script.extend_from_slice(data);
+    let stream = Scripted {
+        input: std::io::Cursor::new(script),
+    };
+    let mut c = Client::connect_with(stream, "the LMTP server", None, Protocol::Lmtp)
+        .expect("scripted greeting");
+    c.hello("client").expect("scripted LHLO");
+    let rcpts = vec![b"a@x".to_vec(), b"b@x".to_vec(), b"c@x".to_vec()];
+    let msg = b"x\n".to_vec();
+    let sc = scan(&msg[..]).expect("scan");
+    let env = Envelope {
+        sender: b"s@x",
+        recipients: &rcpts,
+    };
+    let Transaction::Done(results) = c.send(&env, &msg, &sc) else {
+        panic!("the scripted transaction always starts");
+    };
+    assert_eq!(results.len(), 3);
+    let (replies, _err, _partial) = parse_all(data);
+    let mut answered = true;
+    for (k, r) in results.iter().enumerate() {
+        printable(&r.text);
+        answered &= replies.get(k).is_some_and(|x| x.code != 421);
+        let want = if !answered {
+            Status::Temporary
+        } else {
+            match replies[k].code / 100 {
+                2 => Status::Accepted,
+                5 => Status::Permanent,
+                _ => Status::Temporary,
+            }
+        };
+        assert_eq!(r.status, want, "recipient {k}");
+    }
+    if !answered {
+        assert!(!c.is_usable());
+    }
 }
 
 const ENCODE_ALPHABET: &[&[u8]] = &[

@@ -1757,7 +1757,8 @@ const ROUTE_ALPHABET: &[&[u8]] = &[
 /// `tern_route`: the resolv.conf parser
 /// ([`tern_route::parse_resolv_conf`]), the `dnsservers` and
 /// `tlsdestinations` line parsers ([`tern_route::parse_dns_servers`],
-/// [`tern_route::TlsPolicies`]), [`tern_route::Router::resolve`] on each
+/// [`tern_route::TlsPolicies`], [`tern_control::LmtpRoutes`]),
+/// [`tern_route::Router::resolve`] on each
 /// line as a recipient domain (with the first line's smtproutes, if it
 /// parses, and no DNS server, so nothing is ever sent), and
 /// [`tern_route::HostMemory`] reading the input as its entry files.
@@ -1806,7 +1807,31 @@ fn route_bytes(data: &[u8]) {
         Err(e) => entry_ok(e),
     }
     let routes = tern_control::SmtpRoutes::parse(&lines[0]).unwrap_or_default();
-    let router = Router::new(routes, Vec::new());
+    let lmtp = match tern_control::LmtpRoutes::parse(&text) {
+        Ok(l) => {
+            for e in l.entries() {
+                // every server a line names is an address with a port
+                // other than 0 and 25, or an absolute bounded socket path
+                if let Some(server) = e.split_once(':').and_then(|(k, _)| l.lookup(k)) {
+                    match server {
+                        tern_control::LmtpServer::Tcp(a) => {
+                            assert!(a.port() != 0 && a.port() != 25);
+                        }
+                        tern_control::LmtpServer::Unix(p) => {
+                            assert!(p.is_absolute());
+                            assert!(p.as_os_str().len() <= tern_control::MAX_SOCKET_PATH);
+                        }
+                    }
+                }
+            }
+            l
+        }
+        Err(e) => {
+            assert!(e.line().is_some_and(|n| n >= 1 && n <= lines.len()));
+            tern_control::LmtpRoutes::default()
+        }
+    };
+    let router = Router::new(routes, Vec::new()).with_lmtp_routes(lmtp);
     for l in lines.iter().take(8) {
         match router.resolve(l) {
             Resolution::Targets(t) => {
@@ -1817,6 +1842,7 @@ fn route_bytes(data: &[u8]) {
                 }
             }
             Resolution::NullMx => panic!("a null MX without DNS"),
+            Resolution::Lmtp(_) => {}
             Resolution::NoDomain(why) | Resolution::Temporary(why) => assert!(!why.is_empty()),
         }
     }
