@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::ServerName;
+use tern_client::message::Prefixed;
 use tern_client::tls::{load_ca_file, server_name};
 use tern_client::{
     Client, Envelope, FileSource, Protocol, RcptResult, Status, TlsConfig, Transaction,
@@ -122,6 +123,8 @@ pub(crate) struct Worker {
     settings: Settings,
     router: Router,
     memory: HostMemory,
+    /// The DKIM keys (control/dkim), read at start.
+    dkim: tern_dkim::Keys,
     /// The domain whose resolution is cached, the resolution, and when it
     /// was made.
     resolved: Option<(String, Resolution, Instant)>,
@@ -237,10 +240,16 @@ impl Worker {
         label(target, routed)
     }
 
-    pub(crate) fn new(settings: Settings, router: Router, memory: HostMemory) -> Worker {
+    pub(crate) fn new(
+        settings: Settings,
+        router: Router,
+        memory: HostMemory,
+        dkim: tern_dkim::Keys,
+    ) -> Worker {
         Worker {
             settings,
             router,
+            dkim,
             memory,
             resolved: None,
             conn: None,
@@ -324,7 +333,9 @@ impl Worker {
             None => unreachable!("resolved just above"),
         };
 
-        let source = FileSource::new(File::from(fd), req.offset, req.size);
+        let stored = FileSource::new(File::from(fd), req.offset, req.size);
+        let signature = self.dkim_signature(req, &stored);
+        let source = Prefixed::new(&signature, &stored);
         let scan = match tern_client::message::Source::reader(&source).and_then(tern_client::scan) {
             Ok(s) => s,
             Err(e) => {
@@ -383,6 +394,48 @@ impl Worker {
             Transaction::NotStarted(e) => {
                 let text = format!("{} {e} (#4.4.2)", conn.client.peer());
                 all(n, Status::Temporary, &text)
+            }
+        }
+    }
+
+    /// The `DKIM-Signature:` fields for this message (stored form), empty
+    /// when none of its `From:` domain's keys signs it. Computed over the
+    /// message as the receiver will hold it (tern-client's
+    /// `received_form`: the same bytes the encoder puts on the wire, so
+    /// line-end conversion and long-line breaking are inside the
+    /// signature, not after it). A failure sends the message unsigned
+    /// (it is logged): a missing signature is what the receiver's DMARC
+    /// policy is for; a refused delivery would be worse.
+    fn dkim_signature(&self, req: &RemoteDeliver, stored: &FileSource) -> Vec<u8> {
+        if self.dkim.is_empty() {
+            return Vec::new();
+        }
+        let held = tern_client::message::Source::reader(stored)
+            .and_then(|r| tern_client::message::received_form(r, tern_dkim::MAX_SIGNED));
+        let outcome = match held {
+            Ok(Some(m)) => self.dkim.sign(&m).map_err(|e| e.to_string()),
+            Ok(None) => Err(format!(
+                "larger than {} bytes: sent unsigned",
+                tern_dkim::MAX_SIGNED
+            )),
+            Err(e) => Err(format!("cannot read the message: {e}")),
+        };
+        match outcome {
+            Ok(Some(signed)) => {
+                Event::new(PROG, "dkim_signed")
+                    .num("qid", req.id)
+                    .field("d", &signed.domain)
+                    .field("s", signed.selectors.join(","))
+                    .emit();
+                signed.header
+            }
+            Ok(None) => Vec::new(),
+            Err(why) => {
+                Event::new(PROG, "dkim_unsigned")
+                    .num("qid", req.id)
+                    .field("reason", why)
+                    .emit();
+                Vec::new()
             }
         }
     }

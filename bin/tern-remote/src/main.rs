@@ -149,7 +149,15 @@ fn main() -> ExitCode {
         Err(e) => return trouble("startup_failed", &e),
     };
     let memory = HostMemory::open(&home.queue_dir().join(tern_spool::layout::REMOTE_DIR));
-    let mut worker = deliver::Worker::new(settings, router, memory);
+    // DKIM keys: a key that cannot be used is named in the log (and by
+    // `ternctl check`); mail for its domain goes out unsigned.
+    let (dkim, problems) = tern_dkim::Keys::load(&home.control_dir());
+    for p in problems {
+        Event::new(PROG, "dkim_key_unusable")
+            .field("reason", p.to_string())
+            .emit();
+    }
+    let mut worker = deliver::Worker::new(settings, router, memory, dkim);
 
     let stdin = std::io::stdin();
     let sock = stdin.as_fd();

@@ -50,6 +50,7 @@
 //!   docs/man/ternctl.8.md, docs/control.md, docs/queue.md
 #![forbid(unsafe_code)]
 
+mod dkim;
 mod init;
 mod install;
 mod manifest;
@@ -142,6 +143,11 @@ enum Command {
     },
     /// Explain the effective configuration; exit 1 if any file is malformed.
     Check,
+    /// DKIM signing keys: make one, list them with their DNS records.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
     /// List the queued messages, oldest first.
     Queue {
         /// One JSON document instead of text.
@@ -209,6 +215,23 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum DkimAction {
+    /// Make a new key for DOMAIN and print the TXT record to publish.
+    New {
+        /// The signing domain (mail whose From: is it or a subdomain).
+        domain: String,
+        /// The selector (default: ALGORITHM-YYYYMM).
+        #[arg(long, value_name = "NAME")]
+        selector: Option<String>,
+        /// The key type.
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: dkim::AlgorithmArg,
+    },
+    /// List the keys and the TXT record each needs.
+    Show,
+}
+
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
     match cli_home {
         Some(dir) => {
@@ -232,6 +255,18 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Check => Ok(show::check(&home(cli.home)?)),
+        Command::Dkim { action } => {
+            let home = home(cli.home)?;
+            match action {
+                DkimAction::New {
+                    domain,
+                    selector,
+                    algorithm,
+                } => dkim::new_key(&home, &domain, selector.as_deref(), algorithm)?,
+                DkimAction::Show => dkim::show(&home)?,
+            }
+            Ok(Exit::Ok)
+        }
         Command::Queue { json, count } => {
             // terns reads every message (group tern) and the journal: root
             // lists as terns, so nothing planted below queue/ is read as

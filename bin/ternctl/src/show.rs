@@ -89,11 +89,14 @@ pub fn check(home: &Home) -> Exit {
     for r in &reports {
         report_lines(&mut out, r);
     }
-    let errors = reports.iter().filter(|r| r.is_error()).count();
+    let (dkim, dkim_errors, dkim_warnings) = crate::dkim::check(home);
+    out.push_str(&dkim);
+    let errors = reports.iter().filter(|r| r.is_error()).count() + dkim_errors;
     let warnings: usize = reports
         .iter()
         .map(|r| usize::from(matches!(r.status, Status::Unknown)) + r.warnings.len())
-        .sum();
+        .sum::<usize>()
+        + dkim_warnings;
     let _ = writeln!(out, "# {errors} error(s), {warnings} warning(s)");
     emit(&out);
     if errors > 0 { Exit::Failed } else { Exit::Ok }
