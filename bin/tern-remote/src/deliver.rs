@@ -54,6 +54,18 @@ pub(crate) struct Worker {
     /// administrator who fixes control/tlsca is heard at the next use).
     opportunistic: Option<TlsConfig>,
     verify: Option<TlsConfig>,
+    /// The session the last request's transaction went through: host,
+    /// address and whether it was under TLS (for the `rcpt` log lines).
+    used: Option<(String, IpAddr, bool)>,
+}
+
+/// What the `rcpt` log lines say about the session a transaction used.
+fn used(conn: &Conn) -> (String, IpAddr, bool) {
+    (
+        conn.target.host.clone(),
+        conn.target.addr.ip(),
+        conn.client.tls().is_some(),
+    )
 }
 
 fn now() -> i64 {
@@ -170,22 +182,30 @@ impl Worker {
             conn: None,
             opportunistic: None,
             verify: None,
+            used: None,
         }
     }
 
     /// Delivers one request; one report per recipient, in order.
     pub(crate) fn deliver(&mut self, req: &RemoteDeliver, fd: OwnedFd) -> Vec<RcptReport> {
+        self.used = None;
         let results = self.results(req, fd);
+        let used = self.used.take();
         results
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                Event::new(PROG, "rcpt")
+                let mut ev = Event::new(PROG, "rcpt")
                     .num("qid", req.id)
                     .field("rcpt", &req.recipients[i])
-                    .field("result", status_word(r.status))
-                    .field("reason", &r.text)
-                    .emit();
+                    .field("result", status_word(r.status));
+                if let Some((host, ip, tls)) = &used {
+                    ev = ev
+                        .field("host", host)
+                        .field("ip", ip.to_string())
+                        .field("tls", if *tls { "yes" } else { "no" });
+                }
+                ev.field("reason", &r.text).emit();
                 RcptReport {
                     slot: req.slot,
                     rcpt: i as u32,
@@ -264,6 +284,7 @@ impl Worker {
         if let Some(mut conn) = self.conn.take() {
             match conn.client.send(&env, &source, &scan) {
                 Transaction::Done(r) => {
+                    self.used = Some(used(&conn));
                     self.keep(conn);
                     return r;
                 }
@@ -282,6 +303,7 @@ impl Worker {
         };
         match conn.client.send(&env, &source, &scan) {
             Transaction::Done(r) => {
+                self.used = Some(used(&conn));
                 self.keep(conn);
                 r
             }
