@@ -2,7 +2,7 @@
 //! for `ternctl report`, in the manner of qmailanalog and pflogsumm.
 //!
 //! [`Report::feed_reader`] reads lines in bounded memory: a line is cut at
-//! [`MAX_LINE`](tern_log::parse::MAX_LINE) bytes (the rest counted as too
+//! [`MAX_LINE`] bytes (the rest counted as too
 //! long), top lists are Space-Saving counters of fixed size ([`topk`]),
 //! delay percentiles a log-bucketed histogram ([`sketch`]), the per-hour
 //! table at most [`MAX_HOURS`] hours. Nothing in the input can make it
@@ -169,7 +169,7 @@ impl Report {
     }
 
     /// Reads every line of `input`. Lines longer than
-    /// [`MAX_LINE`](tern_log::parse::MAX_LINE) are skipped and counted, and
+    /// [`MAX_LINE`] are skipped and counted, and
     /// never held whole in memory.
     pub fn feed_reader(&mut self, mut input: impl BufRead) -> std::io::Result<()> {
         let mut line = Vec::with_capacity(512);
