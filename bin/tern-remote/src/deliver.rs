@@ -93,6 +93,7 @@ impl Write for Stream {
 
 /// Where a connection goes.
 #[derive(Clone)]
+#[derive(Debug)]
 enum Dest {
     /// An SMTP or LMTP server on TCP.
     Tcp(Target),
@@ -133,6 +134,14 @@ pub(crate) struct Worker {
     /// administrator who fixes control/tlsca is heard at the next use).
     opportunistic: Option<TlsConfig>,
     verify: Option<TlsConfig>,
+    /// The session the last request's transaction went through: where it
+    /// went and whether it was under TLS (for the `rcpt` log lines).
+    used: Option<(Dest, bool)>,
+}
+
+/// What the `rcpt` log lines say about the session a transaction used.
+fn used(conn: &Conn) -> (Dest, bool) {
+    (conn.dest.clone(), conn.client.tls().is_some())
 }
 
 fn now() -> i64 {
@@ -255,22 +264,29 @@ impl Worker {
             conn: None,
             opportunistic: None,
             verify: None,
+            used: None,
         }
     }
 
     /// Delivers one request; one report per recipient, in order.
     pub(crate) fn deliver(&mut self, req: &RemoteDeliver, fd: OwnedFd) -> Vec<RcptReport> {
+        self.used = None;
         let results = self.results(req, fd);
+        let used = self.used.take();
         results
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                Event::new(PROG, "rcpt")
+                let mut ev = Event::new(PROG, "rcpt")
                     .num("qid", req.id)
                     .field("rcpt", &req.recipients[i])
-                    .field("result", status_word(r.status))
-                    .field("reason", &r.text)
-                    .emit();
+                    .field("result", status_word(r.status));
+                if let Some((dest, tls)) = &used {
+                    ev = dest
+                        .log(ev)
+                        .field("tls", if *tls { "yes" } else { "no" });
+                }
+                ev.field("reason", &r.text).emit();
                 RcptReport {
                     slot: req.slot,
                     rcpt: i as u32,
@@ -364,6 +380,7 @@ impl Worker {
         if let Some(mut conn) = self.conn.take() {
             match conn.client.send(&env, &source, &scan) {
                 Transaction::Done(r) => {
+                    self.used = Some(used(&conn));
                     self.keep(conn);
                     return r;
                 }
@@ -388,6 +405,7 @@ impl Worker {
         };
         match conn.client.send(&env, &source, &scan) {
             Transaction::Done(r) => {
+                self.used = Some(used(&conn));
                 self.keep(conn);
                 r
             }

@@ -251,6 +251,7 @@ fn message(
                 .field("from", &envelope.sender)
                 .num("recipients", envelope.recipients.len())
                 .num("bytes", decoder.bytes())
+                .field("tls", if s.tls.is_some() { "yes" } else { "no" })
                 .emit();
             Session::queued_reply(u64::try_from(t).unwrap_or(0), &qp)
         }
@@ -357,6 +358,7 @@ fn chunk(
                 .num("recipients", session.recipients().len())
                 .num("bytes", bytes)
                 .field("via", "BDAT")
+                .field("tls", if s.tls.is_some() { "yes" } else { "no" })
                 .emit();
             Session::queued_reply(u64::try_from(now()).unwrap_or(0), &qp)
         }

@@ -11,6 +11,7 @@
 //!   ternctl [--home DIR] flush
 //!   ternctl [--home DIR] forget [IP...]
 //!   ternctl [--home DIR] passwd LOGIN
+//!   ternctl report [--json] [--top N] [FILE...]
 //!   ternctl [--home DIR] install --bin-dir DIR [--send-only] [--sendmail-links]
 //!           [--system-root DIR] [--me HOST] [--split N]
 //!   ternctl [--home DIR] uninstall [--system-root DIR] [--purge --yes-really]
@@ -23,6 +24,9 @@
 //!   clears tern-remote's memory of unreachable hosts (qmail-tcpok);
 //!   `passwd` reads a password from stdin and stores its argon2id hash for
 //!   LOGIN in control/passwords (mode 0640), for tern-checkpassword.
+//!   `report` summarises Tern's logs (FILEs, gzip or not, else stdin):
+//!   messages received, delivered, deferred, bounced and rejected, per hour,
+//!   top senders, recipients and domains, delays, TLS (docs/logging.md).
 //!   `install` makes (or upgrades) a root install of a system instance as
 //!   conf/tern-files says: users, groups, owners, modes, the setuid
 //!   tern-queue (scripts/install runs it); `uninstall` removes the programs
@@ -54,6 +58,7 @@ mod dkim;
 mod init;
 mod install;
 mod manifest;
+mod report;
 mod show;
 
 use std::path::PathBuf;
@@ -174,6 +179,19 @@ enum Command {
     Passwd {
         /// The login (1 to 255 bytes, no ':', blanks or control characters).
         login: String,
+    },
+    /// Summarise Tern's logs: received, delivered, deferred, bounced,
+    /// rejected, per hour, top senders/recipients/domains, delays, TLS.
+    Report {
+        /// Log files (gzip-compressed or not); none or `-`: stdin.
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Items in each top list.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top: usize,
     },
     /// Install or upgrade a system instance (root): users, groups, owners
     /// and modes of conf/tern-files, the programs, control/ (scripts/install).
@@ -296,6 +314,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Passwd { login } => {
             passwd(&home(cli.home)?, &login)?;
+            Ok(Exit::Ok)
+        }
+        Command::Report { files, json, top } => {
+            report::report(&files, json, top)?;
             Ok(Exit::Ok)
         }
         Command::Install {

@@ -6,6 +6,8 @@
 //! a terminal control sequence. The field names are a documented, stable
 //! interface (docs/logging.md).
 //!
+//! [`parse::parse_line`] reads a line back (for `ternctl report`).
+//!
 //! [`install_panic_hook`] turns a panic (always a bug) into one log line and
 //! the program's documented "internal bug" exit code.
 #![forbid(unsafe_code)]
@@ -13,6 +15,8 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+
+pub mod parse;
 
 /// Escapes a value for a log line (logfmt style). Bytes outside printable
 /// ASCII, `"` and `\\` become `\\xHH`; a value that is empty or holds a space

@@ -68,6 +68,7 @@ impl Manager {
             .field("channel", ch_name(channel))
             .field("rcpt", &rcpt)
             .field("status", status)
+            .num("delay", now.saturating_sub(birth).max(0))
             .field("text", &text)
             .emit();
         self.journal.append(&rec);

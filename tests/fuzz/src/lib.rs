@@ -57,6 +57,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("smtp_encode", smtp_encode),
     ("route", route),
     ("handoff", handoff),
+    ("log_report", log_report),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -1913,4 +1914,71 @@ pub fn handoff(data: &[u8]) {
             assert!(frames <= data.len());
         }
     }
+}
+
+/// Tokens of Tern log lines.
+const LOG_ALPHABET: &[&[u8]] = &[
+    b"tern-send: event=",
+    b"tern-smtpd: event=",
+    b"tern-remote: event=",
+    b"new",
+    b"delivery_end",
+    b"queued",
+    b"refused",
+    b"rcpt",
+    b" status=delivered",
+    b" status=failed",
+    b" channel=remote",
+    b" rcpt=a@b.test",
+    b" delay=",
+    b" tls=yes",
+    b" code=553",
+    b" sender=\"\"",
+    b"\\x4",
+    b"\\x41",
+    b"9",
+    b"=",
+    b" ",
+    b"\"",
+    b"\n",
+    b"@4000000069573",
+    b"2026-01-02T03:04:05 ",
+    b"[12]",
+];
+
+/// `tern_log::parse::parse_line` (what parses re-escapes to a line that
+/// parses to the same fields) and `tern_report::Report` fed the input as a
+/// log, in one piece and through a 3-byte reader (same report), then its
+/// text and JSON forms.
+pub fn log_report(data: &[u8]) {
+    log_report_bytes(data);
+    log_report_bytes(&mapped(data, LOG_ALPHABET));
+}
+
+fn log_report_bytes(data: &[u8]) {
+    use tern_log::parse::{MAX_FIELDS, MAX_LINE, parse_line};
+    for raw in data.split(|&b| b == b'\n') {
+        if let Ok(line) = parse_line(raw) {
+            assert!(raw.len() <= MAX_LINE + 1);
+            assert!(line.fields.len() <= MAX_FIELDS);
+            let mut e = tern_log::Event::new(line.program, line.event);
+            for (k, v) in &line.fields {
+                e = e.field(k, v);
+            }
+            let again = parse_line(e.as_str().as_bytes()).expect("a written line parses");
+            assert_eq!((again.program, again.event), (line.program, line.event));
+            assert_eq!(again.fields, line.fields);
+        }
+    }
+    let mut whole = tern_report::Report::new();
+    whole.feed_reader(data).expect("reading a slice cannot fail");
+    let mut chopped = tern_report::Report::new();
+    chopped
+        .feed_reader(std::io::BufReader::with_capacity(3, data))
+        .expect("reading a slice cannot fail");
+    let j = whole.json(5);
+    assert_eq!(j, chopped.json(5));
+    let lines = data.split(|&b| b == b'\n').count() as u64;
+    assert!(j["lines"]["read"].as_u64().unwrap() <= lines);
+    let _ = whole.text(5);
 }
