@@ -230,13 +230,33 @@ impl Pool {
         self.leaving.push(w.child);
     }
 
-    /// Lets every worker go (tern-lspawn is finishing).
+    /// Lets every worker go (tern-lspawn is finishing) and waits until
+    /// they have: a worker leaves at end of input (none is busy by now),
+    /// so that nothing of tern-lspawn outlives it (`tern-start --once`
+    /// promises that). One that has not left after [`LEAVE_GRACE`] is
+    /// killed with its process group.
     pub(crate) fn close(&mut self) {
         while !self.workers.is_empty() {
             self.retire(0);
         }
+        let deadline = Instant::now() + LEAVE_GRACE;
+        loop {
+            self.leaving
+                .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
+            if self.leaving.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for mut c in self.leaving.drain(..) {
+            kill_group(c.id());
+            let _ = c.wait();
+        }
     }
 }
+
+/// How long finishing waits for workers to leave.
+const LEAVE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn kill_group(pid: u32) {
     if let Some(pgid) = rustix::process::Pid::from_raw(pid as i32) {
