@@ -107,7 +107,8 @@ pub fn check(home: &Home) -> Vec<FileReport> {
         });
     }
     for name in &present {
-        if !SETTINGS.iter().any(|s| s.name == name) {
+        // control/dkim/ is the DKIM key store, checked by ternctl itself.
+        if !SETTINGS.iter().any(|s| s.name == name) && name != "dkim" {
             reports.push(FileReport {
                 name: format!("control/{name}"),
                 present: true,
