@@ -466,6 +466,38 @@ fn root_install_separates_privileges() {
         sh_as("ternr", &format!("ls {h}/queue/remote")),
         "ternr reaches queue/remote"
     );
+
+    // --- DKIM keys: made by root, readable by ternr (which signs) alone.
+    let made = Command::new(home.join("bin/ternctl"))
+        .arg("--home")
+        .arg(&home)
+        .args(["dkim", "new", "example.com", "--selector", "sys"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", rootinst::text(&made));
+    let key = home.join("control/dkim/example.com/sys.key");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, ternr_gid, 0o640),
+        "key owner and mode"
+    );
+    let kd = std::fs::metadata(key.parent().unwrap()).unwrap();
+    assert_eq!(
+        (kd.uid(), kd.gid(), kd.mode() & 0o7777),
+        (0, ternr_gid, 0o750)
+    );
+    let k = key.display();
+    assert!(
+        sh_as("ternr", &format!("cat {k} > /dev/null")),
+        "ternr reads the key"
+    );
+    for user in ["ternd", "terns", "ternq", "ternl", "alias", "terntestbob"] {
+        assert!(
+            !sh_as(user, &format!("cat {k}")),
+            "{user} could read the DKIM key"
+        );
+    }
     assert!(queued.exists() && read(&queued).contains("marker-ternd"));
 
     // --- any user: TERN_HOME pointing elsewhere changes nothing for the

@@ -92,8 +92,7 @@ impl Write for Stream {
 }
 
 /// Where a connection goes.
-#[derive(Clone)]
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Dest {
     /// An SMTP or LMTP server on TCP.
     Tcp(Target),
@@ -282,9 +281,7 @@ impl Worker {
                     .field("rcpt", &req.recipients[i])
                     .field("result", status_word(r.status));
                 if let Some((dest, tls)) = &used {
-                    ev = dest
-                        .log(ev)
-                        .field("tls", if *tls { "yes" } else { "no" });
+                    ev = dest.log(ev).field("tls", if *tls { "yes" } else { "no" });
                 }
                 ev.field("reason", &r.text).emit();
                 RcptReport {

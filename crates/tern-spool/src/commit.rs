@@ -63,6 +63,16 @@ pub struct Writer<'q> {
     end: u64,
 }
 
+/// True when this process's effective gid is the group of `queue/new`
+/// (asked once per process: neither changes while it runs).
+fn our_gid_is_the_queues(queue: &OwnedFd) -> bool {
+    static SAME: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAME.get_or_init(|| {
+        rustix::fs::statat(queue, crate::layout::NEW_DIR, AtFlags::empty())
+            .is_ok_and(|st| st.st_gid == rustix::process::getegid().as_raw())
+    })
+}
+
 /// Which `new/` bucket the next anonymous file is created in.
 static NEXT_BUCKET: AtomicU32 = AtomicU32::new(0);
 
@@ -79,15 +89,26 @@ fn create_file(
 ) -> Result<(File, Option<PathBuf>), CommitError> {
     let mode = Mode::from_raw_mode(0o640);
     if !named && Path::new("/proc/self/fd").is_dir() {
-        let bucket = NEXT_BUCKET.fetch_add(1, Ordering::Relaxed) % layout.split.max(1);
+        // A file takes its group from our gid, except in a set-group-id
+        // directory. In a system instance tmp/ is set-group-id (group
+        // tern, whatever gid a caller of the setuid tern-queue has) and
+        // new/'s buckets are not: the buckets only when our gid already is
+        // new/'s group (the queue writer, a single-user instance).
+        let in_bucket = our_gid_is_the_queues(queue);
+        let dir = if in_bucket {
+            let bucket = NEXT_BUCKET.fetch_add(1, Ordering::Relaxed) % layout.split.max(1);
+            layout.new_dir(u64::from(bucket))
+        } else {
+            PathBuf::from(TMP_DIR)
+        };
         match rustix::fs::openat(
             queue,
-            layout.new_dir(u64::from(bucket)).as_path(),
+            dir.as_path(),
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             mode,
         ) {
             Ok(fd) => return Ok((File::from(fd), None)),
-            Err(rustix::io::Errno::NOENT) => {
+            Err(rustix::io::Errno::NOENT) if in_bucket => {
                 return Err(
                     fail(QueueExit::NewDirTrouble, "open new-message directory")(
                         rustix::io::Errno::NOENT.into(),
