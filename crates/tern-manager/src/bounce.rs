@@ -173,6 +173,8 @@ mod tests {
                 last_error: Vec::new(),
             }],
             bounced: false,
+            held: false,
+            deleted: false,
         };
         // A plain open(2) of the FIFO would wait for a writer for ever.
         let e = send(&Home::new(&dir), &cfg, 1, &msg, &fifo)

@@ -159,6 +159,8 @@ impl Manager {
             sender: env.sender.clone(),
             recipients,
             bounced: false,
+            held: false,
+            deleted: false,
         };
         Event::new(PROG, "new")
             .num("qid", id)
