@@ -56,12 +56,7 @@ fn fail(reason: impl std::fmt::Display) -> ExitCode {
 }
 
 fn rewriter(control: &Control) -> Result<Rewriter, tern_control::Error> {
-    Ok(Rewriter {
-        locals: control.locals()?,
-        virtualdomains: control.virtualdomains()?,
-        percenthack: control.percenthack()?,
-        envnoathost: control.envnoathost()?.to_string(),
-    })
+    tern_manager::ops::rewriter(control)
 }
 
 fn config(control: &Control) -> Result<Config, tern_control::Error> {

@@ -120,6 +120,7 @@ impl Manager {
             &self.queue,
             &self.cfg.rewriter,
             &req,
+            PROG,
         )
         .map_err(fatal)?;
         self.metrics

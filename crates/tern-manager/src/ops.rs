@@ -13,7 +13,6 @@
 //! `bounce` and none for `delete`, once nothing of it is in flight), so a
 //! restart after a crash does the same.
 
-use crate::common::PROG;
 use std::path::{Path, PathBuf};
 use tern_ipc::control::{ControlOp, ControlRequest, OpResult};
 use tern_log::Event;
@@ -105,12 +104,14 @@ pub struct Executed {
 /// know), applies them to `state`, and commits the journal. Nothing is
 /// answered or acted on before this returns Ok; on Err nothing of the
 /// request is durable (the caller stops, as for any journal failure).
+/// Each id's result is logged as `prog`'s `operation` event.
 pub fn execute(
     journal: &mut Journal,
     state: &mut State,
     queue: &Queue,
     rewriter: &Rewriter,
     req: &ControlRequest,
+    prog: &'static str,
 ) -> Result<Executed, tern_spool::Error> {
     let mut done = Executed::default();
     for &id in &req.ids {
@@ -141,7 +142,7 @@ pub fn execute(
     }
     journal.commit()?;
     for (&id, r) in req.ids.iter().zip(&done.results) {
-        Event::new(PROG, "operation")
+        Event::new(prog, "operation")
             .field("op", req.op.name())
             .num("qid", id)
             .field(
@@ -155,6 +156,17 @@ pub fn execute(
             .emit();
     }
     Ok(done)
+}
+
+/// The recipient classification tern-send uses, from `control/`
+/// (`locals`, `virtualdomains`, `percenthack`, `envnoathost`).
+pub fn rewriter(control: &tern_control::Control) -> Result<Rewriter, tern_control::Error> {
+    Ok(Rewriter {
+        locals: control.locals()?,
+        virtualdomains: control.virtualdomains()?,
+        percenthack: control.percenthack()?,
+        envnoathost: control.envnoathost()?.to_string(),
+    })
 }
 
 /// Paths of a queue's manager files.
