@@ -96,6 +96,10 @@ pub struct Manager {
     /// The control socket (`queue/state/control`) for `ternctl`'s queue
     /// operations; `None` when it could not be set up (logged).
     pub(crate) control: Option<std::os::unix::net::UnixListener>,
+    /// Message-IDs of bounces found in `queue/new/` at start when some
+    /// message's bounce was due but not recorded (a crash in between):
+    /// those are not queued again.
+    pub(crate) queued_bounces: HashSet<Vec<u8>>,
 }
 
 impl Manager {
@@ -134,6 +138,7 @@ impl Manager {
             cleaner_ok: true,
             metrics: metrics::Metrics::new(PathBuf::new()),
             control: None,
+            queued_bounces: HashSet::new(),
         };
         m.metrics.path = m.queue.dir().join(metrics::DEFAULT_FILE);
         let ids: Vec<u64> = m.state.messages.keys().copied().collect();
@@ -182,6 +187,15 @@ impl Manager {
                     Event::new(PROG, "adopted").num("qid", id).emit();
                 }
             }
+        }
+        // A bounce queued just before a crash, its `B` record lost: found
+        // by its Message-ID so that it is not queued twice.
+        if m.state
+            .messages
+            .values()
+            .any(|msg| msg.is_finished() && msg.has_failures() && !msg.bounced)
+        {
+            m.queued_bounces = bounce::queued_bounce_ids(&m.queue);
         }
         m.journal.commit().map_err(fatal)?;
         let pending: Vec<u64> = m.not_taken.iter().copied().collect();

@@ -49,7 +49,14 @@ impl Manager {
                 } else {
                     "bounce"
                 };
-                match bounce::send(&self.home, &self.cfg.bounce, id, msg, &path) {
+                match bounce::send(
+                    &self.home,
+                    &self.cfg.bounce,
+                    id,
+                    msg,
+                    &path,
+                    &self.queued_bounces,
+                ) {
                     Ok(outcome) => {
                         self.metrics.bounce(kind);
                         injected |= outcome.injected;
