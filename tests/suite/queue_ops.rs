@@ -53,13 +53,25 @@ fn listing(inst: &Instance) -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// (id, held, deleted, subject-free first recipient state) of each queued
-/// message, oldest first.
+/// The ids of the queued messages.
 fn ids(inst: &Instance) -> Vec<u64> {
     listing(inst)
         .iter()
         .map(|m| m["id"].as_u64().unwrap())
         .collect()
+}
+
+/// The id of the queued message with `subject` (`show --json`).
+fn id_of(inst: &Instance, subject: &str) -> u64 {
+    let want = format!("Subject: {subject}\n");
+    ids(inst)
+        .into_iter()
+        .find(|id| {
+            let doc: serde_json::Value =
+                serde_json::from_str(&ok(inst, &["show", "--json", &id.to_string()])).unwrap();
+            doc["message"].as_str().is_some_and(|m| m.contains(&want))
+        })
+        .unwrap_or_else(|| panic!("no message with subject {subject}"))
 }
 
 fn message(inst: &Instance, id: u64) -> Option<serde_json::Value> {
@@ -116,9 +128,13 @@ fn operations_without_and_with_a_running_manager() {
     send(&inst, "test@localhost", "test-never@localhost", "doomed");
     send(&inst, "test@localhost", "test-never@localhost", "bounced");
     send(&inst, "other@localhost", "test-never@localhost", "kept");
-    let q = ids(&inst);
-    assert_eq!(q.len(), 4);
-    let (held, doomed, bounced, kept) = (q[0], q[1], q[2], q[3]);
+    assert_eq!(ids(&inst).len(), 4);
+    let (held, doomed, bounced, kept) = (
+        id_of(&inst, "held"),
+        id_of(&inst, "doomed"),
+        id_of(&inst, "bounced"),
+        id_of(&inst, "kept"),
+    );
 
     // Without a manager: applied under its lock, logged by ternctl.
     let out = ternctl(&inst, &["hold", &held.to_string()]);
@@ -352,15 +368,22 @@ fn bounces_of(inst: &Instance, subject: &str) -> usize {
 fn sigkill_around_each_operation() {
     let inst = Instance::new("ops-crash");
     never(&inst);
+    // A bystander that must survive every round untouched.
+    send(
+        &inst,
+        "other@localhost",
+        "test-never@localhost",
+        "bystander",
+    );
+    let bystander = id_of(&inst, "bystander");
     let rounds = 12;
     for round in 0..rounds {
         let op = ["delete", "bounce", "hold"][round % 3];
         let subject = format!("crash-{round}");
         send(&inst, "test@localhost", "test-never@localhost", &subject);
-        // A bystander that must survive every round untouched.
         let mut daemon = Daemon::start(&inst);
         let pid = manager_pid(&inst);
-        let id = *ids(&inst).last().unwrap();
+        let id = id_of(&inst, &subject);
         let child = inst
             .command("ternctl")
             .args([op, &id.to_string()])
@@ -430,7 +453,11 @@ fn sigkill_around_each_operation() {
         }
         daemon.stop(30);
         let q = ids(&inst);
-        assert!(q.is_empty(), "round {round}: left in the queue: {q:?}");
+        assert_eq!(q, [bystander], "round {round}: the queue holds {q:?}");
+        let m = message(&inst, bystander).unwrap();
+        assert_eq!(m["held"], false, "round {round}");
+        assert_eq!(m["deleted"], false, "round {round}");
+        assert_eq!(m["recipients"][0]["state"], "pending", "round {round}");
     }
     // Never delivered by mistake (a bounce quotes the message).
     assert!(
@@ -438,4 +465,75 @@ fn sigkill_around_each_operation() {
             .iter()
             .any(|t| t.contains("body of crash-") && !t.contains("Bounced by the postmaster"))
     );
+}
+
+/// Only root and the manager's uid may operate: another uid that reaches
+/// the socket (its mode opened on purpose here) is refused by its
+/// `SO_PEERCRED` uid, and nothing changes.
+#[test]
+fn another_uid_is_refused_on_the_control_socket() {
+    if !tern_tests::is_root() {
+        tern_tests::skip("another_uid_is_refused_on_the_control_socket", "needs root");
+        return;
+    }
+    let inst = Instance::new("ops-uid");
+    never(&inst);
+    send(&inst, "test@localhost", "test-never@localhost", "target");
+    let id = ids(&inst)[0];
+    let daemon = Daemon::start(&inst);
+    manager_pid(&inst);
+    let sock = inst.home().join("queue/state/control");
+    // Let uid 65534 reach the socket: only the peer check stands.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [
+        inst.scratch().to_path_buf(),
+        inst.home().to_path_buf(),
+        inst.home().join("queue"),
+        inst.home().join("queue/state"),
+    ] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o011)).unwrap();
+    }
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let script = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+payload = bytes([1, ord("Q"), ord("d")]) + struct.pack(">IQ", 1, int(sys.argv[2]))
+try:
+    s.sendall(struct.pack(">I", len(payload)) + payload)
+    s.settimeout(30)
+    answer = s.recv(100)
+except (BrokenPipeError, ConnectionResetError):
+    answer = b""
+print("answer bytes:", len(answer))
+"#;
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            tern_tests::PYTHON,
+            "-c",
+            script,
+        ])
+        .arg(&sock)
+        .arg(id.to_string())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("answer bytes: 0"), "{text}");
+    assert!(
+        wait_until(30, || daemon.log().contains("control request refused")),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("event=operation"),
+        "{}",
+        daemon.log()
+    );
+    let m = message(&inst, id).unwrap();
+    assert_eq!(m["deleted"], false);
 }
