@@ -19,6 +19,11 @@
 //!     tern-clean, 6 its replies; 7 and 8 the same for tern-rspawn when
 //!     present. Signals: ALRM retries everything now, HUP rereads `locals`
 //!     and `virtualdomains`, TERM/INT stop after running deliveries end.
+//!     The postmaster's queue operations (ternctl delete, bounce, hold,
+//!     release) arrive on the socket `queue/state/control` (root and
+//!     terns only) and are journaled before they are answered. Metrics
+//!     (OpenMetrics text) go to `queue/state/metrics.prom` or
+//!     `control/metricsfile` every 5 seconds and on exit.
 //!
 //! SECURITY
 //!     Runs as `terns`. Reads messages (group access) but never writes them;
@@ -51,12 +56,7 @@ fn fail(reason: impl std::fmt::Display) -> ExitCode {
 }
 
 fn rewriter(control: &Control) -> Result<Rewriter, tern_control::Error> {
-    Ok(Rewriter {
-        locals: control.locals()?,
-        virtualdomains: control.virtualdomains()?,
-        percenthack: control.percenthack()?,
-        envnoathost: control.envnoathost()?.to_string(),
-    })
+    tern_manager::ops::rewriter(control)
 }
 
 fn config(control: &Control) -> Result<Config, tern_control::Error> {
@@ -121,6 +121,18 @@ fn main() -> ExitCode {
     let control = Control::new(&home);
     let cfg = match config(&control) {
         Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let metrics_file = match control.metricsfile() {
+        Ok(lines) => match lines.first() {
+            None => None,
+            Some(p) if std::path::Path::new(p).is_absolute() => Some(std::path::PathBuf::from(p)),
+            Some(p) => {
+                return fail(format!(
+                    "control/metricsfile: {p:?} is not an absolute path"
+                ));
+            }
+        },
         Err(e) => return fail(e),
     };
     let queue = match tern_spool::Queue::open(&home.queue_dir()) {
@@ -206,8 +218,13 @@ fn main() -> ExitCode {
         cleaner,
         once,
     ) {
-        Ok(m) if flush => m.flush_at_start(),
-        Ok(m) => m,
+        Ok(m) => {
+            let m = match metrics_file {
+                Some(p) => m.metrics_file(p),
+                None => m,
+            };
+            if flush { m.flush_at_start() } else { m }
+        }
         Err(Exit::Trouble(e)) => return fail(e),
         Err(Exit::Done) => return ExitCode::SUCCESS,
     };

@@ -7,6 +7,10 @@
 //!   ternctl [--home DIR] init DIR [--mailbox NAME]... [--split N] [--bin DIR]
 //!   ternctl [--home DIR] check
 //!   ternctl [--home DIR] queue [--json] [--count]
+//!   ternctl [--home DIR] show QID [--body] [--json]
+//!   ternctl [--home DIR] delete|bounce|hold|release QID... | --all | --from ADDR
+//!           | --to ADDR | --domain DOMAIN | --older-than DURATION [--yes] [--dry-run]
+//!   ternctl [--home DIR] stats
 //!   ternctl [--home DIR] repair
 //!   ternctl [--home DIR] flush
 //!   ternctl [--home DIR] forget [IP...]
@@ -19,7 +23,11 @@
 //! DESCRIPTION
 //!   `init` creates (or completes) a single-user instance; `check` explains
 //!   the effective configuration and rejects malformed files; `queue` lists
-//!   the queue; `repair` removes what a crashed writer left in the queue;
+//!   the queue; `show` one message; `delete` removes messages without a
+//!   bounce, `bounce` fails them now with the usual bounce, `hold` stops
+//!   their deliveries until `release` (through the running tern-send's
+//!   control socket, or under its lock when it does not run); `stats`
+//!   prints tern-send's metrics; `repair` removes what a crashed writer left in the queue;
 //!   `flush` asks the running manager to retry everything now; `forget`
 //!   clears tern-remote's memory of unreachable hosts (qmail-tcpok);
 //!   `passwd` reads a password from stdin and stores its argon2id hash for
@@ -58,6 +66,7 @@ mod dkim;
 mod init;
 mod install;
 mod manifest;
+mod ops;
 mod report;
 mod show;
 
@@ -66,6 +75,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tern_control::Home;
+use tern_ipc::control::ControlOp;
 
 /// ternctl's exit codes (see docs/man/ternctl.8.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +172,28 @@ enum Command {
         #[arg(long)]
         count: bool,
     },
+    /// Show one message: envelope, each recipient's state, last and next
+    /// attempt, last error, and its header (all of it with --body).
+    Show {
+        /// The message id (as `ternctl queue` lists it).
+        id: u64,
+        /// The whole message, not only its header.
+        #[arg(long)]
+        body: bool,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove messages from the queue without a bounce.
+    Delete(OpArgs),
+    /// Fail every pending recipient of messages now, with the usual bounce.
+    Bounce(OpArgs),
+    /// Hold messages: no delivery is tried until they are released.
+    Hold(OpArgs),
+    /// Release held messages.
+    Release(OpArgs),
+    /// Print tern-send's metrics (its metrics file) for people.
+    Stats,
     /// Remove what crashed writers left in the queue.
     Repair,
     /// Ask the running queue manager to retry every queued message now.
@@ -250,6 +282,59 @@ enum DkimAction {
     Show,
 }
 
+/// Which messages a queue operation touches.
+#[derive(clap::Args, Debug)]
+struct OpArgs {
+    /// Message ids (as `ternctl queue` lists them).
+    #[arg(value_name = "QID")]
+    ids: Vec<u64>,
+    /// Every message whose envelope sender is ADDR.
+    #[arg(long, value_name = "ADDR")]
+    from: Option<String>,
+    /// Every message with a recipient ADDR.
+    #[arg(long, value_name = "ADDR")]
+    to: Option<String>,
+    /// Every message with a recipient at DOMAIN.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// Every message older than DURATION (30s, 10m, 2h, 3d, 1w).
+    #[arg(long, value_name = "DURATION", value_parser = ops::parse_duration)]
+    older_than: Option<i64>,
+    /// Every message in the queue.
+    #[arg(long)]
+    all: bool,
+    /// No confirmation for a selection.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// List what would be touched; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn queue_op(
+    cli_home: Option<PathBuf>,
+    op: tern_ipc::control::ControlOp,
+    a: OpArgs,
+) -> anyhow::Result<Exit> {
+    // The journal, the lock and the control socket are terns': root works
+    // on them as terns (nothing planted below queue/ is touched as root).
+    let home = home(cli_home)?;
+    become_owner(&home, "terns")?;
+    let sel = ops::Selection {
+        ids: a.ids,
+        from: a.from,
+        to: a.to,
+        domain: a.domain,
+        older_than: a.older_than,
+        all: a.all,
+    };
+    Ok(if ops::run(&home, op, &sel, a.dry_run, a.yes)? {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
+}
+
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
     match cli_home {
         Some(dir) => {
@@ -292,6 +377,26 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             let home = home(cli.home)?;
             let dropped = become_owner(&home, "terns")?;
             show::queue(&home, json, count, dropped)?;
+            Ok(Exit::Ok)
+        }
+        Command::Show { id, body, json } => {
+            let home = home(cli.home)?;
+            become_owner(&home, "terns")?;
+            show::show_message(&home, id, body, json)?;
+            Ok(Exit::Ok)
+        }
+        Command::Delete(a) => queue_op(cli.home, ControlOp::Delete, a),
+        Command::Bounce(a) => queue_op(cli.home, ControlOp::Bounce, a),
+        Command::Hold(a) => queue_op(cli.home, ControlOp::Hold, a),
+        Command::Release(a) => queue_op(cli.home, ControlOp::Release, a),
+        Command::Stats => {
+            let home = home(cli.home)?;
+            let path = match tern_control::Control::new(&home).metricsfile()?.first() {
+                Some(p) => PathBuf::from(p),
+                None => home.queue_dir().join(tern_manager::metrics::DEFAULT_FILE),
+            };
+            become_owner(&home, "terns")?;
+            show::stats(&path)?;
             Ok(Exit::Ok)
         }
         Command::Repair => {

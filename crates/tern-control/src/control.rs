@@ -201,6 +201,9 @@ impl Control {
         tlsdestinations -> Vec<String> = lines;
         /// `tlsca`: the CA bundle path for `verify` destinations.
         tlsca -> Vec<String> = lines;
+        /// `metricsfile`: where tern-send writes its metrics, first line
+        /// (default none: `queue/state/metrics.prom`).
+        metricsfile -> Vec<String> = lines;
         /// `queuelifetime` in seconds (default 604800).
         queuelifetime -> u64 = number;
         /// `timeoutsmtpd` in seconds (default 1200).

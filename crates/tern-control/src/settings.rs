@@ -186,6 +186,8 @@ pub static SETTINGS: &[Setting] = &[
         doc: "CA bundle (PEM file path) trusted for tlsdestinations verify" },
     Setting { name: "moreipme", kind: Kind::Lines, default: DefaultValue::Empty, readers: "tern-remote",
         doc: "more addresses of this host (NAT, balancers) besides its interfaces; an MX there is this host" },
+    Setting { name: "metricsfile", kind: Kind::Lines, default: DefaultValue::Empty, readers: "tern-send, ternctl",
+        doc: "where tern-send writes its OpenMetrics file (absolute path; empty: queue/state/metrics.prom)" },
     Setting { name: "remoteprivate", kind: Kind::Lines, default: DefaultValue::Empty, readers: "tern-remote",
         doc: "private networks (address/length) remote delivery may connect to when DNS or an address literal names them" },
     Setting { name: "timeoutlocal", kind: Kind::Number { min: 1, max: 604_800 }, default: DefaultValue::Number(86_400), readers: "tern-lspawn",

@@ -28,6 +28,7 @@
 
 use std::io::{self, Read, Write};
 
+pub mod control;
 pub mod handoff;
 pub mod local;
 pub mod lworker;

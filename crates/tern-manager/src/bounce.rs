@@ -8,6 +8,7 @@
 //! * original sender `#@[]` (a double bounce failed): dropped and logged.
 
 use crate::common::{PROG, open_message_file};
+use std::collections::HashSet;
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
 use tern_control::Home;
@@ -40,13 +41,77 @@ pub struct Sent {
     pub injected: bool,
 }
 
-/// Queues the bounce for message `id` (its failed recipients).
+/// The Message-ID (without brackets) of the bounce of message `id` for
+/// its failed recipients, the first of which is recipient `first`. It
+/// depends only on the message (its id, birth and tern-queue pid name it
+/// for good) and `first`, never on the time or the manager's pid: after a
+/// crash between queueing a bounce and recording it (`B`), the restarted
+/// manager finds it in `queue/new/` by this id ([`queued_bounce_ids`]) and
+/// does not queue it twice.
+pub fn bounce_message_id(cfg: &BounceConfig, id: u64, msg: &MessageState, first: usize) -> String {
+    format!(
+        "{}.{id}.{}.{first}.bounce@{}",
+        tern_date::compact(msg.birth),
+        msg.qpid,
+        cfg.me
+    )
+}
+
+/// Message-IDs of the bounces waiting in `queue/new/` (messages from `<>`
+/// or `#@[]`), read from the first 8 KiB of their header.
+pub fn queued_bounce_ids(queue: &tern_spool::Queue) -> HashSet<Vec<u8>> {
+    use std::io::Read;
+    let mut out = HashSet::new();
+    for b in 0..queue.layout().split {
+        let dir = queue.dir().join("new").join(b.to_string());
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            let Some(id) = ent.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            let Ok(open) = queue.open_message(id) else {
+                continue;
+            };
+            let sender = &open.header.envelope.sender;
+            if !(sender.is_empty() || sender == DOUBLE_BOUNCE_SENDER) {
+                continue;
+            }
+            let mut f = &open.file;
+            let mut head = Vec::new();
+            if f.seek(SeekFrom::Start(open.header.offset)).is_err()
+                || f.take(8192).read_to_end(&mut head).is_err()
+            {
+                continue;
+            }
+            for line in head.split(|&b| b == b'\n') {
+                if line.is_empty() {
+                    break;
+                }
+                if line.len() > 12
+                    && line[..12].eq_ignore_ascii_case(b"message-id: ")
+                    && let Some(v) = line[12..].strip_prefix(b"<")
+                    && let Some(v) = v.strip_suffix(b">")
+                {
+                    out.insert(v.to_vec());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Queues the bounce for message `id` (its failed recipients); a bounce
+/// whose Message-ID is in `queued` is already in the queue (queued before
+/// a crash) and is not queued again.
 pub fn send(
     home: &Home,
     cfg: &BounceConfig,
     id: u64,
     msg: &MessageState,
     path: &Path,
+    queued: &HashSet<Vec<u8>>,
 ) -> Result<Sent, String> {
     let failed: Vec<FailedRecipient> = msg
         .recipients
@@ -81,7 +146,7 @@ pub fn send(
                     o.status = Status::Delivered;
                 }
             }
-            send(home, cfg, id, &one, path)?;
+            send(home, cfg, id, &one, path, queued)?;
         }
         return Ok(Sent { injected: true });
     }
@@ -99,13 +164,19 @@ pub fn send(
         .seek(SeekFrom::Start(msg.offset))
         .map_err(|e| format!("seek: {e}"))?;
     let now = tern_date::now();
-    let message_id = format!(
-        "{}.{}.{}.bounce@{}",
-        tern_date::compact(now),
-        id,
-        std::process::id(),
-        cfg.me
-    );
+    let first = msg
+        .recipients
+        .iter()
+        .position(|r| matches!(r.status, Status::Failed(_)))
+        .unwrap_or(0);
+    let message_id = bounce_message_id(cfg, id, msg, first);
+    if queued.contains(message_id.as_bytes()) {
+        Event::new(PROG, "bounce_already_queued")
+            .num("qid", id)
+            .field("message_id", &message_id)
+            .emit();
+        return Ok(Sent { injected: false });
+    }
     let bounce = Bounce {
         me: &cfg.me,
         from: &cfg.from,
@@ -173,9 +244,11 @@ mod tests {
                 last_error: Vec::new(),
             }],
             bounced: false,
+            held: false,
+            deleted: false,
         };
         // A plain open(2) of the FIFO would wait for a writer for ever.
-        let e = send(&Home::new(&dir), &cfg, 1, &msg, &fifo)
+        let e = send(&Home::new(&dir), &cfg, 1, &msg, &fifo, &HashSet::new())
             .err()
             .expect("refused");
         assert!(e.contains("not a regular file"), "{e}");

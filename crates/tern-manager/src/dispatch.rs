@@ -64,7 +64,8 @@ impl Manager {
     pub(crate) fn deliverable(&self, id: u64, index: u32) -> Option<bool> {
         let msg = self.state.messages.get(&id)?;
         let r = msg.recipients.get(index as usize)?;
-        if r.status != Status::Pending || self.inflight.contains(&(id, index)) {
+        // Held: dropped from the ready set; a release schedules it again.
+        if msg.held || r.status != Status::Pending || self.inflight.contains(&(id, index)) {
             return None;
         }
         Some(!self.not_taken.contains(&id))

@@ -8,6 +8,9 @@
 //! * `results`: reports become journal records and retry times;
 //! * `removal`: finished messages get their bounce and are removed;
 //! * [`bounce`]: the bounce messages themselves;
+//! * [`ops`]: the postmaster's queue operations (also run by `ternctl`);
+//!   `control`: the socket they arrive on;
+//! * [`metrics`]: the metrics file;
 //! * `run`: the event loop; `spawner`, `ready`, `signals`, [`common`]: the
 //!   parts they share.
 //!
@@ -18,7 +21,10 @@
 
 pub mod bounce;
 pub mod common;
+mod control;
 mod dispatch;
+pub mod metrics;
+pub mod ops;
 mod pickup;
 mod ready;
 mod removal;
@@ -37,6 +43,7 @@ use bounce::BounceConfig;
 use common::*;
 use ready::Ready;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 use tern_control::Home;
 use tern_log::Event;
 use tern_sched::Rewriter;
@@ -84,6 +91,15 @@ pub struct Manager {
     /// they are not repeated) and then exits with this reason.
     pub(crate) trouble: Option<String>,
     pub(crate) cleaner_ok: bool,
+    /// Counters and the metrics file.
+    pub(crate) metrics: metrics::Metrics,
+    /// The control socket (`queue/state/control`) for `ternctl`'s queue
+    /// operations; `None` when it could not be set up (logged).
+    pub(crate) control: Option<std::os::unix::net::UnixListener>,
+    /// Message-IDs of bounces found in `queue/new/` at start when some
+    /// message's bounce was due but not recorded (a crash in between):
+    /// those are not queued again.
+    pub(crate) queued_bounces: HashSet<Vec<u8>>,
 }
 
 impl Manager {
@@ -120,7 +136,11 @@ impl Manager {
             stopping: false,
             trouble: None,
             cleaner_ok: true,
+            metrics: metrics::Metrics::new(PathBuf::new()),
+            control: None,
+            queued_bounces: HashSet::new(),
         };
+        m.metrics.path = m.queue.dir().join(metrics::DEFAULT_FILE);
         let ids: Vec<u64> = m.state.messages.keys().copied().collect();
         for id in ids {
             let in_cur = m.queue.path(id, Stage::Active).exists();
@@ -167,6 +187,15 @@ impl Manager {
                     Event::new(PROG, "adopted").num("qid", id).emit();
                 }
             }
+        }
+        // A bounce queued just before a crash, its `B` record lost: found
+        // by its Message-ID so that it is not queued twice.
+        if m.state
+            .messages
+            .values()
+            .any(|msg| msg.is_finished() && msg.has_failures() && !msg.bounced)
+        {
+            m.queued_bounces = bounce::queued_bounce_ids(&m.queue);
         }
         m.journal.commit().map_err(fatal)?;
         let pending: Vec<u64> = m.not_taken.iter().copied().collect();

@@ -7,7 +7,7 @@ use crate::common::*;
 use tern_ipc::CleanOp;
 use tern_log::Event;
 use tern_sched::next_attempt;
-use tern_spool::state::{MessageState, RecipientState, Record, Status};
+use tern_spool::state::{Record, Status};
 
 impl Manager {
     pub(crate) fn schedule_message(&mut self, id: u64) {
@@ -123,8 +123,8 @@ impl Manager {
     /// Records one new message in the journal (not yet flushed). `taken`:
     /// the file is already in `cur/` (an orphan adopted at start).
     pub(crate) fn pick_up(&mut self, id: u64, taken: bool) -> bool {
-        let open = match self.queue.open_message(id) {
-            Ok(m) => m,
+        let (msg, open) = match crate::ops::take_over_state(&self.queue, &self.cfg.rewriter, id) {
+            Ok(r) => r,
             Err(tern_spool::Error::NotFound(_)) => return false,
             Err(e) => {
                 if self.damaged_logged.insert(id) {
@@ -135,30 +135,6 @@ impl Manager {
                 }
                 return false;
             }
-        };
-        let env = &open.header.envelope;
-        let recipients = env
-            .recipients
-            .iter()
-            .map(|orig| {
-                let (channel, address) = self.cfg.rewriter.classify(orig);
-                RecipientState {
-                    channel,
-                    original: orig.clone(),
-                    address,
-                    status: Status::Pending,
-                    last_attempt: None,
-                    last_error: Vec::new(),
-                }
-            })
-            .collect::<Vec<_>>();
-        let msg = MessageState {
-            birth: open.header.origin.time,
-            qpid: open.header.origin.pid,
-            offset: open.header.offset,
-            sender: env.sender.clone(),
-            recipients,
-            bounced: false,
         };
         Event::new(PROG, "new")
             .num("qid", id)

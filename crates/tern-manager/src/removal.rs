@@ -42,8 +42,23 @@ impl Manager {
                 } else {
                     self.queue.path(id, Stage::Active)
                 };
-                match bounce::send(&self.home, &self.cfg.bounce, id, msg, &path) {
+                let kind = if msg.sender == bounce::DOUBLE_BOUNCE_SENDER {
+                    "discarded"
+                } else if msg.sender.is_empty() {
+                    "double_bounce"
+                } else {
+                    "bounce"
+                };
+                match bounce::send(
+                    &self.home,
+                    &self.cfg.bounce,
+                    id,
+                    msg,
+                    &path,
+                    &self.queued_bounces,
+                ) {
                     Ok(outcome) => {
+                        self.metrics.bounce(kind);
                         injected |= outcome.injected;
                         let rec = Record::Bounced { id };
                         self.journal.append(&rec);

@@ -63,6 +63,7 @@ impl Manager {
             let due = next_attempt(birth, Some(now), channel);
             self.ready[ch_index(channel)].insert(due, id, index);
         }
+        self.metrics.delivery(channel, status);
         Event::new(PROG, "delivery_end")
             .num("qid", id)
             .field("channel", ch_name(channel))

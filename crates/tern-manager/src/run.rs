@@ -26,7 +26,7 @@ impl Manager {
         if !self.finished.is_empty() {
             t = t.min(self.finish_retry_at.max(now));
         }
-        t
+        t.min(self.metrics.last_write + crate::metrics::METRICS_SECS)
     }
 
     pub(crate) fn idle(&self, now: i64) -> bool {
@@ -55,6 +55,13 @@ impl Manager {
             .emit();
     }
 
+    /// Writes the metrics file at `path` instead of
+    /// `queue/state/metrics.prom` (`control/metricsfile`).
+    pub fn metrics_file(mut self, path: std::path::PathBuf) -> Manager {
+        self.metrics.path = path;
+        self
+    }
+
     /// Makes every pending recipient due when [`Manager::run`] starts
     /// (`tern-send --flush`), instead of at its scheduled retry.
     pub fn flush_at_start(mut self) -> Manager {
@@ -77,6 +84,7 @@ impl Manager {
         if let Err(e) = self.scan_new() {
             return e;
         }
+        self.listen_control();
         if self.flush_at_start {
             Event::new(PROG, "flush").emit();
             self.flush_all(tern_date::now());
@@ -124,6 +132,10 @@ impl Manager {
                 fds.push(PollFd::new(t, PollFlags::IN));
                 fds.len() - 1
             });
+            let ctl_at = self.control.as_ref().map(|l| {
+                fds.push(PollFd::new(l, PollFlags::IN));
+                fds.len() - 1
+            });
             let mut sp_at = [None, None];
             for (ci, sp) in self.spawners.iter().enumerate() {
                 if let Some(sp) = sp {
@@ -143,6 +155,7 @@ impl Manager {
             }
             let sig_ready = !fds[0].revents().is_empty();
             let trig_ready = trig_at.is_some_and(|i| !fds[i].revents().is_empty());
+            let ctl_ready = ctl_at.is_some_and(|i| !fds[i].revents().is_empty());
             let sp_ready: Vec<bool> = sp_at
                 .iter()
                 .map(|a| a.is_some_and(|i| !fds[i].revents().is_empty()))
@@ -188,6 +201,10 @@ impl Manager {
                 last_scan = 0;
             }
             let now = tern_date::now();
+            if ctl_ready && let Err(e) = self.serve_control() {
+                self.close_control();
+                return e;
+            }
             for (ci, ready) in sp_ready.iter().enumerate() {
                 if !ready {
                     continue;
@@ -223,6 +240,7 @@ impl Manager {
                     .field("reason", format!("journal compaction failed: {e}"))
                     .emit();
             }
+            self.write_metrics(now, false);
             if now >= last_scan + RESCAN_SECS && !self.stopping {
                 last_scan = now;
                 if let Err(e) = self.scan_new() {
@@ -230,9 +248,11 @@ impl Manager {
                 }
             }
         }
+        self.close_control();
         if let Err(e) = self.journal.commit() {
             return fatal(e);
         }
+        self.write_metrics(tern_date::now(), true);
         self.status_line();
         if let Some(reason) = self.trouble.take() {
             return Exit::Trouble(reason);

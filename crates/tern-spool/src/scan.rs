@@ -83,6 +83,10 @@ pub struct QueuedMessage {
     pub recipients: Vec<Recipient>,
     /// New or active.
     pub stage: Stage,
+    /// Held by the postmaster (`ternctl hold`): never tried until released.
+    pub held: bool,
+    /// Deleted by the postmaster, waiting for its removal (no bounce).
+    pub deleted: bool,
 }
 
 /// The result of a full scan: messages, and files that do not parse (which
@@ -271,6 +275,8 @@ fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -
         sender,
         recipients,
         stage: m.stage,
+        held: known.is_some_and(|k| k.held),
+        deleted: known.is_some_and(|k| k.deleted),
     }
 }
 

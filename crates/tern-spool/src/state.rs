@@ -19,6 +19,14 @@
 //! | `E` | id, recipient index, time, text | the same, with the temporary error's text (for listings) |
 //! | `B` | id | bounce for this message queued (or deliberately dropped) |
 //! | `X` | id | message removed from the queue; forget it |
+//! | `H` | id | held by the postmaster: no new delivery is started |
+//! | `U` | id | released: deliveries resume |
+//! | `Y` | id, kind (`d` delete, `b` bounce), text | the postmaster ended it: every pending recipient failed with `text`; `d` also marks the bounce as dealt with (none is sent) |
+//!
+//! `H`, `U` and `Y` are the operator's requests (`ternctl hold`, `release`,
+//! `delete`, `bounce`). Each is one record, so a crash leaves the whole
+//! operation or none of it, and each is idempotent: replaying it twice
+//! gives the state it gave once.
 //!
 //! Why a journal: the manager sees many messages at once, so one `fsync`
 //! (a *group commit*) makes a whole batch of pick-ups or results durable,
@@ -118,6 +126,11 @@ pub struct MessageState {
     pub recipients: Vec<RecipientState>,
     /// True once the bounce for its failed recipients has been dealt with.
     pub bounced: bool,
+    /// Held by the postmaster (`H`): no new delivery starts.
+    pub held: bool,
+    /// Deleted by the postmaster (`Y` with kind delete): removed without a
+    /// bounce.
+    pub deleted: bool,
 }
 
 impl MessageState {
@@ -192,7 +205,27 @@ pub enum Record {
         /// Message id.
         id: u64,
     },
+    /// `id` is held (`hold = true`) or released (`hold = false`).
+    Hold {
+        /// Message id.
+        id: u64,
+        /// Held or released.
+        hold: bool,
+    },
+    /// The postmaster ended `id`: every pending recipient fails with
+    /// `text`; with `bounce` false no bounce is sent (a delete).
+    End {
+        /// Message id.
+        id: u64,
+        /// True: the usual bounce; false: removed silently.
+        bounce: bool,
+        /// The failure text of the recipients it ended.
+        text: Vec<u8>,
+    },
 }
+
+/// Largest text of an `End` record (as a report text).
+pub const MAX_END_TEXT: usize = 1000;
 
 fn crc32(data: &[u8]) -> u32 {
     // Bitwise CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320). The journal
@@ -294,6 +327,16 @@ impl Record {
                 p.push(b'X');
                 p.extend_from_slice(&id.to_be_bytes());
             }
+            Record::Hold { id, hold } => {
+                p.push(if *hold { b'H' } else { b'U' });
+                p.extend_from_slice(&id.to_be_bytes());
+            }
+            Record::End { id, bounce, text } => {
+                p.push(b'Y');
+                p.extend_from_slice(&id.to_be_bytes());
+                p.push(if *bounce { b'b' } else { b'd' });
+                put_bytes(&mut p, text);
+            }
         }
         let mut out = Vec::with_capacity(p.len() + 8);
         out.extend_from_slice(&(p.len() as u32).to_be_bytes());
@@ -341,6 +384,8 @@ impl Record {
                         sender,
                         recipients,
                         bounced: false,
+                        held: false,
+                        deleted: false,
                     },
                 }
             }
@@ -367,6 +412,27 @@ impl Record {
             },
             b'B' => Record::Bounced { id: c.u64()? },
             b'X' => Record::Removed { id: c.u64()? },
+            b'H' => Record::Hold {
+                id: c.u64()?,
+                hold: true,
+            },
+            b'U' => Record::Hold {
+                id: c.u64()?,
+                hold: false,
+            },
+            b'Y' => {
+                let id = c.u64()?;
+                let bounce = match c.u8()? {
+                    b'b' => true,
+                    b'd' => false,
+                    _ => return None,
+                };
+                let text = c.bytes()?;
+                if text.len() > MAX_END_TEXT {
+                    return None;
+                }
+                Record::End { id, bounce, text }
+            }
             _ => return None,
         };
         if c.0.is_empty() { Some(rec) } else { None }
@@ -417,6 +483,24 @@ impl State {
             Record::Removed { id } => {
                 self.messages.remove(id);
             }
+            Record::Hold { id, hold } => {
+                if let Some(m) = self.messages.get_mut(id) {
+                    m.held = *hold;
+                }
+            }
+            Record::End { id, bounce, text } => {
+                if let Some(m) = self.messages.get_mut(id) {
+                    for r in &mut m.recipients {
+                        if r.status == Status::Pending {
+                            r.status = Status::Failed(text.clone());
+                        }
+                    }
+                    if !*bounce {
+                        m.bounced = true;
+                        m.deleted = true;
+                    }
+                }
+            }
         }
     }
 
@@ -437,6 +521,8 @@ impl State {
                 r.last_error.clear();
             }
             fresh.bounced = false;
+            fresh.held = false;
+            fresh.deleted = false;
             out.push(Record::Accept { id, message: fresh });
             for (i, r) in m.recipients.iter().enumerate() {
                 let index = i as u32;
@@ -460,6 +546,18 @@ impl State {
             }
             if m.bounced {
                 out.push(Record::Bounced { id });
+            }
+            if m.held {
+                out.push(Record::Hold { id, hold: true });
+            }
+            if m.deleted {
+                // No recipient is pending any more (the `D` records above
+                // say so), so this only restores the flags.
+                out.push(Record::End {
+                    id,
+                    bounce: false,
+                    text: Vec::new(),
+                });
             }
         }
         out
@@ -665,6 +763,8 @@ mod tests {
                 })
                 .collect(),
             bounced: false,
+            held: false,
+            deleted: false,
         }
     }
 
@@ -727,6 +827,95 @@ mod tests {
             snap.extend_from_slice(&r.encode());
         }
         assert_eq!(replay(&snap).0, state);
+    }
+
+    #[test]
+    fn operator_records_round_trip_replay_twice_and_survive_a_snapshot() {
+        let recs = vec![
+            Record::Accept {
+                id: 1,
+                message: msg(3),
+            },
+            Record::Delivered { id: 1, index: 0 },
+            Record::Hold { id: 1, hold: true },
+            Record::Accept {
+                id: 2,
+                message: msg(2),
+            },
+            Record::End {
+                id: 2,
+                bounce: false,
+                text: b"deleted by the postmaster (#5.0.0)".to_vec(),
+            },
+            Record::Accept {
+                id: 3,
+                message: msg(2),
+            },
+            Record::Hold { id: 3, hold: true },
+            Record::Hold { id: 3, hold: false },
+            Record::End {
+                id: 3,
+                bounce: true,
+                text: b"bounced by the postmaster (#5.0.0)".to_vec(),
+            },
+            // About a message nobody knows: ignored.
+            Record::Hold { id: 99, hold: true },
+        ];
+        let mut bytes = Vec::new();
+        for r in &recs {
+            let enc = r.encode();
+            assert_eq!(Record::decode(&enc[4..enc.len() - 4]).as_ref(), Some(r));
+            bytes.extend_from_slice(&enc);
+        }
+        let (state, valid) = replay(&bytes);
+        assert_eq!(valid, bytes.len());
+        let m1 = &state.messages[&1];
+        assert!(m1.held && !m1.deleted && !m1.bounced);
+        assert_eq!(m1.recipients[0].status, Status::Delivered);
+        let m2 = &state.messages[&2];
+        assert!(m2.deleted && m2.bounced && m2.is_finished());
+        let m3 = &state.messages[&3];
+        assert!(!m3.held && !m3.bounced && m3.has_failures() && m3.is_finished());
+        assert!(!state.messages.contains_key(&99));
+        // Replaying the operator records again changes nothing (a crash
+        // after the record and before the answer; the request repeated).
+        let mut again = state.clone();
+        for r in &recs[2..] {
+            if !matches!(r, Record::Accept { .. }) {
+                again.apply(r);
+            }
+        }
+        assert_eq!(again, state);
+        let mut snap = Vec::new();
+        for r in state.snapshot() {
+            snap.extend_from_slice(&r.encode());
+        }
+        assert_eq!(replay(&snap).0, state);
+    }
+
+    #[test]
+    fn bad_operator_records_are_refused() {
+        // Unknown end kind.
+        let mut p = vec![b'Y'];
+        p.extend_from_slice(&5u64.to_be_bytes());
+        p.push(b'z');
+        p.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(Record::decode(&p), None);
+        // Text over the bound.
+        let long = Record::End {
+            id: 5,
+            bounce: true,
+            text: vec![b'x'; MAX_END_TEXT + 1],
+        }
+        .encode();
+        assert_eq!(Record::decode(&long[4..long.len() - 4]), None);
+        // Truncated and trailing bytes.
+        let h = Record::Hold { id: 5, hold: true }.encode();
+        let payload = &h[4..h.len() - 4];
+        assert_eq!(Record::decode(&payload[..payload.len() - 1]), None);
+        let mut extra = payload.to_vec();
+        extra.push(0);
+        assert_eq!(Record::decode(&extra), None);
     }
 
     #[test]

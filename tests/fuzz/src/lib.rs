@@ -40,6 +40,7 @@ pub type Body = fn(&[u8]);
 pub const TARGETS: &[(&str, Body)] = &[
     ("envelope", envelope),
     ("ipc", ipc),
+    ("control_request", control_request),
     ("qfile_header", qfile_header),
     ("queue_format", queue_format),
     ("address", address),
@@ -1981,4 +1982,29 @@ fn log_report_bytes(data: &[u8]) {
     let lines = data.split(|&b| b == b'\n').count() as u64;
     assert!(j["lines"]["read"].as_u64().unwrap() <= lines);
     let _ = whole.text(5);
+
+/// `control_request`: the postmaster's requests to a running tern-send
+/// (`tern_ipc::control`), and the journal replay that records them
+/// (`tern_spool::state::replay`): every decoded request re-encodes to the
+/// same bytes, and replay never reads past its input.
+pub fn control_request(data: &[u8]) {
+    use tern_ipc::control::{ControlReply, ControlRequest};
+    for letter in [b'Q', b'q'] {
+        let mut p = vec![tern_ipc::VERSION, letter];
+        p.extend_from_slice(data);
+        if let Ok(r) = ControlRequest::decode(&p) {
+            assert_eq!(r.encode(), p, "ControlRequest");
+            assert!(r.ids.len() <= tern_ipc::control::MAX_IDS);
+        }
+        if let Ok(r) = ControlReply::decode(&p) {
+            assert_eq!(r.encode(), p, "ControlReply");
+        }
+    }
+    let (state, valid) = tern_spool::state::replay(data);
+    assert!(valid <= data.len());
+    let mut again = Vec::new();
+    for rec in state.snapshot() {
+        again.extend_from_slice(&rec.encode());
+    }
+    assert_eq!(tern_spool::state::replay(&again).0, state, "snapshot");
 }
