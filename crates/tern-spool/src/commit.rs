@@ -16,7 +16,6 @@
 use crate::envelope::Envelope;
 use crate::exit::QueueExit;
 use crate::layout::{Layout, TMP_DIR};
-use std::sync::atomic::{AtomicU32, Ordering};
 use crate::qfile::{self, DEFAULT_RESERVE, Origin};
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, RenameFlags};
 use std::fs::File;
@@ -24,6 +23,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A failure of one commit step, already classified by exit code.
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +88,11 @@ fn create_file(
         ) {
             Ok(fd) => return Ok((File::from(fd), None)),
             Err(rustix::io::Errno::NOENT) => {
-                return Err(fail(QueueExit::NewDirTrouble, "open new-message directory")(
-                    rustix::io::Errno::NOENT.into(),
-                ));
+                return Err(
+                    fail(QueueExit::NewDirTrouble, "open new-message directory")(
+                        rustix::io::Errno::NOENT.into(),
+                    ),
+                );
             }
             Err(e)
                 if e == rustix::io::Errno::OPNOTSUPP
