@@ -106,9 +106,12 @@ impl Checker {
             .enable_time()
             .build()
             .map_err(|e| SetupError(format!("cannot start the DNS runtime: {e}")))?;
+        // One try per query, each a fifth of the budget at most: a dead
+        // server costs every lookup that goes to it, and the DMARC step
+        // (whose policy decides between 451 and accept) comes last.
         let limits = Limits {
-            timeout: self.query_timeout.min(budget),
-            retries: 1,
+            timeout: self.query_timeout.min(budget / 5),
+            retries: 0,
         };
         let (config, opts) = tern_route::resolver_config(&self.servers, limits);
         let auth = {
