@@ -602,6 +602,22 @@ pub enum DnsRecord {
         /// The mail domain.
         domain: String,
     },
+    /// A TXT record (one string, at most 255 bytes, no comma).
+    Txt {
+        /// The owner name.
+        name: String,
+        /// The text.
+        text: String,
+    },
+    /// Queries for `domain` and its subdomains are forwarded to
+    /// `127.0.0.1:port` (a closed port: every lookup there fails, a
+    /// temporary DNS error for the asker).
+    Forward {
+        /// The domain.
+        domain: String,
+        /// The port.
+        port: u16,
+    },
     /// Address records (A and/or AAAA) for `name`, one per address.
     Host {
         /// The host name.
@@ -628,6 +644,23 @@ impl DnsRecord {
         }
     }
 
+    /// `name TXT "text"`.
+    pub fn txt(name: &str, text: &str) -> DnsRecord {
+        assert!(text.len() <= 255 && !text.contains(','), "{text}");
+        DnsRecord::Txt {
+            name: name.to_string(),
+            text: text.to_string(),
+        }
+    }
+
+    /// Queries under `domain` go to a closed loopback port.
+    pub fn dead(domain: &str) -> DnsRecord {
+        DnsRecord::Forward {
+            domain: domain.to_string(),
+            port: 9,
+        }
+    }
+
     /// Address records for `name`.
     pub fn host(name: &str, addrs: &[std::net::IpAddr]) -> DnsRecord {
         DnsRecord::Host {
@@ -642,6 +675,10 @@ impl DnsRecord {
                 vec![format!("--mx-host={domain},{host},{pref}")]
             }
             DnsRecord::NullMx { domain } => vec![format!("--mx-host={domain},.,0")],
+            DnsRecord::Txt { name, text } => vec![format!("--txt-record={name},{text}")],
+            DnsRecord::Forward { domain, port } => {
+                vec![format!("--server=/{domain}/127.0.0.1#{port}")]
+            }
             DnsRecord::Host { name, addrs } => addrs
                 .iter()
                 .map(|a| format!("--host-record={name},{a}"))

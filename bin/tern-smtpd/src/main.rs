@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod authcheck;
 mod checks;
 mod chunks;
 mod complete;
@@ -111,6 +112,8 @@ pub(crate) struct Setup {
     pub(crate) throttle: throttle::Throttle,
     /// The connection's variables.
     pub(crate) vars: Vars,
+    /// Inbound authentication checks (`control/authcheck`).
+    pub(crate) authcheck: Option<authcheck::AuthCheck>,
 }
 
 /// TCP* variables, else the socket on fd 0, else "unknown".
@@ -316,6 +319,7 @@ fn setup(vars: Vars) -> Result<Setup, Exit> {
         };
         policy.local_literal = Some((literal, control.localiphost().map_err(c)?.to_string()));
     }
+    let authcheck = authcheck::AuthCheck::load(&control, &home).map_err(c)?;
     Ok(Setup {
         home,
         me,
@@ -328,6 +332,7 @@ fn setup(vars: Vars) -> Result<Setup, Exit> {
         checkpassword,
         throttle,
         vars,
+        authcheck,
     })
 }
 

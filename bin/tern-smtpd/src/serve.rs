@@ -12,6 +12,7 @@ use tern_smtp::{
 };
 use tern_spool::{Envelope, QueueClient};
 
+use crate::authcheck::{AuthCheck, Decision, Facts, Held};
 use crate::chunks::{ChunkError, Stream, read_exact};
 use crate::complete::{Completer, Completion};
 use crate::conn::{Conn, ConnError, Quiet};
@@ -31,6 +32,135 @@ struct Ctx {
     /// The connection's own variables (a worker's), for the programs it
     /// runs.
     env: Vec<(String, String)>,
+    /// Inbound authentication checks, when on and the client is no relay
+    /// client (authenticated sessions are skipped per message).
+    authcheck: Option<AuthCheck>,
+}
+
+/// The checks for the current message: on, and the client neither a
+/// relay client (it has none set) nor authenticated.
+fn checking<'a>(s: &'a Ctx, session: &Session) -> Option<&'a AuthCheck> {
+    s.authcheck
+        .as_ref()
+        .filter(|_| session.auth_user().is_none())
+}
+
+/// A BDAT message held for checking.
+struct HeldMsg {
+    decoder: DataDecoder,
+    held: std::io::Result<Held>,
+    write_error: Option<std::io::Error>,
+    received: Vec<u8>,
+    t: i64,
+    qp: String,
+}
+
+/// Checks a held message and queues or refuses it; the reply.
+#[allow(clippy::too_many_arguments)]
+fn finish_held(
+    s: &Ctx,
+    session: &Session,
+    ac: &AuthCheck,
+    held: Held,
+    received: &[u8],
+    t: i64,
+    qp: &str,
+    client: &QueueClient,
+    via: &str,
+) -> Reply {
+    let facts = Facts {
+        me: &s.me,
+        ip: &s.peer.remote_ip,
+        helo: session.helo(),
+        sender: session.sender(),
+    };
+    let bytes = held.bytes;
+    let (ar, mut message) = match crate::authcheck::decide(ac, &facts, held) {
+        Decision::Refuse(r) => return r,
+        Decision::Queue { ar, message } => (ar, message),
+    };
+    let envelope = Envelope {
+        sender: session.sender().to_vec(),
+        recipients: session.recipients().to_vec(),
+    };
+    // RFC 8601 §5: the results go on top, above our Received line.
+    let queued = client.submit(&envelope, |w| {
+        w.write_all(&ar)?;
+        w.write_all(received)?;
+        message.write_to(w)
+    });
+    match queued {
+        Ok(()) => {
+            Event::new(PROG, "queued")
+                .field("qp", qp)
+                .field("from", &envelope.sender)
+                .num("recipients", envelope.recipients.len())
+                .num("bytes", bytes)
+                .field("via", via)
+                .emit();
+            Session::queued_reply(u64::try_from(t).unwrap_or(0), qp)
+        }
+        Err(e) if e.is_temporary() => Reply::new(451, "4.3.0", e.to_string()),
+        Err(e) => Reply::new(554, "5.3.0", e.to_string()),
+    }
+}
+
+/// Reads a message whole into memory file for checking, then checks and
+/// queues or refuses it.
+fn checked_message(
+    s: &Ctx,
+    session: &mut Session,
+    conn: &mut Conn,
+    client: &QueueClient,
+    ac: &AuthCheck,
+) -> Result<Step, Exit> {
+    let (received, t, qp) = header(s, session);
+    let mut decoder = DataDecoder::new(session.data_limits());
+    let mut write_error = None;
+    let mut held = match Held::new() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            write_error = Some(e);
+            None
+        }
+    };
+    let e = pump(
+        conn,
+        &mut decoder,
+        held.as_mut().map(|h| h as &mut dyn Write),
+        &mut write_error,
+    );
+    match e {
+        DataEnd::End => {}
+        DataEnd::Fatal => {
+            let r = DataError::BareCrLf.reply();
+            log_reply(b"DATA", &r);
+            return Ok(session.end_data(r, true));
+        }
+        DataEnd::Lost => return Err(end(Exit::Lost, "end of input inside a message")),
+        DataEnd::Timeout => return Err(timeout_exit(conn, &s.me)),
+        DataEnd::Io(e) => return Err(end(Exit::Trouble, &format!("read error: {e}"))),
+    }
+    let reply = match (decoder.result(), write_error, held) {
+        (Err(e), _, _) => e.reply(),
+        (Ok(()), Some(e), _) => held_trouble(e),
+        (Ok(()), None, None) => held_trouble(std::io::Error::other("no memory file")),
+        (Ok(()), None, Some(h)) => {
+            finish_held(s, session, ac, h, &received, t, &qp, client, "DATA")
+        }
+    };
+    log_reply(b"DATA", &reply);
+    Ok(session.end_data(reply, false))
+}
+
+fn held_trouble(e: std::io::Error) -> Reply {
+    Event::new(PROG, "authcheck_trouble")
+        .field(
+            "reason",
+            format!("cannot hold the message for checking: {e}"),
+        )
+        .emit();
+    Reply::new(451, "4.3.0", "cannot hold the message for checking")
 }
 
 /// How serving a connection ended.
@@ -182,6 +312,9 @@ fn message(
     conn: &mut Conn,
     client: &QueueClient,
 ) -> Result<Step, Exit> {
+    if let Some(ac) = checking(s, session) {
+        return checked_message(s, session, conn, client, ac);
+    }
     let envelope = Envelope {
         sender: session.sender().to_vec(),
         recipients: session.recipients().to_vec(),
@@ -307,9 +440,13 @@ fn chunk(
     conn: &mut Conn,
     client: &QueueClient,
     stream: &mut Option<Stream>,
+    held: &mut Option<HeldMsg>,
     size: u64,
     last: bool,
 ) -> Result<Step, Exit> {
+    if let Some(ac) = checking(s, session) {
+        return held_chunk(s, session, conn, client, held, ac, size, last);
+    }
     let st = stream.get_or_insert_with(|| {
         let envelope = Envelope {
             sender: session.sender().to_vec(),
@@ -365,6 +502,84 @@ fn chunk(
         (Ok(()), Err(f)) if f.header_too_big => crate::complete::too_big_reply(),
         (Ok(()), Err(f)) if f.temporary => Reply::new(451, "4.3.0", f.text),
         (Ok(()), Err(f)) => Reply::new(554, "5.3.0", f.text),
+    };
+    log_reply(b"BDAT", &reply);
+    Ok(session.end_data(reply, false))
+}
+
+/// One BDAT chunk of a message held for checking.
+#[allow(clippy::too_many_arguments)]
+fn held_chunk(
+    s: &Ctx,
+    session: &mut Session,
+    conn: &mut Conn,
+    client: &QueueClient,
+    held: &mut Option<HeldMsg>,
+    ac: &AuthCheck,
+    size: u64,
+    last: bool,
+) -> Result<Step, Exit> {
+    let hm = held.get_or_insert_with(|| {
+        let (received, t, qp) = header(s, session);
+        HeldMsg {
+            decoder: DataDecoder::new(session.data_limits()),
+            held: Held::new(),
+            write_error: None,
+            received,
+            t,
+            qp,
+        }
+    });
+    let mut out = Vec::new();
+    let put = |hm: &mut HeldMsg, out: &mut Vec<u8>| {
+        if let Ok(h) = hm.held.as_mut()
+            && hm.write_error.is_none()
+            && let Err(e) = h.write_all(out)
+        {
+            hm.write_error = Some(e);
+        }
+        out.clear();
+    };
+    let read = read_exact(conn, size, |piece| {
+        hm.decoder.feed(piece, &mut out);
+        put(hm, &mut out);
+    });
+    if let Err(e) = read {
+        *held = None;
+        return Err(chunk_error(conn, &s.me, e));
+    }
+    if hm.decoder.error() == Some(DataError::BareCrLf) {
+        let r = DataError::BareCrLf.reply();
+        log_reply(b"BDAT", &r);
+        *held = None;
+        return Ok(session.end_data(r, false));
+    }
+    if !last {
+        return Ok(session.chunk_received(size));
+    }
+    let status = hm.decoder.finish(&mut out);
+    put(hm, &mut out);
+    let hm = held.take().expect("started above");
+    let reply = match (
+        status == DataStatus::End,
+        hm.decoder.result(),
+        hm.write_error,
+        hm.held,
+    ) {
+        (_, Err(e), _, _) => e.reply(),
+        (false, Ok(()), _, _) => DataError::BareCrLf.reply(),
+        (true, Ok(()), Some(e), _) | (true, Ok(()), None, Err(e)) => held_trouble(e),
+        (true, Ok(()), None, Ok(h)) => finish_held(
+            s,
+            session,
+            ac,
+            h,
+            &hm.received,
+            hm.t,
+            &hm.qp,
+            client,
+            "BDAT",
+        ),
     };
     log_reply(b"BDAT", &reply);
     Ok(session.end_data(reply, false))
@@ -519,6 +734,7 @@ fn serve(
         checkpassword,
         throttle,
         vars,
+        authcheck,
     } = s;
     let mut conn = Conn::new(timeout);
     let relay = if policy.relayclient.is_some() {
@@ -542,6 +758,7 @@ fn serve(
         tls: None,
         submission,
         env: vars.pairs().to_vec(),
+        authcheck: authcheck.filter(|_| relay == "no"),
     };
     let _ = home;
     // A resumed connection was greeted (and logged) by the worker that
@@ -565,12 +782,14 @@ fn serve(
     }
     let mut splitter = LineSplitter::new();
     let mut stream: Option<Stream> = None;
+    let mut held: Option<HeldMsg> = None;
     loop {
         let (n, event) = splitter.feed(conn.pending());
         conn.consume(n);
         let Some(event) = event else {
             if let Some(w) = worker.as_mut()
                 && stream.is_none()
+                && held.is_none()
                 && !splitter.is_mid_line()
                 && !session.auth_pending()
             {
@@ -637,7 +856,16 @@ fn serve(
                 };
             }
             Action::Chunk { size, last } => {
-                step = match chunk(&s, &mut session, &mut conn, client, &mut stream, size, last) {
+                step = match chunk(
+                    &s,
+                    &mut session,
+                    &mut conn,
+                    client,
+                    &mut stream,
+                    &mut held,
+                    size,
+                    last,
+                ) {
                     Ok(step) => step,
                     Err(exit) => return exit,
                 };
@@ -654,6 +882,9 @@ fn serve(
                 }
             }
             _ => {}
+        }
+        if held.is_some() && !session.chunking() {
+            held = None;
         }
         if stream.is_some() && !session.chunking() {
             // RSET, HELO, EHLO or an error ended the BDAT transaction.

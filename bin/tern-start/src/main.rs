@@ -91,6 +91,7 @@ struct Ids {
     clean: Option<Credentials>,
     remote: Option<Credentials>,
     logger: Option<Credentials>,
+    verify: Option<Credentials>,
 }
 
 impl Ids {
@@ -99,7 +100,7 @@ impl Ids {
     /// only when there is one). tern-lspawn stays root: it must become each
     /// recipient. Every program but tern-send also gets `no_new_privs`:
     /// only tern-send runs the setuid tern-queue (for bounces).
-    fn system(with_logger: bool) -> Result<Ids, String> {
+    fn system(with_logger: bool, with_verify: bool) -> Result<Ids, String> {
         let user = |name: &str| -> Result<Credentials, String> {
             Credentials::for_user(name).map_err(|e| match e {
                 tern_sys::privilege::UserError::Missing => format!(
@@ -114,6 +115,11 @@ impl Ids {
             remote: Some(user("ternr")?.with_no_new_privs()),
             logger: if with_logger {
                 Some(user("ternl")?.with_no_new_privs())
+            } else {
+                None
+            },
+            verify: if with_verify {
+                Some(user("ternv")?.with_no_new_privs())
             } else {
                 None
             },
@@ -246,6 +252,9 @@ fn main() -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(e),
     };
+    // The authentication checker runs when checking is configured (and
+    // never for --once: only tern-smtpd asks it).
+    let verify_on = !once && home.control_dir().join("authcheck").exists();
     // Who runs what. A single-user instance runs everything as the caller;
     // a system instance (no marker) must be started by root and runs each
     // program under its own uid (docs/architecture.md).
@@ -259,7 +268,7 @@ fn main() -> ExitCode {
                 tern_control::SINGLE_USER_MARKER
             ));
         }
-        match Ids::system(!logger.is_empty()) {
+        match Ids::system(!logger.is_empty(), verify_on) {
             Ok(ids) => ids,
             Err(e) => return fail(e),
         }
@@ -512,6 +521,40 @@ fn main() -> ExitCode {
             Err(e) => writer_failed(e),
         }
     }
+    // The authentication checker (tern-verify, as ternv), like the writer:
+    // restarted if it dies (tern-smtpd accepts unchecked meanwhile), ends
+    // when its fd 0 closes.
+    let start_verify = |err: &Option<OwnedFd>| -> Result<(Child, OwnedFd), String> {
+        let (r, w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let mut c = Command::new(bin.join("tern-verify"));
+        env(&mut c);
+        run_as(&mut c, ids.verify);
+        c.stdin(Stdio::from(r))
+            .stdout(Stdio::null())
+            .stderr(child_stderr(err)?);
+        let child = c
+            .spawn()
+            .map_err(|e| format!("cannot start tern-verify: {}", spawn_error(&e)))?;
+        Ok((child, w))
+    };
+    let verify_failed = |e: String| {
+        Event::new(PROG, "alert")
+            .field("program", "tern-verify")
+            .field("reason", e)
+            .emit();
+    };
+    let mut verify_err = match &writer_err {
+        Some(fd) if verify_on => fd.try_clone().ok(),
+        _ => None,
+    };
+    let mut verifier = None;
+    let mut verify_started = Instant::now();
+    if verify_on {
+        match start_verify(&verify_err) {
+            Ok(v) => verifier = Some(v),
+            Err(e) => verify_failed(e),
+        }
+    }
     let mut send = Command::new(bin.join("tern-send"));
     env(&mut send);
     run_as(&mut send, ids.send);
@@ -587,6 +630,31 @@ fn main() -> ExitCode {
         {
             writer_failed(format!("the queue writer ended ({st}); restarting it"));
             writer = None;
+        }
+        if let Some((child, _)) = verifier.as_mut()
+            && let Ok(Some(st)) = child.try_wait()
+        {
+            verify_failed(format!("tern-verify ended ({st}); restarting it"));
+            verifier = None;
+        }
+        if send_status.is_some() {
+            if let Some((child, pipe)) = verifier.take() {
+                drop(pipe);
+                started.push(Started {
+                    name: "tern-verify",
+                    child,
+                });
+            }
+            verify_err = None;
+        } else if verify_on
+            && verifier.is_none()
+            && verify_started.elapsed() >= Duration::from_secs(1)
+        {
+            verify_started = Instant::now();
+            match start_verify(&verify_err) {
+                Ok(v) => verifier = Some(v),
+                Err(e) => verify_failed(e),
+            }
         }
         if send_status.is_some() {
             // Stopping: the writer ends when its pipe closes.

@@ -225,6 +225,10 @@ impl Control {
         /// `checkpassword`: the AUTH checker and its arguments, first line
         /// (default none: no AUTH).
         checkpassword -> Vec<String> = lines;
+        /// `authcheck`: `enforce` or `tag` (default none: no checking).
+        authcheck -> Vec<String> = lines;
+        /// `timeoutauthcheck`: seconds to wait for tern-verify (default 20).
+        timeoutauthcheck -> u64 = number;
         /// `timeoutremote` in seconds (default 1200).
         timeoutremote -> u64 = number;
         /// `timeoutconnect` in seconds (default 60).

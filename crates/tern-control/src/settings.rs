@@ -220,6 +220,10 @@ pub static SETTINGS: &[Setting] = &[
         doc: "1: in submission mode the envelope sender must belong to the authenticated user (553 5.7.1); 0: any sender" },
     Setting { name: "passwords", kind: Kind::Logins, default: DefaultValue::Empty, readers: "tern-checkpassword",
         doc: "SMTP AUTH logins and their argon2id hashes, written by ternctl passwd; never displayed" },
+    Setting { name: "authcheck", kind: Kind::Lines, default: DefaultValue::Empty, readers: "tern-smtpd, tern-start, tern-verify",
+        doc: "inbound SPF/DKIM/DMARC/ARC checking of mail from non-relay clients: enforce (DMARC p=reject refused with 550 5.7.1) or tag (results only); missing: no checking" },
+    Setting { name: "timeoutauthcheck", kind: Kind::Number { min: 1, max: 600 }, default: DefaultValue::Number(20), readers: "tern-smtpd",
+        doc: "seconds tern-smtpd waits for tern-verify's answer for one message; after it the message is accepted unchecked" },
     Setting { name: "defaultdelivery", kind: Kind::Lines, default: DefaultValue::Text("./Maildir/"), readers: "tern-lspawn",
         doc: "delivery instructions (dot-qmail lines) for users without a .qmail file" },
 ];

@@ -33,6 +33,7 @@ pub mod handoff;
 pub mod local;
 pub mod lworker;
 pub mod remote;
+pub mod verify;
 
 /// The protocol version; every incompatible change bumps it.
 pub const VERSION: u8 = 1;

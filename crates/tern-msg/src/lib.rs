@@ -28,6 +28,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod address;
+pub mod authres;
 pub mod cmdline;
 pub mod crlf;
 pub mod dot;

@@ -30,11 +30,40 @@ pub(crate) enum Answer<T> {
 
 /// Timeouts of the DNS side.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// One query to one server.
     pub timeout: Duration,
     /// Retries after a query's first try failed (hickory's `attempts`).
     pub retries: usize,
+}
+
+/// The hickory configuration Tern resolves with, for any program that
+/// does DNS (tern-remote's router, tern-verify): `servers` asked in order
+/// over UDP, TCP when an answer is truncated; no search list (`ndots` 0),
+/// no `/etc/hosts`, a small cache, one query at a time, EDNS0, and the
+/// given per-query timeout and retries.
+pub fn resolver_config(servers: &[SocketAddr], limits: Limits) -> (ResolverConfig, ResolverOpts) {
+    let name_servers = servers
+        .iter()
+        .map(|s| {
+            let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+            for c in &mut ns.connections {
+                c.port = s.port();
+            }
+            ns
+        })
+        .collect();
+    let config = ResolverConfig::from_parts(None, Vec::new(), name_servers);
+    let mut opts = ResolverOpts::default();
+    opts.timeout = limits.timeout;
+    opts.attempts = limits.retries;
+    opts.ndots = 0;
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.cache_size = 64;
+    opts.num_concurrent_reqs = 1;
+    opts.preserve_intermediates = false;
+    opts.edns0 = true;
+    (config, opts)
 }
 
 /// A resolver and the runtime that drives it.
@@ -58,26 +87,7 @@ impl Dns {
             .enable_time()
             .build()
             .map_err(|e| format!("cannot start the DNS runtime: {e}"))?;
-        let name_servers = servers
-            .iter()
-            .map(|s| {
-                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
-                for c in &mut ns.connections {
-                    c.port = s.port();
-                }
-                ns
-            })
-            .collect();
-        let config = ResolverConfig::from_parts(None, Vec::new(), name_servers);
-        let mut opts = ResolverOpts::default();
-        opts.timeout = limits.timeout;
-        opts.attempts = limits.retries;
-        opts.ndots = 0;
-        opts.use_hosts_file = ResolveHosts::Never;
-        opts.cache_size = 64;
-        opts.num_concurrent_reqs = 1;
-        opts.preserve_intermediates = false;
-        opts.edns0 = true;
+        let (config, opts) = resolver_config(servers, limits);
         let resolver = {
             let _guard = rt.enter();
             Resolver::builder_with_config(config, TokioRuntimeProvider::default())

@@ -56,6 +56,7 @@ mod router;
 mod servers;
 mod tls;
 
+pub use dns::{Limits, resolver_config};
 pub use error::Error;
 pub use guard::Guard;
 pub use memory::{
@@ -66,7 +67,7 @@ pub use router::{
     QUERY_RETRIES, QUERY_TIMEOUT, RESOLVE_DEADLINE, Resolution, Router, SMTP_PORT, Target,
 };
 pub use servers::{
-    MAX_RESOLV_CONF, MAX_RESOLV_NAMESERVERS, RESOLV_CONF, parse_dns_servers, parse_resolv_conf,
-    read_resolv_conf,
+    MAX_RESOLV_CONF, MAX_RESOLV_NAMESERVERS, RESOLV_CONF, dns_servers, parse_dns_servers,
+    parse_resolv_conf, read_resolv_conf,
 };
 pub use tls::{TlsPolicies, TlsPolicy};

@@ -13,7 +13,6 @@ use crate::dns::{self, Answer, Dns, Limits};
 use crate::error::Error;
 use crate::guard::Guard;
 use crate::order::{MAX_ADDRESSES, Mx, Rng, order_mx, usable_address};
-use crate::servers::{RESOLV_CONF, parse_dns_servers, read_resolv_conf};
 
 /// The SMTP port: MX hosts, implicit MX and address literals.
 pub const SMTP_PORT: u16 = 25;
@@ -91,12 +90,7 @@ impl Router {
     pub fn from_control(control: &Control) -> Result<Router, Error> {
         let routes = control.smtproutes()?;
         let lmtp = control.lmtproutes()?;
-        let lines = control.dnsservers()?;
-        let servers = if lines.is_empty() {
-            read_resolv_conf(std::path::Path::new(RESOLV_CONF))?
-        } else {
-            parse_dns_servers(&lines)?
-        };
+        let servers = crate::servers::dns_servers(control)?;
         let guard = Guard::from_system(&control.moreipme()?, &control.remoteprivate()?)?;
         Ok(Router::new(routes, servers)
             .with_lmtp_routes(lmtp)

@@ -16,6 +16,21 @@ pub const MAX_RESOLV_CONF: u64 = 64 * 1024;
 /// Nameservers taken from resolv.conf (the C library's `MAXNS`).
 pub const MAX_RESOLV_NAMESERVERS: usize = 3;
 
+/// The DNS servers of an instance: `control/dnsservers`, else (empty)
+/// the `nameserver` lines of [`RESOLV_CONF`].
+///
+/// # Errors
+/// `control/dnsservers` is unreadable or malformed, or `/etc/resolv.conf`
+/// exists but is unreadable.
+pub fn dns_servers(control: &tern_control::Control) -> Result<Vec<SocketAddr>, Error> {
+    let lines = control.dnsservers()?;
+    if lines.is_empty() {
+        read_resolv_conf(Path::new(RESOLV_CONF))
+    } else {
+        parse_dns_servers(&lines)
+    }
+}
+
 /// Parses `control/dnsservers` lines (as `Control::dnsservers` returns
 /// them): `IP` or `[IP]:port`, port 53 by default.
 ///

@@ -59,6 +59,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("route", route),
     ("handoff", handoff),
     ("log_report", log_report),
+
+    ("verify", verify),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -2007,4 +2009,62 @@ pub fn control_request(data: &[u8]) {
         again.extend_from_slice(&rec.encode());
     }
     assert_eq!(tern_spool::state::replay(&again).0, state, "snapshot");
+
+/// `verify`: tern-smtpd ↔ tern-verify (`tern_ipc::verify`): request and
+/// answer decoders (decode then encode is the identity, the message never
+/// longer than announced), and `tern_msg::authres` on the input as a
+/// header (authserv-id parsing, removal of our own fields).
+pub fn verify(data: &[u8]) {
+    verify_once(data);
+    let m = mapped(data, VERIFY_TOKENS);
+    verify_once(&m);
+}
+
+const VERIFY_TOKENS: &[&[u8]] = &[
+    b"Authentication-Results:",
+    b" mx.example.net",
+    b";",
+    b"(",
+    b")",
+    b"\"",
+    b"\\",
+    b"\n",
+    b"\n ",
+    b"X: y\n",
+    b"TVERIFY\x01",
+    b"\x00",
+    b"\x05",
+];
+
+fn verify_once(data: &[u8]) {
+    use tern_ipc::verify::{Request, Response};
+    if let Ok((req, len)) = Request::decode(&mut &data[..]) {
+        assert!(len <= tern_ipc::verify::MAX_MESSAGE);
+        let head = req.encode(len).expect("re-encode");
+        assert_eq!(head[..], data[..head.len()]);
+    }
+    if let Ok((req, msg)) = Request::decode_all(&mut &data[..]) {
+        let mut again = req.encode(msg.len() as u64).expect("re-encode");
+        again.extend_from_slice(&msg);
+        assert_eq!(again[..], data[..again.len()]);
+    }
+    if let Ok(resp) = Response::decode(&mut &data[..]) {
+        let again = resp.encode().expect("re-encode");
+        assert_eq!(again[..], data[..again.len()]);
+        assert_eq!(
+            resp.header.matches('\n').count(),
+            resp.header.lines().count()
+        );
+    }
+    let _ = tern_msg::authres::authserv_id(data);
+    let limits = tern_msg::header::Limits::default();
+    if let Ok(h) = tern_msg::header::Header::read(&mut &data[..], &limits) {
+        let (kept, removed) = tern_msg::authres::without_ours(&h, "mx.example.net");
+        assert!(kept.len() <= h.raw().len());
+        assert!(removed <= h.fields().count());
+        // What is left claims nothing of ours.
+        if let Ok(k) = tern_msg::header::Header::read(&mut &kept[..], &limits) {
+            assert_eq!(tern_msg::authres::without_ours(&k, "mx.example.net").1, 0);
+        }
+    }
 }
