@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The users of a root install.
-pub const TERN_USERS: [&str; 6] = ["ternd", "ternq", "terns", "ternr", "ternl", "alias"];
+pub const TERN_USERS: [&str; 7] = [
+    "ternd", "ternq", "terns", "ternr", "ternv", "ternl", "alias",
+];
 /// The groups of a root install.
-pub const TERN_GROUPS: [&str; 5] = ["tern", "ternd", "ternr", "ternl", "alias"];
+pub const TERN_GROUPS: [&str; 6] = ["tern", "ternd", "ternr", "ternv", "ternl", "alias"];
 
 /// The repository's root (the `tests` package lives in `tests/`).
 pub fn repo() -> PathBuf {

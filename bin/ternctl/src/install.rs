@@ -33,7 +33,7 @@ use crate::Usage;
 use crate::manifest::{self, Entry, Kind};
 
 /// The groups of a root install.
-pub const GROUPS: [&str; 5] = ["tern", "ternd", "ternr", "ternl", "alias"];
+pub const GROUPS: [&str; 6] = ["tern", "ternd", "ternr", "ternv", "ternl", "alias"];
 
 /// One Tern user: name, primary group, home (`None` = `TERN_HOME`, else a
 /// directory under it), and its GECOS comment.
@@ -45,7 +45,7 @@ struct UserSpec {
 }
 
 /// The users of a root install (design.md, "Processes and uids").
-const USERS: [UserSpec; 6] = [
+const USERS: [UserSpec; 7] = [
     UserSpec {
         name: "ternd",
         group: "ternd",
@@ -69,6 +69,12 @@ const USERS: [UserSpec; 6] = [
         group: "ternr",
         home: None,
         comment: "Tern remote delivery",
+    },
+    UserSpec {
+        name: "ternv",
+        group: "ternv",
+        home: None,
+        comment: "Tern mail authentication checker",
     },
     UserSpec {
         name: "ternl",
@@ -319,7 +325,7 @@ fn ensure_accounts(home: &Path, report: &mut Report) -> Result<Ids> {
     }
     if let Some(grp) = Group::from_name("tern")? {
         for m in &grp.mem {
-            if ["ternd", "ternr", "ternl", "alias"].contains(&m.as_str()) {
+            if ["ternd", "ternr", "ternv", "ternl", "alias"].contains(&m.as_str()) {
                 bail!(
                     "user {m} is a member of the group tern, which would let it read the queue's \
                      messages (a supervisor that sets supplementary groups gives it them): \

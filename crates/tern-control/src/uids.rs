@@ -13,7 +13,7 @@ use crate::owner::{ALIAS_USER, Passwd};
 
 /// Tern's own users: a delivery as one of them could write the queue, or
 /// act as the SMTP front or the remote client.
-pub const RESERVED_USERS: [&str; 5] = ["ternd", "ternq", "terns", "ternr", "ternl"];
+pub const RESERVED_USERS: [&str; 6] = ["ternd", "ternq", "terns", "ternr", "ternv", "ternl"];
 
 /// The accounts a system instance never delivers as, and the one it always
 /// may (looked up once at start).
