@@ -24,7 +24,8 @@ pub const USAGE: &str = "usage: tern-listen [-vqHRUE] [-c N] [-C N] [-P N] [-x r
     -C N       at most N connections at once per client address (default 20); more get 421 and are closed\n\
     -P N       pool: at most N parked (quiet) connections besides those served (default 2000)\n\
     -E         start the program for each connection, as tcpserver does, even for tern-smtpd\n\
-    -x rules   access rules file (see tern-listen(8)); reread on SIGHUP\n\
+    -x rules   access rules file (see tern-listen(8)); reread on SIGHUP; a rule's PROXY=\"\" makes\n\
+               that address a load balancer whose PROXY protocol header (v1/v2) names the client\n\
     -l name    set TCPLOCALHOST=name\n\
     -u UID, -g GID  after binding, become UID and GID (numbers; no supplementary groups), as tcpserver\n\
     -U         take -u and -g from $UID and $GID\n\

@@ -17,10 +17,16 @@
 //!     -C per-address limit a connection is closed at once. Children are
 //!     reaped as they end. SIGHUP rereads the rules file; SIGTERM or SIGINT
 //!     stops accepting and exits (running programs finish on their own).
+//!     From an address whose rule sets PROXY (a load balancer) it first
+//!     reads a PROXY protocol header (v1 or v2, 5 s at most) and serves the
+//!     connection as the client the header names (its rule, its -C count,
+//!     its TCPREMOTEIP).
 //!
 //! SECURITY
-//!     Runs as whoever starts it and parses no network input: it reads only
-//!     the peer's address from the kernel. The rules file is parsed with
+//!     Runs as whoever starts it and parses no network input from clients:
+//!     it reads only the peer's address from the kernel. The one exception
+//!     is a rule-trusted balancer's PROXY header (bounded, non-blocking,
+//!     parsed by tern-proxy / ppp, fuzzed). The rules file is parsed with
 //!     bounds by tern-rules. Programs inherit its uid.
 //!
 //! EXIT CODES
@@ -34,6 +40,7 @@
 
 mod args;
 mod pool;
+mod proxy;
 mod serve;
 
 use args::Parsed;

@@ -21,7 +21,8 @@
 //! stress.
 
 use crate::args::{Args, Verbosity};
-use crate::serve::{Accepted, accept_one, admit, connection_vars};
+use crate::proxy::{self, Pending, Progress};
+use crate::serve::{Accepted, accept_one, admit, connection_vars, take_expired, uncount};
 use crate::{Exit, PROG};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
@@ -87,6 +88,10 @@ pub struct Pool {
     parked: Vec<Parked>,
     /// Parked connections whose client spoke, waiting for a worker.
     ready: VecDeque<Parked>,
+    /// Balancers' connections waiting for their PROXY header.
+    pending: Vec<Pending>,
+    /// Connections per client address: served, parked and waiting, and
+    /// pending headers (counted for the balancer's address).
     per_ip: HashMap<IpAddr, usize>,
     max_parked: usize,
 }
@@ -102,6 +107,7 @@ impl Pool {
             workers: Vec::new(),
             parked: Vec::new(),
             ready: VecDeque::new(),
+            pending: Vec::new(),
             per_ip: HashMap::new(),
             max_parked,
         }
@@ -116,15 +122,16 @@ impl Pool {
     }
 
     /// A worker can take a connection now (an idle one, or room for one
-    /// more).
+    /// more), besides one for each pending PROXY header: so a header that
+    /// completes always finds a worker.
     fn can_serve(&self) -> bool {
-        self.workers.len() < self.args.concurrency || self.workers.iter().any(|w| w.busy.is_none())
+        self.busy() + self.pending.len() < self.args.concurrency
     }
 
     /// Short of workers: few left, or clients already waiting for one.
     fn stressed(&self) -> bool {
         let c = self.args.concurrency;
-        !self.ready.is_empty() || self.busy() + (c / 8).max(1) > c
+        !self.ready.is_empty() || self.busy() + self.pending.len() + (c / 8).max(1) > c
     }
 
     /// Serves until SIGTERM or SIGINT.
@@ -138,6 +145,7 @@ impl Pool {
                     .field("reason", "concurrency")
                     .num("active", self.busy())
                     .num("parked", self.parked.len())
+                    .num("pending", self.pending.len())
                     .emit();
             }
             was_full = full;
@@ -149,17 +157,26 @@ impl Pool {
             for p in &self.parked {
                 wake = wake.min(p.deadline);
             }
+            for p in &self.pending {
+                wake = wake.min(p.deadline);
+            }
             let timeout = wake.saturating_duration_since(now);
-            // Order: signals, workers, parked connections, the listener.
+            // Order: signals, workers, parked connections, pending
+            // headers, the listener.
             let accept = !full && self.ready.is_empty();
-            let (worker_ready, parked_ready, accept_ready) = {
-                let mut fds = Vec::with_capacity(2 + self.workers.len() + self.parked.len());
+            let (worker_ready, parked_ready, pending_ready, accept_ready) = {
+                let mut fds = Vec::with_capacity(
+                    2 + self.workers.len() + self.parked.len() + self.pending.len(),
+                );
                 fds.push(PollFd::new(sigfd, PollFlags::IN));
                 for w in &self.workers {
                     fds.push(PollFd::new(&w.ctl, PollFlags::IN));
                 }
                 for p in &self.parked {
                     fds.push(PollFd::new(&p.fd, PollFlags::IN));
+                }
+                for p in &self.pending {
+                    fds.push(PollFd::new(&p.stream, PollFlags::IN));
                 }
                 if accept {
                     fds.push(PollFd::new(listener, PollFlags::IN));
@@ -174,12 +191,17 @@ impl Pool {
                     .iter()
                     .map(|f| !f.revents().is_empty())
                     .collect();
-                let parked_ready: Vec<bool> = fds[1 + n..1 + n + self.parked.len()]
+                let m = n + self.parked.len();
+                let parked_ready: Vec<bool> = fds[1 + n..1 + m]
+                    .iter()
+                    .map(|f| !f.revents().is_empty())
+                    .collect();
+                let pending_ready: Vec<bool> = fds[1 + m..1 + m + self.pending.len()]
                     .iter()
                     .map(|f| !f.revents().is_empty())
                     .collect();
                 let accept_ready = accept && fds.last().is_some_and(|f| !f.revents().is_empty());
-                (worker_ready, parked_ready, accept_ready)
+                (worker_ready, parked_ready, pending_ready, accept_ready)
             };
             while let Ok(Some(info)) = sigfd.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
@@ -191,6 +213,7 @@ impl Pool {
             self.reports(&worker_ready);
             self.reap();
             self.wake_parked(&parked_ready);
+            self.read_pending(&pending_ready);
             self.expire();
             self.retire_idle();
             if accept_ready {
@@ -226,6 +249,51 @@ impl Pool {
     }
 
     fn handle(&mut self, stream: std::net::TcpStream, peer: SocketAddr) {
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                Event::new(PROG, "warning")
+                    .field("reason", format!("getsockname: {e}"))
+                    .emit();
+                return;
+            }
+        };
+        self.admit_and_assign(stream, peer, local, self.local_port, true);
+    }
+
+    /// Reads the pending headers whose socket is readable; hands each
+    /// connection whose header is whole to a worker.
+    fn read_pending(&mut self, ready: &[bool]) {
+        for i in (0..ready.len()).rev() {
+            if !ready[i] {
+                continue;
+            }
+            match self.pending[i].read() {
+                Progress::Waiting => {}
+                Progress::Ready { remote, local } => {
+                    let p = self.pending.swap_remove(i);
+                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
+                    self.admit_and_assign(p.stream, remote, local, local.port(), false);
+                }
+                Progress::Failed => {
+                    let p = self.pending.swap_remove(i);
+                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
+                }
+            }
+        }
+    }
+
+    /// The rules and the per-address limit for a connection from `peer`
+    /// (the proxied client's, after a header); then a worker, or (a
+    /// balancer's connection, `first`) a wait for its PROXY header.
+    fn admit_and_assign(
+        &mut self,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        local_port: u16,
+        first: bool,
+    ) {
         let ip = peer.ip().to_canonical();
         let mut count = self.per_ip.get(&ip).copied().unwrap_or(0);
         if count >= self.args.per_ip {
@@ -244,19 +312,25 @@ impl Pool {
         ) else {
             return;
         };
-        let local = match stream.local_addr() {
-            Ok(a) => a,
-            Err(e) => {
-                Event::new(PROG, "warning")
-                    .field("reason", format!("getsockname: {e}"))
-                    .emit();
-                return;
+        // A PROXY variable on the proxied client's own rule is ignored:
+        // one header per connection, never a chain.
+        if first && proxy::wanted(&rule_vars) {
+            match Pending::new(stream, peer, self.log()) {
+                Ok(p) => {
+                    *self.per_ip.entry(ip).or_insert(0) += 1;
+                    self.pending.push(p);
+                }
+                Err(e) => Event::new(PROG, "warning")
+                    .field("remote_ip", ip.to_string())
+                    .field("reason", format!("cannot wait for a PROXY header: {e}"))
+                    .emit(),
             }
-        };
+            return;
+        }
         let vars = connection_vars(
             peer,
             local,
-            self.local_port,
+            local_port,
             self.args.local_name.as_deref(),
             &rule_vars,
         );
@@ -520,9 +594,14 @@ impl Pool {
         }
     }
 
-    /// Closes parked connections whose client stayed silent too long.
+    /// Closes parked connections whose client stayed silent too long, and
+    /// pending ones whose header is late.
     fn expire(&mut self) {
         let now = Instant::now();
+        for p in take_expired(&mut self.pending, now) {
+            p.expire();
+            uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
+        }
         let mut i = 0;
         while i < self.parked.len() {
             if self.parked[i].deadline <= now {
@@ -578,12 +657,7 @@ impl Pool {
     }
 
     fn forget(&mut self, client: &Client) {
-        if let Some(n) = self.per_ip.get_mut(&client.ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&client.ip);
-            }
-        }
+        uncount(&mut self.per_ip, client.ip);
     }
 
     /// A connection is over: the per-address count and the log line.

@@ -1,6 +1,7 @@
 //! The accept loop: signals, limits, rules, spawning and reaping.
 
 use crate::args::{Args, Verbosity};
+use crate::proxy::{self, Pending, Progress};
 use crate::{Exit, PROG, load_rules};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
@@ -26,6 +27,10 @@ pub struct Listener {
     args: Args,
     rules: Rules,
     conns: HashMap<i32, Conn>,
+    /// Balancers' connections waiting for their PROXY header.
+    pending: Vec<Pending>,
+    /// Connections per client address: running programs, and pending
+    /// headers (counted for the balancer's address).
     per_ip: HashMap<IpAddr, usize>,
     local_port: u16,
 }
@@ -37,6 +42,7 @@ impl Listener {
             args,
             rules,
             conns: HashMap::new(),
+            pending: Vec::new(),
             per_ip: HashMap::new(),
             local_port,
         }
@@ -50,26 +56,33 @@ impl Listener {
     pub fn run(&mut self, listener: &TcpListener, sigfd: &SignalFd) -> ExitCode {
         let mut was_full = false;
         loop {
-            let full = self.conns.len() >= self.args.concurrency;
+            // Pending headers hold a place: they become programs.
+            let full = self.conns.len() + self.pending.len() >= self.args.concurrency;
             if full && !was_full && self.log() {
                 Event::new(PROG, "limit")
                     .field("reason", "concurrency")
                     .num("active", self.conns.len())
+                    .num("pending", self.pending.len())
                     .emit();
             }
             was_full = full;
             let mut fds = vec![PollFd::new(sigfd, PollFlags::IN)];
+            for p in &self.pending {
+                fds.push(PollFd::new(&p.stream, PollFlags::IN));
+            }
             if !full {
                 fds.push(PollFd::new(listener, PollFlags::IN));
             }
-            // A timeout only as a safety net: signals and connections wake
-            // the poll.
-            let ts = Timespec {
-                tv_sec: 5,
-                tv_nsec: 0,
-            };
+            // Signals and connections wake the poll; the timeout is a
+            // safety net, or the first pending header's deadline.
+            let ts = poll_timeout(&self.pending);
             let _ = rustix::event::poll(&mut fds, Some(&ts));
-            let accept_ready = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+            let n = self.pending.len();
+            let pending_ready: Vec<bool> = fds[1..1 + n]
+                .iter()
+                .map(|f| !f.revents().is_empty())
+                .collect();
+            let accept_ready = !full && fds.last().is_some_and(|f| !f.revents().is_empty());
             drop(fds);
             while let Ok(Some(info)) = sigfd.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
@@ -85,9 +98,42 @@ impl Listener {
                 }
             }
             self.reap();
+            self.read_pending(&pending_ready);
+            self.expire_pending();
             if accept_ready {
                 self.accept_some(listener);
             }
+        }
+    }
+
+    /// Reads the pending headers whose socket is readable; starts the
+    /// program for each one now whole.
+    fn read_pending(&mut self, ready: &[bool]) {
+        for i in (0..ready.len()).rev() {
+            if !ready[i] {
+                continue;
+            }
+            match self.pending[i].read() {
+                Progress::Waiting => {}
+                Progress::Ready { remote, local } => {
+                    let p = self.pending.swap_remove(i);
+                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
+                    self.admit_and_start(p.stream, remote, local, local.port(), false);
+                }
+                Progress::Failed => {
+                    let p = self.pending.swap_remove(i);
+                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
+                }
+            }
+        }
+    }
+
+    /// Closes the pending connections whose header is late.
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        for p in take_expired(&mut self.pending, now) {
+            p.expire();
+            uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
         }
     }
 
@@ -97,7 +143,7 @@ impl Listener {
 
     /// Accepts while connections are waiting and the limit allows.
     fn accept_some(&mut self, listener: &TcpListener) {
-        while self.conns.len() < self.args.concurrency {
+        while self.conns.len() + self.pending.len() < self.args.concurrency {
             match accept_one(listener) {
                 Accepted::Conn(stream, peer) => self.handle(stream, peer),
                 Accepted::Retry => {}
@@ -107,6 +153,29 @@ impl Listener {
     }
 
     fn handle(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                Event::new(PROG, "warning")
+                    .field("reason", format!("getsockname: {e}"))
+                    .emit();
+                return;
+            }
+        };
+        self.admit_and_start(stream, peer, local, self.local_port, true);
+    }
+
+    /// The rules and the per-address limit for a connection from `peer`
+    /// (the proxied client's, after a header); then the program, or (a
+    /// balancer's connection, `first`) a wait for its PROXY header.
+    fn admit_and_start(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        local_port: u16,
+        first: bool,
+    ) {
         let ip = peer.ip().to_canonical();
         let count = self.per_ip.get(&ip).copied().unwrap_or(0);
         let Some(vars) = admit(
@@ -119,7 +188,22 @@ impl Listener {
         ) else {
             return;
         };
-        match self.spawn(stream, peer, &vars) {
+        // A PROXY variable on the proxied client's own rule is ignored:
+        // one header per connection, never a chain.
+        if first && proxy::wanted(&vars) {
+            match Pending::new(stream, peer, self.log()) {
+                Ok(p) => {
+                    *self.per_ip.entry(ip).or_insert(0) += 1;
+                    self.pending.push(p);
+                }
+                Err(e) => Event::new(PROG, "warning")
+                    .field("remote_ip", ip.to_string())
+                    .field("reason", format!("cannot wait for a PROXY header: {e}"))
+                    .emit(),
+            }
+            return;
+        }
+        match self.spawn(stream, peer, local, local_port, &vars) {
             Ok(pid) => {
                 *self.per_ip.entry(ip).or_insert(0) += 1;
                 self.conns.insert(
@@ -150,12 +234,13 @@ impl Listener {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        local: SocketAddr,
+        local_port: u16,
         vars: &[(String, String)],
     ) -> std::io::Result<i32> {
         // std leaves an accepted socket blocking; make sure, the program
         // expects ordinary blocking fds.
         stream.set_nonblocking(false)?;
-        let local = stream.local_addr()?;
         let input = OwnedFd::from(stream.try_clone()?);
         let output = OwnedFd::from(stream);
         let mut cmd = Command::new(&self.args.program);
@@ -172,7 +257,7 @@ impl Listener {
         for (k, v) in connection_vars(
             peer,
             local,
-            self.local_port,
+            local_port,
             self.args.local_name.as_deref(),
             vars,
         ) {
@@ -198,12 +283,7 @@ impl Listener {
             let Some(conn) = self.conns.remove(&pid.as_raw()) else {
                 continue;
             };
-            if let Some(n) = self.per_ip.get_mut(&conn.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&conn.ip);
-                }
-            }
+            uncount(&mut self.per_ip, conn.ip);
             if self.log() {
                 let mut ev = Event::new(PROG, "end")
                     .field("remote_ip", conn.ip.to_string())
@@ -276,7 +356,8 @@ pub(crate) fn admit(
 
 /// tcpserver's variables for one connection (PROTO, TCPREMOTEIP,
 /// TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT, TCPLOCALHOST with -l), then
-/// the matching rule's, which may override them.
+/// the matching rule's, which may override them; a rule's `PROXY` is
+/// tern-listen's own and never reaches the program.
 pub(crate) fn connection_vars(
     peer: SocketAddr,
     local: SocketAddr,
@@ -294,13 +375,52 @@ pub(crate) fn connection_vars(
     if let Some(name) = local_name {
         v.push(("TCPLOCALHOST".into(), name.to_string()));
     }
-    for (k, val) in rule_vars {
+    for (k, val) in rule_vars.iter().filter(|(k, _)| k != proxy::VAR) {
         match v.iter_mut().find(|(n, _)| n == k) {
             Some(slot) => slot.1 = val.clone(),
             None => v.push((k.clone(), val.clone())),
         }
     }
     v
+}
+
+/// One connection less for `ip`.
+pub(crate) fn uncount(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = per_ip.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
+    }
+}
+
+/// How long the loop may sleep: at most 5 s, and not past the first
+/// pending header's deadline.
+pub(crate) fn poll_timeout(pending: &[Pending]) -> Timespec {
+    let now = Instant::now();
+    let mut wake = now + Duration::from_secs(5);
+    for p in pending {
+        wake = wake.min(p.deadline);
+    }
+    let d = wake.saturating_duration_since(now);
+    Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// Takes the pending connections whose deadline has passed.
+pub(crate) fn take_expired(pending: &mut Vec<Pending>, now: Instant) -> Vec<Pending> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pending.len() {
+        if pending[i].deadline <= now {
+            out.push(pending.swap_remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 /// SIGHUP: rereads the rules file into `rules`; a file that does not load

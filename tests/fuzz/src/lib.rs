@@ -59,8 +59,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("route", route),
     ("handoff", handoff),
     ("log_report", log_report),
-
     ("verify", verify),
+    ("proxy", proxy),
 ];
 
 /// Maps each input byte onto one token of `alphabet` (byte value modulo the
@@ -1173,6 +1173,133 @@ fn rules_bytes(data: &[u8]) {
         }
         for ip in probes {
             let _ = net.contains(ip);
+        }
+    }
+}
+
+// ------------------------------------------------------------------- proxy
+
+/// Tokens of PROXY protocol headers, both versions.
+const PROXY_ALPHABET: &[&[u8]] = &[
+    b"PROXY ",
+    b"TCP4 ",
+    b"TCP6 ",
+    b"UNKNOWN",
+    b"192.0.2.7 ",
+    b"127.0.0.1 ",
+    b"2001:db8::7 ",
+    b"::ffff:1.2.3.4 ",
+    b"40000 ",
+    b"25",
+    b"0",
+    b" ",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"\r\n\r\n\0\r\nQUIT\n",
+    b"\x21\x11\x00\x0c",
+    b"\x20\x00\x00\x00",
+    b"\x21\x21\x00\x24",
+    b"\x21\x31",
+    b"\x21\x12",
+    b"\x0f\xf0",
+    b"\xc0\x00\x02\x07",
+    b"\x7f\x00\x00\x01",
+    b"\x04\x00\x02",
+    b"\x00",
+    b"\xff",
+];
+
+/// `tern_proxy`: [`tern_proxy::Reader::feed`] on the input arriving whole,
+/// a byte at a time and in data-driven chunks: the same header or error
+/// in every chunking; `More` takes every byte offered; a header takes
+/// exactly its own bytes (never the client's after it) within the
+/// version's bound; nothing is held past [`tern_proxy::MAX_V2`].
+pub fn proxy(data: &[u8]) {
+    proxy_bytes(data);
+    proxy_bytes(&mapped(data, PROXY_ALPHABET));
+}
+
+type ProxyRun = (Result<Option<tern_proxy::Header>, tern_proxy::Error>, usize);
+
+/// Feeds `data` as a socket would deliver it, `chunk(i)` more bytes
+/// arriving before the i-th read: the outcome, and the bytes consumed.
+fn proxy_run(data: &[u8], chunk: impl Fn(usize) -> usize) -> ProxyRun {
+    use tern_proxy::{Reader, Step};
+    let mut r = Reader::new();
+    let (mut pos, mut arrived, mut i) = (0, 0, 0);
+    loop {
+        match r.feed(&data[pos..arrived]) {
+            Err(e) => return (Err(e), pos),
+            Ok(Step::Done { take, header }) => {
+                assert!(take <= arrived - pos);
+                return (Ok(Some(header)), pos + take);
+            }
+            Ok(Step::More { take }) => {
+                assert_eq!(take, arrived - pos, "More takes every byte offered");
+                pos += take;
+            }
+        }
+        assert_eq!(r.len(), pos);
+        assert!(pos < tern_proxy::MAX_V2);
+        if arrived == data.len() {
+            return (Ok(None), pos);
+        }
+        arrived = arrived.saturating_add(chunk(i)).min(data.len());
+        i += 1;
+    }
+}
+
+fn proxy_bytes(data: &[u8]) {
+    use tern_proxy::{Addresses, Error, MAX_V1, MAX_V2};
+    let whole = proxy_run(data, |_| usize::MAX);
+    let salt = usize::from(data.last().copied().unwrap_or(0));
+    for other in [
+        proxy_run(data, |_| 1),
+        proxy_run(data, |i| 1 + (salt ^ i.wrapping_mul(7)) % 19),
+    ] {
+        // An error may be seen sooner in smaller pieces; it is the same.
+        match (&whole.0, &other.0) {
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => assert_eq!(whole, other),
+        }
+    }
+    match whole {
+        (Ok(Some(h)), taken) => {
+            assert_eq!(h.len, taken);
+            let bytes = &data[..taken];
+            match h.version {
+                1 => {
+                    assert!(taken <= MAX_V1);
+                    assert!(bytes.starts_with(b"PROXY ") && bytes.ends_with(b"\r\n"));
+                    assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+                }
+                2 => {
+                    assert!((16..=MAX_V2).contains(&taken));
+                    assert!(bytes.starts_with(b"\r\n\r\n\0\r\nQUIT\n"));
+                    assert_eq!(
+                        taken,
+                        16 + usize::from(u16::from_be_bytes([bytes[14], bytes[15]]))
+                    );
+                }
+                v => panic!("version {v}"),
+            }
+            if let Addresses::Proxied {
+                source,
+                destination,
+            } = h.addresses
+            {
+                assert_eq!(source.is_ipv4(), destination.is_ipv4());
+            }
+            assert!(!h.kind().is_empty());
+        }
+        (Ok(None), taken) => assert_eq!(taken, data.len()),
+        (Err(e), _) => {
+            let shown = e.to_string();
+            assert!(!shown.is_empty() && shown.is_ascii() && !shown.contains('\n'));
+            if let Error::TooLong { max, .. } = e {
+                assert!(max == MAX_V1 || max == MAX_V2);
+            }
         }
     }
 }
