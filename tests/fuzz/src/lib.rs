@@ -2101,7 +2101,9 @@ fn log_report_bytes(data: &[u8]) {
         }
     }
     let mut whole = tern_report::Report::new();
-    whole.feed_reader(data).expect("reading a slice cannot fail");
+    whole
+        .feed_reader(data)
+        .expect("reading a slice cannot fail");
     let mut chopped = tern_report::Report::new();
     chopped
         .feed_reader(std::io::BufReader::with_capacity(3, data))
@@ -2111,6 +2113,7 @@ fn log_report_bytes(data: &[u8]) {
     let lines = data.split(|&b| b == b'\n').count() as u64;
     assert!(j["lines"]["read"].as_u64().unwrap() <= lines);
     let _ = whole.text(5);
+}
 
 /// `control_request`: the postmaster's requests to a running tern-send
 /// (`tern_ipc::control`), and the journal replay that records them
@@ -2136,6 +2139,7 @@ pub fn control_request(data: &[u8]) {
         again.extend_from_slice(&rec.encode());
     }
     assert_eq!(tern_spool::state::replay(&again).0, state, "snapshot");
+}
 
 /// `verify`: tern-smtpd ↔ tern-verify (`tern_ipc::verify`): request and
 /// answer decoders (decode then encode is the identity, the message never
