@@ -181,7 +181,13 @@ fn lmtp_session(data: &[u8]) {
     let (replies, _err, _partial) = parse_all(data);
     let mut answered = true;
     for (k, r) in results.iter().enumerate() {
-        printable(&r.text);
+        // A result quotes the reply's text (at most MAX_TEXT) in a sentence
+        // of its own; tern-ipc carries up to 4000 bytes.
+        assert!(r.text.len() <= MAX_TEXT + 300, "result text too long");
+        assert!(
+            !r.text.chars().any(char::is_control),
+            "control character in result"
+        );
         answered &= replies.get(k).is_some_and(|x| x.code != 421);
         let want = if !answered {
             Status::Temporary
