@@ -367,3 +367,62 @@ fn forget_clears_remembered_host_failures() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("not an IP address"));
 }
+
+/// On a terminal, `repair` draws a progress bar (indicatif) on stderr and
+/// then prints the same report; off a terminal (every other test) nothing
+/// but the report, and no terminal control sequence.
+#[test]
+fn repair_shows_progress_on_a_terminal_only() {
+    let python = "/usr/bin/python3";
+    if !Path::new(python).is_file() {
+        tern_tests::skip(
+            "ternctl::repair_shows_progress_on_a_terminal_only",
+            "no /usr/bin/python3 (its pty module runs ternctl on a terminal)",
+        );
+        return;
+    }
+    let inst = Instance::new("ternctl-progress");
+    let plain = ternctl(inst.home(), &["repair"]);
+    let plain_err = String::from_utf8_lossy(&plain.stderr).into_owned();
+    let plain_out = String::from_utf8_lossy(&plain.stdout).into_owned();
+    assert!(!plain_err.contains('\u{1b}') && !plain_out.contains('\u{1b}'));
+    // Under a pseudo-terminal: stdout and stderr both go to it.
+    let script = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b''
+while True:
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(bin("ternctl"))
+        .arg("--home")
+        .arg(inst.home())
+        .arg("repair")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("queue repair ["),
+        "no progress bar: {shown:?}"
+    );
+    assert!(
+        shown.contains('\u{1b}'),
+        "drawn and cleared with escapes: {shown:?}"
+    );
+    assert!(shown.contains("removed partial files: 0"), "{shown:?}");
+}

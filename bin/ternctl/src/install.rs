@@ -922,10 +922,14 @@ pub fn install(home: &Home, opts: &Options) -> Result<()> {
         Err(e) => return Err(e).context("cannot read the existing queue's format"),
     };
 
-    for e in manifest::expand(&entries, split) {
-        apply(&home_fd, &e, &ids, opts, &me, &mut report)
+    let tree = manifest::expand(&entries, split);
+    let bar = crate::progress::Progress::new(tree.len() as u64, "install");
+    for (n, e) in tree.iter().enumerate() {
+        bar.set(n as u64, e.path.clone());
+        apply(&home_fd, e, &ids, opts, &me, &mut report)
             .with_context(|| format!("{}/{}", dir.display(), e.path))?;
     }
+    drop(bar);
     let _ = rustix::fs::fsync(&home_fd);
     if let Ok(b) = open_rel_dir(&home_fd, "bin") {
         let _ = rustix::fs::fsync(&b);

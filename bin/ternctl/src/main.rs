@@ -67,6 +67,7 @@ mod init;
 mod install;
 mod manifest;
 mod ops;
+mod progress;
 mod report;
 mod show;
 

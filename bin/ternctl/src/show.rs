@@ -235,7 +235,12 @@ pub fn repair(home: &Home) -> Result<()> {
     let qdir = home.queue_dir();
     let queue =
         Queue::open(&qdir).with_context(|| format!("cannot open the queue {}", qdir.display()))?;
-    let r = queue.repair().context("queue repair failed")?;
+    let bar =
+        crate::progress::Progress::new(1 + 2 * u64::from(queue.layout().split), "queue repair");
+    let r = queue
+        .repair_with(&mut |done, _| bar.set(done, "directories checked"))
+        .context("queue repair failed")?;
+    drop(bar);
     let mut out = format!(
         "removed partial files: {}\nrenamed committed files: {}\ndamaged files (left alone): {}\n",
         r.removed_partial,

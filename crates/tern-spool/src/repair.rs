@@ -43,6 +43,15 @@ impl Queue {
     /// Removes what dead writers left and puts misnamed committed files
     /// right. Safe to run while `tern-queue` processes are writing.
     pub fn repair(&self) -> Result<RepairReport, Error> {
+        self.repair_with(&mut |_, _| {})
+    }
+
+    /// [`Queue::repair`], calling `progress(done, total)` after each
+    /// directory it has gone through (`tmp/`, then each bucket of `new/`
+    /// and `cur/`).
+    pub fn repair_with(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<RepairReport, Error> {
+        let total = 1 + 2 * u64::from(self.layout().split);
+        let mut done = 0;
         let mut report = RepairReport::default();
         let now = tern_date::now();
         let tmp = self.dir().join(TMP_DIR);
@@ -78,6 +87,8 @@ impl Queue {
             sync_dir(&tmp);
         }
         let _ = fs::remove_file(self.dir().join("format.tmp"));
+        done += 1;
+        progress(done, total);
 
         for top in [NEW_DIR, CUR_DIR] {
             for b in 0..self.layout().split {
@@ -139,6 +150,8 @@ impl Queue {
                 if changed {
                     sync_dir(&d);
                 }
+                done += 1;
+                progress(done, total);
             }
         }
         Ok(report)
