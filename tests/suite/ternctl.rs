@@ -426,3 +426,137 @@ sys.exit(os.waitstatus_to_exitcode(status))
     );
     assert!(shown.contains("removed partial files: 0"), "{shown:?}");
 }
+
+/// `explain` names the file and line of each decision: the rules line and
+/// rcpthosts line of the SMTP step, locals or virtualdomains, the
+/// users/assign line and each `.qmail` line (with what it does), or the
+/// smtproutes / lmtproutes line, the TLS policy's line and the DKIM key.
+#[test]
+fn explain_names_each_decision_with_its_file_and_line() {
+    let inst = Instance::with_mailboxes("ternctl-explain", &["ann"]);
+    let h = inst.home();
+    let c = h.join("control");
+    let append = |f: &str, text: &str| {
+        let mut old = std::fs::read_to_string(c.join(f)).unwrap_or_default();
+        old.push_str(text);
+        std::fs::write(c.join(f), old).unwrap();
+    };
+    append("rcpthosts", "# ours\nexample.org\n");
+    append(
+        "smtproutes",
+        "other.test:[192.0.2.1]:2525\nfar.test:[127.0.0.1]:2526\n",
+    );
+    append("lmtproutes", "store.test:/run/store/lmtp\n");
+    append("tlsdestinations", ".test:verify\n");
+    append("virtualdomains", "# virtual\n.virt.test:ann-v\n");
+    std::fs::write(
+        h.join("mail/ann/.qmail-list"),
+        "# the list\n./Maildir/\n&bob@far.test\n|/bin/true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        inst.scratch().join("rules"),
+        "127.0.0.1:allow,RELAYCLIENT=\"\"\n10.9.9.9:deny\n:allow\n",
+    )
+    .unwrap();
+    let rules = inst.scratch().join("rules");
+    let run = |args: &[&str]| {
+        let mut all = vec!["explain"];
+        all.extend_from_slice(args);
+        let out = ternctl(h, &all);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let r = rules.to_str().unwrap();
+    let cpath = c.display().to_string();
+
+    let t = run(&["ann-list@localhost", "--client", "10.1.2.3", "--rules", r]);
+    assert!(t.contains(&format!("allowed by {r}:3")), "{t}");
+    assert!(
+        t.contains(&format!(
+            "RCPT accepted: localhost is ours ({cpath}/rcpthosts:1: localhost)"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "local: localhost is a local domain ({cpath}/locals:1"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("users/assign:"), "{t}");
+    assert!(t.contains(".qmail-list decides:"), "{t}");
+    assert!(
+        t.contains("   line 2: delivers to the Maildir ./Maildir/"),
+        "{t}"
+    );
+    assert!(t.contains("   line 3: forwards to bob@far.test"), "{t}");
+    assert!(t.contains("   line 4: runs the program `/bin/true`"), "{t}");
+
+    let t = run(&["x@example.org", "--client", "10.1.2.3", "--rules", r]);
+    let n = std::fs::read_to_string(c.join("rcpthosts"))
+        .unwrap()
+        .lines()
+        .position(|l| l == "example.org")
+        .unwrap()
+        + 1;
+    assert!(
+        t.contains(&format!("({cpath}/rcpthosts:{n}: example.org)")),
+        "{t}"
+    );
+
+    let t = run(&["x@far.test", "--client", "10.1.2.3", "--rules", r]);
+    assert!(t.contains("RCPT refused with 553"), "{t}");
+    assert!(!t.contains("SMTP to"), "stops at the refusal: {t}");
+
+    let t = run(&["x@far.test", "--client", "10.9.9.9", "--rules", r]);
+    assert!(
+        t.contains(&format!("refused at connection by {r}:2 (deny)")),
+        "{t}"
+    );
+
+    let t = run(&[
+        "x@far.test",
+        "--client",
+        "127.0.0.1",
+        "--rules",
+        r,
+        "--from",
+        "me@example.org",
+    ]);
+    assert!(t.contains("which sets RELAYCLIENT"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "SMTP to the relay [127.0.0.1]:2526 ({cpath}/smtproutes:"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("far.test:[127.0.0.1]:2526)"), "{t}");
+    assert!(
+        t.contains(&format!("TLS: verify ({cpath}/tlsdestinations:")),
+        "{t}"
+    );
+    assert!(
+        t.contains("DKIM: no key in control/dkim for example.org"),
+        "{t}"
+    );
+
+    let t = run(&["x@store.test"]);
+    assert!(t.contains("LMTP to the socket /run/store/lmtp"), "{t}");
+    assert!(t.contains("lmtproutes:"), "{t}");
+
+    let t = run(&["sales@a.virt.test"]);
+    assert!(
+        t.contains("local, as the virtual address ann-v-sales@a.virt.test"),
+        "{t}"
+    );
+    assert!(t.contains("virtualdomains:"), "{t}");
+    assert!(t.contains(".virt.test:ann-v"), "{t}");
+
+    let t = run(&["nobody-here@localhost"]);
+    assert!(t.contains("no mailbox here by that name"), "{t}");
+
+    // Nothing to explain: a usage error.
+    let out = ternctl(h, &["explain", "a\nb@c"]);
+    assert_eq!(out.status.code(), Some(1));
+}

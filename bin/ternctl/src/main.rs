@@ -63,6 +63,7 @@
 #![forbid(unsafe_code)]
 
 mod dkim;
+mod explain;
 mod init;
 mod install;
 mod manifest;
@@ -159,6 +160,27 @@ enum Command {
     },
     /// Explain the effective configuration; exit 1 if any file is malformed.
     Check,
+    /// Say what Tern would do with mail for ADDRESS, and why (file and
+    /// line of each decision).
+    Explain {
+        /// The recipient address.
+        address: String,
+        /// Explain the RCPT decision for an SMTP client at this address.
+        #[arg(long, value_name = "IP")]
+        client: Option<std::net::IpAddr>,
+        /// The tern-listen rules that decide RELAYCLIENT for --client.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// The client authenticated (SMTP AUTH): it may relay.
+        #[arg(long)]
+        auth: bool,
+        /// The message's From: address (which DKIM keys would sign).
+        #[arg(long, value_name = "ADDRESS")]
+        from: Option<String>,
+        /// Look the MX records up (DNS through control/dnsservers).
+        #[arg(long)]
+        resolve: bool,
+    },
     /// DKIM signing keys: make one, list them with their DNS records.
     Dkim {
         #[command(subcommand)]
@@ -359,6 +381,26 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Check => Ok(show::check(&home(cli.home)?)),
+        Command::Explain {
+            address,
+            client,
+            rules,
+            auth,
+            from,
+            resolve,
+        } => {
+            let home = home(cli.home)?;
+            let q = explain::Query {
+                address,
+                client,
+                rules,
+                auth,
+                from,
+                resolve,
+            };
+            show::emit(&explain::explain(&home, &q)?);
+            Ok(Exit::Ok)
+        }
         Command::Dkim { action } => {
             let home = home(cli.home)?;
             match action {
