@@ -157,6 +157,7 @@ pub fn queue(home: &Home, as_json: bool, count_only: bool, dropped: bool) -> Res
                         "address": String::from_utf8_lossy(&r.address),
                         "state": r.state.to_string(),
                         "last_attempt": r.last_attempt,
+                        "attempts": r.attempts,
                         "next_attempt": (!m.held).then(|| next_attempt(m, r)).flatten(),
                         "last_error": (!r.last_error.is_empty())
                             .then(|| String::from_utf8_lossy(&r.last_error)),
@@ -191,7 +192,7 @@ pub fn queue(home: &Home, as_json: bool, count_only: bool, dropped: bool) -> Res
                 let _ = write!(out, "  held: not tried until released");
             } else if let Some(next) = next_attempt(m, r) {
                 if let Some(t) = r.last_attempt {
-                    let _ = write!(out, "  tried {} ago", age(now - t));
+                    let _ = write!(out, "  tried {}x, last {} ago", r.attempts, age(now - t));
                 }
                 if next > now {
                     let _ = write!(out, "  next in {}", age(next - now));
@@ -263,6 +264,7 @@ type ShownRecipient = (
     Option<i64>,
     Vec<u8>,
     Option<&'static str>,
+    u32,
 );
 
 /// `ternctl show QID [--body]`: one message: envelope, each recipient's
@@ -329,7 +331,15 @@ pub fn show_message(home: &Home, id: u64, body: bool, as_json: bool) -> Result<(
                     tern_spool::state::Channel::Local => "local",
                     tern_spool::state::Channel::Remote => "remote",
                 };
-                (r.original.clone(), st, r.last_attempt, next, err, Some(ch))
+                (
+                    r.original.clone(),
+                    st,
+                    r.last_attempt,
+                    next,
+                    err,
+                    Some(ch),
+                    r.attempts,
+                )
             })
             .collect(),
         None => h
@@ -344,6 +354,7 @@ pub fn show_message(home: &Home, id: u64, body: bool, as_json: bool) -> Result<(
                     Some(h.origin.time),
                     Vec::new(),
                     None,
+                    0,
                 )
             })
             .collect(),
@@ -361,10 +372,11 @@ pub fn show_message(home: &Home, id: u64, body: bool, as_json: bool) -> Result<(
             "stage": open.stage.to_string(),
             "held": held,
             "deleted": deleted,
-            "recipients": rcpts.iter().map(|(a, st, last, next, err, ch)| json!({
+            "recipients": rcpts.iter().map(|(a, st, last, next, err, ch, tries)| json!({
                 "address": String::from_utf8_lossy(a),
                 "state": st,
                 "channel": ch,
+                "attempts": tries,
                 "last_attempt": last,
                 "next_attempt": next,
                 "last_error": (!err.is_empty()).then(|| String::from_utf8_lossy(err)),
@@ -395,12 +407,15 @@ pub fn show_message(home: &Home, id: u64, body: bool, as_json: bool) -> Result<(
             _ => "",
         }
     );
-    for (a, st, last, next, err, ch) in &rcpts {
+    for (a, st, last, next, err, ch, tries) in &rcpts {
         let _ = write!(out, "recipient: <{}>  {st}", printable(a));
         if let Some(ch) = ch {
             let _ = write!(out, "  {ch}");
         }
         out.push('\n');
+        if *tries > 0 {
+            let _ = writeln!(out, "  deferred attempts: {tries}");
+        }
         if let Some(t) = last {
             let _ = writeln!(
                 out,

@@ -242,6 +242,7 @@ mod tests {
                 status: Status::Failed(b"no".to_vec()),
                 last_attempt: None,
                 last_error: Vec::new(),
+                attempts: 0,
             }],
             bounced: false,
             held: false,

@@ -52,6 +52,7 @@ pub fn take_over_state(
                 status: Status::Pending,
                 last_attempt: None,
                 last_error: Vec::new(),
+                attempts: 0,
             }
         })
         .collect::<Vec<_>>();
@@ -194,6 +195,7 @@ mod tests {
                     status: s.clone(),
                     last_attempt: None,
                     last_error: Vec::new(),
+                    attempts: 0,
                 })
                 .collect(),
             bounced: false,

@@ -64,6 +64,8 @@ pub struct Recipient {
     pub last_attempt: Option<i64>,
     /// The text of its last temporary failure (empty: none recorded).
     pub last_error: Vec<u8>,
+    /// How many times it was tried and deferred.
+    pub attempts: u32,
 }
 
 /// A committed message as listed.
@@ -254,6 +256,7 @@ fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -
                 channel: Some(r.channel),
                 last_attempt: r.last_attempt,
                 last_error: r.last_error.clone(),
+                attempts: r.attempts,
             })
             .collect(),
         None => recipients
@@ -264,6 +267,7 @@ fn listed(id: u64, m: OpenMessage, known: Option<&crate::state::MessageState>) -
                 channel: None,
                 last_attempt: None,
                 last_error: Vec::new(),
+                attempts: 0,
             })
             .collect(),
     };

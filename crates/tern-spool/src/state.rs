@@ -107,6 +107,8 @@ pub struct RecipientState {
     pub last_attempt: Option<i64>,
     /// The text of the last temporary failure (empty: none recorded).
     pub last_error: Vec<u8>,
+    /// How many times it was tried and deferred.
+    pub attempts: u32,
 }
 
 /// A message the manager has taken over.
@@ -204,6 +206,16 @@ pub enum Record {
     Removed {
         /// Message id.
         id: u64,
+    },
+    /// Recipient `index` of `id` was deferred `count` times (written by
+    /// compaction, which keeps only the last deferral's record).
+    Attempts {
+        /// Message id.
+        id: u64,
+        /// Recipient index.
+        index: u32,
+        /// Deferrals so far.
+        count: u32,
     },
     /// `id` is held (`hold = true`) or released (`hold = false`).
     Hold {
@@ -319,6 +331,12 @@ impl Record {
                     put_bytes(&mut p, text);
                 }
             }
+            Record::Attempts { id, index, count } => {
+                p.push(b'N');
+                p.extend_from_slice(&id.to_be_bytes());
+                p.extend_from_slice(&index.to_be_bytes());
+                p.extend_from_slice(&count.to_be_bytes());
+            }
             Record::Bounced { id } => {
                 p.push(b'B');
                 p.extend_from_slice(&id.to_be_bytes());
@@ -373,6 +391,7 @@ impl Record {
                         status: Status::Pending,
                         last_attempt: None,
                         last_error: Vec::new(),
+                        attempts: 0,
                     });
                 }
                 Record::Accept {
@@ -409,6 +428,11 @@ impl Record {
                 index: c.u32()?,
                 time: c.i64()?,
                 text: c.bytes()?,
+            },
+            b'N' => Record::Attempts {
+                id: c.u64()?,
+                index: c.u32()?,
+                count: c.u32()?,
             },
             b'B' => Record::Bounced { id: c.u64()? },
             b'X' => Record::Removed { id: c.u64()? },
@@ -473,6 +497,12 @@ impl State {
                 if let Some(r) = self.recipient(*id, *index) {
                     r.last_attempt = Some(*time);
                     r.last_error.clone_from(text);
+                    r.attempts = r.attempts.saturating_add(1);
+                }
+            }
+            Record::Attempts { id, index, count } => {
+                if let Some(r) = self.recipient(*id, *index) {
+                    r.attempts = *count;
                 }
             }
             Record::Bounced { id } => {
@@ -519,6 +549,7 @@ impl State {
                 r.status = Status::Pending;
                 r.last_attempt = None;
                 r.last_error.clear();
+                r.attempts = 0;
             }
             fresh.bounced = false;
             fresh.held = false;
@@ -541,6 +572,13 @@ impl State {
                         index,
                         time,
                         text: r.last_error.clone(),
+                    });
+                }
+                if r.attempts != u32::from(r.last_attempt.is_some()) {
+                    out.push(Record::Attempts {
+                        id,
+                        index,
+                        count: r.attempts,
                     });
                 }
             }
@@ -760,6 +798,7 @@ mod tests {
                     status: Status::Pending,
                     last_attempt: None,
                     last_error: Vec::new(),
+                    attempts: 0,
                 })
                 .collect(),
             bounced: false,
@@ -919,6 +958,62 @@ mod tests {
     }
 
     #[test]
+    fn deferrals_are_counted_and_the_count_survives_compaction() {
+        let mut bytes = Record::Accept {
+            id: 1,
+            message: msg(2),
+        }
+        .encode();
+        for t in 0..5 {
+            bytes.extend(
+                Record::Deferred {
+                    id: 1,
+                    index: 1,
+                    time: 100 + t,
+                    text: format!("try {t}").into_bytes(),
+                }
+                .encode(),
+            );
+        }
+        bytes.extend(
+            Record::Deferred {
+                id: 1,
+                index: 0,
+                time: 100,
+                text: Vec::new(),
+            }
+            .encode(),
+        );
+        let (s, valid) = replay(&bytes);
+        assert_eq!(valid, bytes.len());
+        let r = &s.messages[&1].recipients;
+        assert_eq!((r[0].attempts, r[1].attempts), (1, 5));
+        assert_eq!(r[1].last_attempt, Some(104));
+        // Compaction keeps one deferral and the count.
+        let snap: Vec<Record> = s.snapshot();
+        assert!(snap.contains(&Record::Attempts {
+            id: 1,
+            index: 1,
+            count: 5
+        }));
+        assert!(
+            !snap
+                .iter()
+                .any(|r| matches!(r, Record::Attempts { index: 0, .. }))
+        );
+        let again: Vec<u8> = snap.iter().flat_map(Record::encode).collect();
+        assert_eq!(replay(&again).0, s);
+        // A bad count record: truncated.
+        let n = Record::Attempts {
+            id: 1,
+            index: 1,
+            count: 9,
+        }
+        .encode();
+        assert_eq!(Record::decode(&n[4..n.len() - 5]), None);
+    }
+
+    #[test]
     fn torn_or_corrupt_tail_stops_replay() {
         let a = Record::Accept {
             id: 1,
@@ -966,6 +1061,7 @@ mod tests {
                 status: Status::Pending,
                 last_attempt: None,
                 last_error: Vec::new(),
+                attempts: 0,
             })
             .collect();
         let a = Record::Accept { id: 3, message: m }.encode();
