@@ -35,7 +35,7 @@ impl Writer {
     }
 
     fn start_with(inst: &Instance, env: &[(&str, &std::ffi::OsStr)]) -> Writer {
-        let socket = inst.home().join("queue").join(feed::SOCKET);
+        let socket = feed::socket_path(inst.home());
         let _ = std::fs::remove_file(&socket);
         let mut cmd = inst.command("tern-queue");
         for (k, v) in env {
@@ -298,7 +298,7 @@ fn sigkill_of_the_writer_under_load_loses_nothing_answered() {
 #[test]
 fn tern_smtpd_uses_the_writer_when_it_runs_and_tern_queue_when_not() {
     let inst = Instance::new("writer-smtpd");
-    let session = |n: usize| {
+    let session_with = |n: usize, gate: Option<&str>, ok: usize| {
         let mut input = b"HELO x\r\n".to_vec();
         for i in 0..n {
             input.extend_from_slice(
@@ -306,8 +306,11 @@ fn tern_smtpd_uses_the_writer_when_it_runs_and_tern_queue_when_not() {
             );
         }
         input.extend_from_slice(b"QUIT\r\n");
-        let mut c = inst
-            .command("tern-smtpd")
+        let mut cmd = inst.command("tern-smtpd");
+        if let Some(g) = gate {
+            cmd.env("TERN_QUEUE_SOCKET", g);
+        }
+        let mut c = cmd
             .env("TCPREMOTEIP", "127.0.0.1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -321,8 +324,10 @@ fn tern_smtpd_uses_the_writer_when_it_runs_and_tern_queue_when_not() {
             .expect("write");
         let out = c.wait_with_output().expect("wait");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert_eq!(text.matches("250 2.0.0 ok").count(), n, "{text}");
+        assert_eq!(text.matches("250 2.0.0 ok").count(), ok, "{text}");
+        text
     };
+    let session = |n: usize| session_with(n, None, n);
     let pids = |inst: &Instance| -> Vec<String> {
         let mut v: Vec<String> = queued(inst)
             .into_iter()
@@ -349,6 +354,21 @@ fn tern_smtpd_uses_the_writer_when_it_runs_and_tern_queue_when_not() {
     let writer = w.child.id().to_string();
     let p = pids(&inst);
     assert_eq!(p.iter().filter(|x| **x == writer).count(), 3, "{p:?}");
+    // A gate named too (the hardened systemd units): the writer still
+    // comes first; the gate (here: nothing listens) only when the writer
+    // cannot be reached.
+    let gate = inst.scratch().join("no-gate.sock");
+    let gate = gate.to_str().unwrap();
+    session_with(2, Some(gate), 2);
+    let p = pids(&inst);
+    assert_eq!(p.iter().filter(|x| **x == writer).count(), 5, "{p:?}");
+    drop(w);
+    let text = session_with(1, Some(gate), 0);
+    assert!(
+        text.contains("451"),
+        "no writer, no gate: temporary: {text}"
+    );
+    assert_eq!(pids(&inst).len(), 8, "nothing more queued");
 }
 
 /// Sends `n` messages from as many clients at once (so that rounds hold
@@ -411,7 +431,7 @@ fn a_failing_syncfs_falls_back_and_a_failing_name_flush_queues_nothing() {
 fn tern_start_runs_the_writer_and_restarts_it() {
     let inst = Instance::new("writer-start");
     let daemon = tern_tests::Daemon::start(&inst);
-    let socket = inst.home().join("queue").join(feed::SOCKET);
+    let socket = feed::socket_path(inst.home());
     let writers = || inst.pids_of("tern-queue");
     assert!(
         wait_until(20, || writers().len() == 1

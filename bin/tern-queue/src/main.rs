@@ -172,7 +172,7 @@ fn main() -> ExitCode {
             } else {
                 "usage: tern-queue  (message on fd 0, envelope on fd 1; no arguments)\n\
                  \x20      tern-queue --gate  (a connected Unix socket on fd 0; not setuid)\n\
-                 \x20      tern-queue --serve  (the queue writer on queue/writer; not setuid)\n\
+                 \x20      tern-queue --serve  (the queue writer on writer/socket; not setuid)\n\
                  Exit 0 means queued; see tern-queue(8) for the other codes.\n"
                     .to_string()
             };

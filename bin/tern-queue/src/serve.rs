@@ -1,6 +1,6 @@
 //! `tern-queue --serve`: the long-running queue writer.
 //!
-//! It listens on `queue/writer` (a Unix stream socket, mode 0666: anyone
+//! It listens on `writer/socket` (a Unix stream socket, mode 0666: anyone
 //! may queue mail, as anyone may run the setuid tern-queue) and serves
 //! each connection in a thread of its own: many messages per connection
 //! (tern-spool's `feed` protocol), each written into an unnamed file of
@@ -102,7 +102,7 @@ pub(crate) fn run(home: &Path) -> u8 {
         Ok(l) => l,
         Err(e) => return alert(e),
     };
-    let path = home.join("queue").join(feed::SOCKET);
+    let path = feed::socket_path(&home);
     let listener = match bind(&path) {
         Ok(l) => l,
         Err(e) => return alert(format!("{}: {e}", path.display())),
@@ -165,6 +165,14 @@ pub(crate) fn run(home: &Path) -> u8 {
 
 /// Binds `path`, replacing a stale socket (only a socket), mode 0666.
 fn bind(path: &PathBuf) -> std::io::Result<UnixListener> {
+    // writer/ (a system install makes it, ternq's, 0755); a single-user
+    // instance's writer makes it the first time.
+    if let Some(dir) = path.parent()
+        && std::fs::symlink_metadata(dir).is_err()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o755).create(dir)?;
+    }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => {

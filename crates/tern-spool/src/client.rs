@@ -193,31 +193,33 @@ impl QueueClient {
         }
     }
 
-    /// The client for tern-smtpd: `QMAILQUEUE` and the queue gate as
+    /// The client for tern-smtpd: a `QMAILQUEUE` program as
     /// [`Self::for_home`] (looked up with `var`, the connection's
-    /// variables), else the queue writer at `<home>/queue/writer`, falling
-    /// back for each message to `<home>/bin/tern-queue` when the writer
-    /// cannot be reached. The writer's connection is kept (and shared with
-    /// clones) for later messages.
+    /// variables); else the queue writer at `<home>/writer/socket`, falling
+    /// back for each message, when the writer cannot be reached, to the
+    /// queue gate when `TERN_QUEUE_SOCKET` names one (the hardened units,
+    /// where no setuid program can run) or to `<home>/bin/tern-queue`. The
+    /// writer's connection is kept (and shared with clones) for later
+    /// messages.
     pub fn for_smtpd(home: &Path, var: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> QueueClient {
         let program = match var("QMAILQUEUE") {
             Some(p) if !p.is_empty() => return QueueClient::with_program(PathBuf::from(p)),
             _ => home.join("bin").join("tern-queue"),
         };
-        match var(SOCKET_VAR) {
-            Some(s) if !s.is_empty() && !tern_sys::secure::at_secure() => QueueClient {
-                program,
-                gate: Some(PathBuf::from(s)),
-                writer: None,
-            },
-            _ => QueueClient {
-                program,
-                gate: None,
-                writer: Some(WriterLink {
-                    socket: home.join("queue").join(crate::feed::SOCKET),
-                    conn: Default::default(),
-                }),
-            },
+        // The writer first; when it cannot be reached, the gate if one is
+        // named (the hardened units, where the setuid tern-queue cannot
+        // run), else the setuid tern-queue.
+        let gate = match var(SOCKET_VAR) {
+            Some(s) if !s.is_empty() && !tern_sys::secure::at_secure() => Some(PathBuf::from(s)),
+            _ => None,
+        };
+        QueueClient {
+            program,
+            gate,
+            writer: Some(WriterLink {
+                socket: crate::feed::socket_path(home),
+                conn: Default::default(),
+            }),
         }
     }
 
@@ -270,12 +272,12 @@ impl QueueClient {
         envelope: &Envelope,
         write_message: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<(), SubmitError> {
-        if let Some(socket) = &self.gate {
-            return self.submit_gate(socket, envelope, write_message);
-        }
         if let Some(link) = &self.writer {
             let Ok(mut conn) = link.conn.lock() else {
-                return self.submit_program(envelope, write_message);
+                return match &self.gate {
+                    Some(socket) => self.submit_gate(socket, envelope, write_message),
+                    None => self.submit_program(envelope, write_message),
+                };
             };
             if conn.as_ref().is_some_and(stale) {
                 *conn = None;
@@ -306,7 +308,10 @@ impl QueueClient {
                 }
                 return r;
             }
-            // No writer: this message goes through tern-queue.
+            // No writer: this message goes through the gate or tern-queue.
+        }
+        if let Some(socket) = &self.gate {
+            return self.submit_gate(socket, envelope, write_message);
         }
         self.submit_program(envelope, write_message)
     }

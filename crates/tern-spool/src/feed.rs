@@ -31,8 +31,17 @@ pub const HELLO: [u8; 4] = *b"tqw1";
 pub const READY: u8 = 0;
 /// Largest data frame.
 pub const MAX_DATA: usize = 64 * 1024;
-/// The socket's name below `queue/`.
-pub const SOCKET: &str = "writer";
+/// The directory of the writer's socket, below `$TERN_HOME` (not in
+/// `queue/`: the hardened SMTP units make `queue/` inaccessible and still
+/// reach the writer).
+pub const SOCKET_DIR: &str = "writer";
+/// The socket's name in [`SOCKET_DIR`].
+pub const SOCKET: &str = "socket";
+
+/// `$TERN_HOME/writer/socket`.
+pub fn socket_path(home: &std::path::Path) -> std::path::PathBuf {
+    home.join(SOCKET_DIR).join(SOCKET)
+}
 
 /// One frame from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
