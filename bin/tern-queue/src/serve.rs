@@ -102,7 +102,7 @@ pub(crate) fn run(home: &Path) -> u8 {
         Ok(l) => l,
         Err(e) => return alert(e),
     };
-    let path = feed::socket_path(&home);
+    let path = feed::socket_path(home);
     let listener = match bind(&path) {
         Ok(l) => l,
         Err(e) => return alert(format!("{}: {e}", path.display())),
