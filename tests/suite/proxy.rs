@@ -652,22 +652,33 @@ fn a_silent_balancer_times_out_in_exec_mode() {
     silent_balancer(&["-E"], "proxy-silent-exec");
 }
 
-/// From an address whose rule lacks PROXY a header is not read: it
-/// reaches tern-smtpd as a command, which it does not know.
+/// From an address whose rule lacks PROXY a header is not read by
+/// tern-listen: it reaches tern-smtpd, which refuses it (554) and closes
+/// the connection, logging why; the claim is never believed.
 #[test]
-fn a_header_from_an_untrusted_address_is_just_a_bad_command() {
+fn a_header_from_an_untrusted_address_closes_the_connection() {
     let inst = Instance::new("proxy-untrusted");
     let l = Listen::start(&inst, "untrusted", &[], &[]);
     let mut c = Client::new(connect_from("127.0.0.6", l.port));
     assert!(c.reply().starts_with("220"));
     let r = c.say("PROXY TCP4 127.0.0.5 127.0.0.1 40000 25");
-    assert!(r.starts_with("502 5.5.1"), "{r:?}");
+    assert!(r.starts_with("554 5.7.0"), "{r:?}");
+    let mut rest = String::new();
+    let _ = c.r.read_to_string(&mut rest);
+    assert!(rest.is_empty(), "closed after the refusal: {rest:?}");
+    assert!(
+        wait_until(10, || l
+            .log()
+            .contains("PROXY protocol header from an address not trusted")),
+        "logged: {}",
+        l.log()
+    );
+    // The same client without the header is the connection's own address.
+    let mut c = Client::new(connect_from("127.0.0.6", l.port));
+    assert!(c.reply().starts_with("220"));
     assert!(c.say("EHLO six.example").starts_with("250"));
     let r = c.rcpt("far@elsewhere.example");
-    assert!(
-        r.starts_with("553"),
-        "the claimed 127.0.0.5 was believed: {r}"
-    );
+    assert!(r.starts_with("553"), "relaying from 127.0.0.6: {r}");
     assert!(c.say("QUIT").starts_with("221"));
     // Version 2's signature is made to end a session that reads it as
     // text: empty lines, a NUL, then a bare LF, which tern-smtpd refuses
@@ -682,7 +693,7 @@ fn a_header_from_an_untrusted_address_is_just_a_bad_command() {
         rest.starts_with("500 5.5.2") && rest.ends_with("500 5.5.2 bare CR or LF not allowed\r\n"),
         "{rest:?}"
     );
-    assert!(wait_until(10, || l.smtpd_clients().len() == 2));
-    assert_eq!(l.smtpd_clients(), ["127.0.0.6", "127.0.0.6"]);
+    assert!(wait_until(10, || l.smtpd_clients().len() == 3));
+    assert_eq!(l.smtpd_clients(), ["127.0.0.6", "127.0.0.6", "127.0.0.6"]);
     assert!(l.events("proxy").is_empty() && l.events("proxy_refused").is_empty());
 }

@@ -118,6 +118,9 @@ pub enum Command {
     /// A verb Tern does not implement (
     /// or anything else made of letters).
     Unknown,
+    /// `PROXY ...`: a PROXY protocol header line, from a client not
+    /// trusted to send one (tern-listen reads those of trusted balancers).
+    Proxy,
 }
 
 /// The SASL mechanisms Tern offers.
@@ -292,6 +295,10 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         b"BDAT" => bdat(arg),
         b"STARTTLS" => no_arg(Command::Starttls),
         b"AUTH" => auth(arg),
+        // A PROXY protocol (version 1) header: what a load balancer sends
+        // first. tern-listen reads it from trusted balancers; here it
+        // came from a client not trusted to send one.
+        b"PROXY" => Ok(Command::Proxy),
         _ => Ok(Command::Unknown),
     }
 }
@@ -461,6 +468,17 @@ mod tests {
 
     fn p(s: &[u8]) -> Result<Command, CommandError> {
         parse(s)
+    }
+
+    #[test]
+    fn a_proxy_header_line_is_its_own_command() {
+        for line in [
+            &b"PROXY TCP4 192.0.2.1 192.0.2.2 40000 25"[..],
+            b"proxy UNKNOWN",
+            b"PROXY",
+        ] {
+            assert_eq!(parse(line), Ok(Command::Proxy), "{}", line.escape_ascii());
+        }
     }
 
     #[test]

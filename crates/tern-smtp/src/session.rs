@@ -708,6 +708,17 @@ impl Session {
                 return self.auth_command(mechanism, initial);
             }
             Command::Unknown => bad(502, "5.5.1", "command not recognized"),
+            // Someone claims to be a balancer without being one (or a
+            // balancer missing from the rules): never believed, and the
+            // connection goes, logged with this reason.
+            Command::Proxy => {
+                let r = Reply::new(
+                    554,
+                    "5.7.0",
+                    "PROXY protocol header from an address not trusted to send one",
+                );
+                return self.step(r, true, true);
+            }
         };
         self.step(reply, failure, false)
     }
