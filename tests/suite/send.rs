@@ -853,3 +853,42 @@ fn verp_expansion_past_the_bound_fails_only_that_recipient() {
     assert!(log.contains("longer than 1000 bytes. (#5.1.7)"), "{log}");
     assert_eq!(inst.maildir_count("test"), 1, "{log}");
 }
+
+/// A daemon that starts while someone holds the manager lock (ternctl's
+/// offline operations do, for seconds) waits for it instead of exiting
+/// and taking tern-start with it; once the lock is free it delivers.
+#[test]
+fn a_starting_daemon_waits_for_a_held_manager_lock() {
+    let inst = Instance::new("send-lockwait");
+    let lock = inst.home().join("queue/state/lock");
+    // A holder we release by hand: flock(1) waits on its stdin.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .args(["-c", "read x"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) from util-linux");
+    let (code, err) = inst.sendmail(&["-i", "test@localhost"], &message(1));
+    assert_eq!(code, 0, "{err}");
+    let mut d = Daemon::start(&inst);
+    assert!(
+        wait_until(20, || d.log().contains("event=waiting_for_lock")),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        inst.maildir_count("test"),
+        0,
+        "delivered while the lock was held"
+    );
+    assert!(d.try_wait().is_none(), "tern-start exited: {}", d.log());
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(
+        wait_until(30, || inst.maildir_count("test") == 1),
+        "not delivered once the lock was free: {}",
+        d.log()
+    );
+    d.stop(10);
+}

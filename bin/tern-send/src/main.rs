@@ -48,6 +48,9 @@ use tern_manager::{Cleaner, Config, Exit, Manager, PROG, Spawner, bounce};
 use tern_sched::Rewriter;
 use tern_spool::state::{Channel, Journal};
 
+/// How long a starting daemon waits for a manager lock someone holds.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn fail(reason: impl std::fmt::Display) -> ExitCode {
     Event::new(PROG, "alert")
         .field("reason", reason.to_string())
@@ -154,7 +157,28 @@ fn main() -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot open the manager lock: {e}")),
     };
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+    // `ternctl delete/hold/...` holds the lock for the seconds an offline
+    // operation takes: a daemon starting then waits for it (up to
+    // LOCK_WAIT) instead of exiting and taking tern-start with it; another
+    // tern-send holds it for good.
+    let locked = |l: &File| {
+        rustix::fs::flock(l, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+    };
+    let mut have_lock = locked(&lock);
+    if !have_lock && !once {
+        Event::new(PROG, "waiting_for_lock")
+            .field(
+                "reason",
+                "the manager lock is held (ternctl at work, or another tern-send)",
+            )
+            .emit();
+        let until = std::time::Instant::now() + LOCK_WAIT;
+        while !have_lock && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            have_lock = locked(&lock);
+        }
+    }
+    if !have_lock {
         if once {
             // A daemon is running: ask it to retry everything now instead.
             let pid = std::fs::read_to_string(state_dir.join("pid")).ok();
