@@ -419,6 +419,34 @@ impl Keys {
         (Keys { keys }, errors)
     }
 
+    /// A store of one key, from its PEM text (for tests and fuzzing; the
+    /// programs read `control/dkim` with [`Keys::load`]).
+    pub fn from_pem(domain: &str, selector: &str, pem: &[u8]) -> Result<Keys, String> {
+        if !valid_domain(domain) || !valid_selector(selector) {
+            return Err("bad domain or selector".into());
+        }
+        let (algorithm, public, der) = parse_key(pem)?;
+        let signer = match (&der, algorithm) {
+            (_, Algorithm::Rsa) => RsaKey::<Sha256>::from_key_der(der).map(Signer::Rsa),
+            (PrivateKeyDer::Pkcs8(p8), Algorithm::Ed25519) => {
+                Ed25519Key::from_pkcs8_maybe_unchecked_der(p8.secret_pkcs8_der())
+                    .map(Signer::Ed25519)
+            }
+            _ => return Err("an Ed25519 key must be PKCS#8".into()),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Keys {
+            keys: vec![Key {
+                domain: domain.to_string(),
+                selector: selector.to_string(),
+                algorithm,
+                path: PathBuf::new(),
+                public,
+                signer,
+            }],
+        })
+    }
+
     /// Every key.
     pub fn all(&self) -> &[Key] {
         &self.keys

@@ -168,3 +168,14 @@ fn no_store_no_keys_no_errors() {
     assert_eq!(keys.sign(MSG).unwrap(), None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_store_of_one_key_from_pem() {
+    let (pem, public) = generate(Algorithm::Ed25519).unwrap();
+    let keys = Keys::from_pem("example.com", "one", pem.as_bytes()).unwrap();
+    assert_eq!(keys.all()[0].public, public);
+    assert!(keys.sign(MSG).unwrap().is_some());
+    assert!(Keys::from_pem("example.com", "one", b"garbage").is_err());
+    assert!(Keys::from_pem("localhost", "one", pem.as_bytes()).is_err());
+    assert!(Keys::from_pem("example.com", "a/b", pem.as_bytes()).is_err());
+}

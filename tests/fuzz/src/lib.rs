@@ -41,6 +41,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("envelope", envelope),
     ("ipc", ipc),
     ("control_request", control_request),
+    ("dkim", dkim),
     ("qfile_header", qfile_header),
     ("queue_format", queue_format),
     ("address", address),
@@ -2197,5 +2198,33 @@ fn verify_once(data: &[u8]) {
         if let Ok(k) = tern_msg::header::Header::read(&mut &kept[..], &limits) {
             assert_eq!(tern_msg::authres::without_ours(&k, "mx.example.net").1, 0);
         }
+    }
+}
+
+/// `dkim`: tern-dkim on an untrusted message. The From: domain is found or
+/// not without a panic (and when found it is a valid domain name); the
+/// message as tern-remote sends it (tern-client's `received_form`, with a
+/// `From:` of the key's domain put first) is signed by mail-auth's
+/// canonicalisation and an Ed25519 key, or refused cleanly; a signature is
+/// folded into LF-ended lines shorter than 998 octets with no CR.
+pub fn dkim(data: &[u8]) {
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<tern_dkim::Keys> = OnceLock::new();
+    if let Some(d) = tern_dkim::from_domain(data) {
+        assert!(tern_dkim::valid_domain(&d), "{d}");
+    }
+    let keys = KEYS.get_or_init(|| {
+        let (pem, _) = tern_dkim::generate(tern_dkim::Algorithm::Ed25519).expect("a key");
+        tern_dkim::Keys::from_pem("example.com", "fuzz", pem.as_bytes()).expect("the key")
+    });
+    let message = [&b"From: f@example.com\n"[..], data].concat();
+    let Ok(Some(held)) = tern_client::message::received_form(&message[..], 1 << 20) else {
+        return;
+    };
+    if let Ok(Some(signed)) = keys.sign(&held) {
+        assert!(!signed.header.contains(&b'\r'));
+        assert!(signed.header.ends_with(b"\n"));
+        assert!(signed.header.split(|&b| b == b'\n').all(|l| l.len() < 998));
+        assert!(signed.header.starts_with(b"DKIM-Signature:"));
     }
 }
