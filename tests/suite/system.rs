@@ -117,6 +117,8 @@ fn root_install_separates_privileges() {
     // Remote lookups go to a closed loopback port (nothing leaves this
     // host); uid 0 and uid 1 (daemon) get mailboxes by users/assign.
     std::fs::write(home.join("control/dnsservers"), "[127.0.0.1]:9\n").unwrap();
+    // Inbound checks on (tagging only): tern-start runs tern-verify as ternv.
+    std::fs::write(home.join("control/authcheck"), "tag\n").unwrap();
     std::fs::write(
         home.join("users/assign"),
         "=rootbox:root:0:0:/root:::\n=daemonbox:daemon:1:1:/usr/sbin:::\n.\n",
@@ -252,6 +254,7 @@ fn root_install_separates_privileges() {
                 "tern-rspawn",
                 "tern-smtpd",
                 "tern-queue",
+                "tern-verify",
             ]
             .iter()
             .all(|c| comms.iter().any(|x| x == c))
@@ -263,6 +266,7 @@ fn root_install_separates_privileges() {
     let (ternq, _) = ids("ternq");
     let (ternr, ternr_gid) = ids("ternr");
     let (ternl, ternl_gid) = ids("ternl");
+    let (ternv, ternv_gid) = ids("ternv");
     let mut seen = Vec::new();
     let mut procs = rootinst::processes_under(&bin);
     procs.extend(
@@ -295,6 +299,10 @@ fn root_install_separates_privileges() {
                 assert_eq!((c.uid, c.gid), (all(ternr), all(ternr_gid)), "{comm}");
                 assert!(c.no_new_privs, "{comm}");
             }
+            "tern-verify" => {
+                assert_eq!((c.uid, c.gid), (all(ternv), all(ternv_gid)), "{comm}");
+                assert!(c.no_new_privs, "{comm}");
+            }
             "cat" => {
                 assert_eq!((c.uid, c.gid), (all(ternl), all(ternl_gid)), "the logger");
                 assert!(c.no_new_privs, "the logger");
@@ -307,7 +315,7 @@ fn root_install_separates_privileges() {
                 // recipient's uid throughout, never one of Tern's own.
                 assert!(
                     c.uid.iter().all(|&u| u == c.uid[0])
-                        && ![terns, ternq, ternr, ternd, ternl].contains(&c.uid[0]),
+                        && ![terns, ternq, ternr, ternd, ternl, ternv].contains(&c.uid[0]),
                     "{comm}: {c:?}"
                 );
             }
@@ -348,6 +356,7 @@ fn root_install_separates_privileges() {
         "tern-rspawn",
         "tern-smtpd",
         "tern-queue",
+        "tern-verify",
         "cat",
     ] {
         assert!(seen.iter().any(|s| s == want), "{want} not seen: {seen:?}");
@@ -467,6 +476,16 @@ fn root_install_separates_privileges() {
         "ternr reaches queue/remote"
     );
 
+    // --- as ternv (the checker: network, no queue): not even reading.
+    assert!(
+        !sh_as("ternv", &format!("cat {q}")),
+        "ternv could read a message"
+    );
+    assert!(
+        !sh_as("ternv", &format!("ls {h}/queue/new/0")),
+        "ternv lists the queue"
+    );
+
     // --- DKIM keys: made by root, readable by ternr (which signs) alone.
     let made = Command::new(home.join("bin/ternctl"))
         .arg("--home")
@@ -492,7 +511,15 @@ fn root_install_separates_privileges() {
         sh_as("ternr", &format!("cat {k} > /dev/null")),
         "ternr reads the key"
     );
-    for user in ["ternd", "terns", "ternq", "ternl", "alias", "terntestbob"] {
+    for user in [
+        "ternd",
+        "terns",
+        "ternq",
+        "ternv",
+        "ternl",
+        "alias",
+        "terntestbob",
+    ] {
         assert!(
             !sh_as(user, &format!("cat {k}")),
             "{user} could read the DKIM key"
