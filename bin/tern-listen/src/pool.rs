@@ -21,8 +21,10 @@
 //! stress.
 
 use crate::args::{Args, Verbosity};
-use crate::proxy::{self, Pending, Progress};
-use crate::serve::{Accepted, accept_one, admit, connection_vars, take_expired, uncount};
+use crate::proxy::{self, Pending};
+use crate::serve::{
+    Accepted, accept_one, admit, connection_vars, take_expired, take_ready, uncount,
+};
 use crate::{Exit, PROG};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
@@ -264,22 +266,8 @@ impl Pool {
     /// Reads the pending headers whose socket is readable; hands each
     /// connection whose header is whole to a worker.
     fn read_pending(&mut self, ready: &[bool]) {
-        for i in (0..ready.len()).rev() {
-            if !ready[i] {
-                continue;
-            }
-            match self.pending[i].read() {
-                Progress::Waiting => {}
-                Progress::Ready { remote, local } => {
-                    let p = self.pending.swap_remove(i);
-                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
-                    self.admit_and_assign(p.stream, remote, local, local.port(), false);
-                }
-                Progress::Failed => {
-                    let p = self.pending.swap_remove(i);
-                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
-                }
-            }
+        for (stream, remote, local) in take_ready(&mut self.pending, &mut self.per_ip, ready) {
+            self.admit_and_assign(stream, remote, local, local.port(), false);
         }
     }
 

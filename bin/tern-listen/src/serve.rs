@@ -109,22 +109,8 @@ impl Listener {
     /// Reads the pending headers whose socket is readable; starts the
     /// program for each one now whole.
     fn read_pending(&mut self, ready: &[bool]) {
-        for i in (0..ready.len()).rev() {
-            if !ready[i] {
-                continue;
-            }
-            match self.pending[i].read() {
-                Progress::Waiting => {}
-                Progress::Ready { remote, local } => {
-                    let p = self.pending.swap_remove(i);
-                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
-                    self.admit_and_start(p.stream, remote, local, local.port(), false);
-                }
-                Progress::Failed => {
-                    let p = self.pending.swap_remove(i);
-                    uncount(&mut self.per_ip, p.balancer.ip().to_canonical());
-                }
-            }
+        for (stream, remote, local) in take_ready(&mut self.pending, &mut self.per_ip, ready) {
+            self.admit_and_start(stream, remote, local, local.port(), false);
         }
     }
 
@@ -407,6 +393,35 @@ pub(crate) fn poll_timeout(pending: &[Pending]) -> Timespec {
         tv_sec: d.as_secs() as i64,
         tv_nsec: i64::from(d.subsec_nanos()),
     }
+}
+
+/// Reads the pending headers whose socket is `ready`: a connection whose
+/// header is now whole leaves `pending` (and its balancer's count) and is
+/// returned with the addresses it proxies; one whose header failed just
+/// leaves. Both loops (pool and per-connection programs) start what is
+/// returned their own way.
+pub(crate) fn take_ready(
+    pending: &mut Vec<Pending>,
+    per_ip: &mut HashMap<IpAddr, usize>,
+    ready: &[bool],
+) -> Vec<(TcpStream, SocketAddr, SocketAddr)> {
+    let mut whole = Vec::new();
+    for i in (0..ready.len()).rev() {
+        if !ready[i] {
+            continue;
+        }
+        let done = match pending[i].read() {
+            Progress::Waiting => continue,
+            Progress::Ready { remote, local } => Some((remote, local)),
+            Progress::Failed => None,
+        };
+        let p = pending.swap_remove(i);
+        uncount(per_ip, p.balancer.ip().to_canonical());
+        if let Some((remote, local)) = done {
+            whole.push((p.stream, remote, local));
+        }
+    }
+    whole
 }
 
 /// Takes the pending connections whose deadline has passed.
