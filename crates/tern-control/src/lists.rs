@@ -327,12 +327,7 @@ fn parse_relay(n: usize, spec: &str) -> Result<Option<Relay>, Error> {
 /// `:relay` (default for every domain); an empty relay (`domain:`) means
 /// "use MX as usual". IPv6 relays are written in brackets, `[2001:db8::1]:2525`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SmtpRoutes {
-    exact: HashMap<String, Option<Relay>>,
-    suffixes: HashMap<String, Option<Relay>>,
-    default: Option<Option<Relay>>,
-    entries: Vec<String>,
-}
+pub struct SmtpRoutes(DomainTable<Relay>);
 
 impl SmtpRoutes {
     /// Parses the file's text.
@@ -340,27 +335,70 @@ impl SmtpRoutes {
     /// # Errors
     /// The first malformed line, or a domain given twice.
     pub fn parse(text: &str) -> Result<SmtpRoutes, Error> {
-        let mut r = SmtpRoutes::default();
+        DomainTable::parse(text, "no ':' (expected domain:relay[:port])", parse_relay)
+            .map(SmtpRoutes)
+    }
+
+    /// The relay for mail to `domain`: the exact entry, else the longest
+    /// matching `.suffix`, else the default. `None`: deliver by MX as usual
+    /// (no entry, or an entry with an empty relay). Case-insensitive.
+    pub fn lookup(&self, domain: &str) -> Option<&Relay> {
+        self.0.lookup(domain)
+    }
+
+    /// The entries as written, in file order.
+    pub fn entries(&self) -> &[String] {
+        &self.0.entries
+    }
+}
+
+/// A table of `domain:value`, `.suffix:value` and `:value` (default) lines,
+/// where an empty value means "no entry here" (smtproutes, lmtproutes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DomainTable<T> {
+    exact: HashMap<String, Option<T>>,
+    suffixes: HashMap<String, Option<T>>,
+    default: Option<Option<T>>,
+    entries: Vec<String>,
+}
+
+impl<T> Default for DomainTable<T> {
+    fn default() -> Self {
+        DomainTable {
+            exact: HashMap::new(),
+            suffixes: HashMap::new(),
+            default: None,
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T> DomainTable<T> {
+    /// Parses the lines; `value` parses what follows the first `:` (line
+    /// number, text); `no_colon` is the error for a line without one.
+    fn parse(
+        text: &str,
+        no_colon: &'static str,
+        value: impl Fn(usize, &str) -> Result<Option<T>, Error>,
+    ) -> Result<DomainTable<T>, Error> {
+        let mut r = DomainTable::default();
         for (n, line) in list_lines(text) {
             let Some((key, spec)) = line.split_once(':') else {
-                return Err(Error::at_line(
-                    n,
-                    ErrorKind::Syntax("no ':' (expected domain:relay[:port])"),
-                ));
+                return Err(Error::at_line(n, ErrorKind::Syntax(no_colon)));
             };
-            let relay = parse_relay(n, spec)?;
+            let v = value(n, spec)?;
             let fresh = if key.is_empty() {
-                r.default.replace(relay).is_none()
+                r.default.replace(v).is_none()
             } else if let Some(rest) = key.strip_prefix('.') {
                 let d = Domain::parse(rest.as_bytes(), Charset::Utf8)
                     .map_err(|e| bad_domain(n, e.shifted(1)))?;
                 r.suffixes
-                    .insert(format!(".{}", d.to_lowercase_key()), relay)
+                    .insert(format!(".{}", d.to_lowercase_key()), v)
                     .is_none()
             } else {
                 let d =
                     Domain::parse(key.as_bytes(), Charset::Utf8).map_err(|e| bad_domain(n, e))?;
-                r.exact.insert(d.to_lowercase_key(), relay).is_none()
+                r.exact.insert(d.to_lowercase_key(), v).is_none()
             };
             if !fresh {
                 return Err(Error::at_line(
@@ -373,21 +411,15 @@ impl SmtpRoutes {
         Ok(r)
     }
 
-    /// The relay for mail to `domain`: the exact entry, else the longest
-    /// matching `.suffix`, else the default. `None`: deliver by MX as usual
-    /// (no entry, or an entry with an empty relay). Case-insensitive.
-    pub fn lookup(&self, domain: &str) -> Option<&Relay> {
+    /// The exact entry, else the longest matching `.suffix`, else the
+    /// default; `None` also for an entry with an empty value.
+    fn lookup(&self, domain: &str) -> Option<&T> {
         let d = domain.to_ascii_lowercase();
         self.exact
             .get(&d)
             .or_else(|| for_each_suffix(&d, |s| self.suffixes.get(s)))
             .or(self.default.as_ref())
             .and_then(Option::as_ref)
-    }
-
-    /// The entries as written, in file order.
-    pub fn entries(&self) -> &[String] {
-        &self.entries
     }
 }
 
@@ -480,12 +512,7 @@ fn parse_lmtp_server(n: usize, spec: &str) -> Result<Option<LmtpServer>, Error> 
 /// "not by LMTP" (smtproutes and MX as usual). Host names are refused: no
 /// DNS is asked for LMTP routes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LmtpRoutes {
-    exact: HashMap<String, Option<LmtpServer>>,
-    suffixes: HashMap<String, Option<LmtpServer>>,
-    default: Option<Option<LmtpServer>>,
-    entries: Vec<String>,
-}
+pub struct LmtpRoutes(DomainTable<LmtpServer>);
 
 impl LmtpRoutes {
     /// Parses the file's text.
@@ -493,54 +520,24 @@ impl LmtpRoutes {
     /// # Errors
     /// The first malformed line, or a domain given twice.
     pub fn parse(text: &str) -> Result<LmtpRoutes, Error> {
-        let mut r = LmtpRoutes::default();
-        for (n, line) in list_lines(text) {
-            let Some((key, spec)) = line.split_once(':') else {
-                return Err(Error::at_line(
-                    n,
-                    ErrorKind::Syntax("no ':' (expected domain:ip:port or domain:/socket)"),
-                ));
-            };
-            let server = parse_lmtp_server(n, spec)?;
-            let fresh = if key.is_empty() {
-                r.default.replace(server).is_none()
-            } else if let Some(rest) = key.strip_prefix('.') {
-                let d = Domain::parse(rest.as_bytes(), Charset::Utf8)
-                    .map_err(|e| bad_domain(n, e.shifted(1)))?;
-                r.suffixes
-                    .insert(format!(".{}", d.to_lowercase_key()), server)
-                    .is_none()
-            } else {
-                let d =
-                    Domain::parse(key.as_bytes(), Charset::Utf8).map_err(|e| bad_domain(n, e))?;
-                r.exact.insert(d.to_lowercase_key(), server).is_none()
-            };
-            if !fresh {
-                return Err(Error::at_line(
-                    n,
-                    ErrorKind::Syntax("duplicate entry (an earlier line has the same domain)"),
-                ));
-            }
-            r.entries.push(line.to_string());
-        }
-        Ok(r)
+        DomainTable::parse(
+            text,
+            "no ':' (expected domain:ip:port or domain:/socket)",
+            parse_lmtp_server,
+        )
+        .map(LmtpRoutes)
     }
 
     /// The LMTP server for mail to `domain`: the exact entry, else the
     /// longest matching `.suffix`, else the default. `None`: not by LMTP
     /// (no entry, or an entry with an empty server). Case-insensitive.
     pub fn lookup(&self, domain: &str) -> Option<&LmtpServer> {
-        let d = domain.to_ascii_lowercase();
-        self.exact
-            .get(&d)
-            .or_else(|| for_each_suffix(&d, |s| self.suffixes.get(s)))
-            .or(self.default.as_ref())
-            .and_then(Option::as_ref)
+        self.0.lookup(domain)
     }
 
     /// The entries as written, in file order.
     pub fn entries(&self) -> &[String] {
-        &self.entries
+        &self.0.entries
     }
 }
 
